@@ -1,0 +1,408 @@
+//! Check runners: one task per service runs its check script on an interval.
+//!
+//! Why it looks like this:
+//! - The next run starts `interval` after the previous one *ended*, so runs of one service never
+//!   overlap and a slow check cannot pile up copies of itself.
+//! - The script runs without a shell, in a process group of its own, with stdout and stderr on
+//!   one pipe. On timeout the whole group gets SIGTERM, then SIGKILL 2 s later; after every run
+//!   the group gets SIGKILL, so children a script left behind die with it.
+//! - The daemon is a child subreaper ([`become_subreaper`]): a grandchild that escaped the group
+//!   (setsid, double fork) is re-parented to us instead of init, and [`sweep_orphans`] kills and
+//!   reaps it. Nothing a script does leaves zombies or strays.
+//! - Only the last [`OUTPUT_TAIL`] bytes of output are kept; the rest is read and dropped, so a
+//!   script that prints megabytes costs CPU, never memory.
+
+use crate::config::ServiceConfig;
+use crate::model::{micros, CheckResult, Exit};
+use nix::sys::signal::{kill, killpg, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag};
+use nix::unistd::Pid;
+use std::collections::BTreeSet;
+use std::os::unix::process::ExitStatusExt;
+use std::process::Stdio;
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime};
+use tokio::io::AsyncReadExt;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+/// Bytes of combined stdout/stderr kept per run.
+pub const OUTPUT_TAIL: usize = 4096;
+/// Between SIGTERM and SIGKILL to a timed-out check's process group.
+pub const KILL_GRACE: Duration = Duration::from_secs(2);
+/// How long output is still read after the check ended and its group was killed; an escaped
+/// process holding the pipe open must not hold the runner.
+const DRAIN_AFTER_EXIT: Duration = Duration::from_millis(200);
+
+/// Pids of the check processes we spawned and tokio will reap; [`sweep_orphans`] leaves them.
+static TRACKED: Mutex<BTreeSet<i32>> = Mutex::new(BTreeSet::new());
+
+/// A finished run, sent to the engine.
+#[derive(Debug)]
+pub struct CheckDone {
+    pub service: String,
+    pub runner: u64,
+    pub result: CheckResult,
+}
+
+pub enum RunnerCmd {
+    /// Run now (after the current run, if one is going) and send the result here too.
+    RunNow(oneshot::Sender<CheckResult>),
+    /// `disable_test` / `enable_test`: stop or restart the interval.
+    SetStopped(bool),
+}
+
+/// The engine's grip on a runner: commands in, and the task aborted (killing any running
+/// check's process group) when the handle is dropped.
+pub struct RunnerHandle {
+    pub id: u64,
+    tx: mpsc::UnboundedSender<RunnerCmd>,
+    task: JoinHandle<()>,
+}
+
+impl RunnerHandle {
+    pub fn send(&self, cmd: RunnerCmd) {
+        // The runner only ends when this handle is dropped, so a send cannot fail while we hold
+        // the handle; if it ever did, the engine notices the missing result, nothing else.
+        if self.tx.send(cmd).is_err() {
+            tracing::error!(runner = self.id, "check runner is gone");
+        }
+    }
+}
+
+impl Drop for RunnerHandle {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+pub fn spawn_runner(
+    svc: &ServiceConfig,
+    argv: Vec<String>,
+    id: u64,
+    stopped: bool,
+    done: mpsc::UnboundedSender<CheckDone>,
+) -> RunnerHandle {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let job = Job {
+        service: svc.name.clone(),
+        argv,
+        interval: svc.interval,
+        timeout: svc.timeout,
+    };
+    let task = tokio::spawn(runner_loop(job, id, stopped, rx, done));
+    RunnerHandle { id, tx, task }
+}
+
+struct Job {
+    service: String,
+    argv: Vec<String>,
+    interval: Duration,
+    timeout: Duration,
+}
+
+async fn runner_loop(
+    job: Job,
+    id: u64,
+    mut stopped: bool,
+    mut rx: mpsc::UnboundedReceiver<RunnerCmd>,
+    done: mpsc::UnboundedSender<CheckDone>,
+) {
+    let mut due = !stopped;
+    let mut waiters: Vec<oneshot::Sender<CheckResult>> = Vec::new();
+    let mut next = tokio::time::Instant::now();
+    loop {
+        if due || !waiters.is_empty() {
+            let result = run_once(&job.service, &job.argv, job.timeout).await;
+            for w in waiters.drain(..) {
+                // A `test` client that went away does not care; nothing to do.
+                let _ = w.send(result.clone());
+            }
+            let msg = CheckDone {
+                service: job.service.clone(),
+                runner: id,
+                result,
+            };
+            if done.send(msg).is_err() {
+                return; // the engine is shutting down
+            }
+            due = false;
+            next = tokio::time::Instant::now() + job.interval;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep_until(next), if !stopped => due = true,
+            cmd = rx.recv() => match cmd {
+                None => return,
+                Some(RunnerCmd::RunNow(w)) => waiters.push(w),
+                Some(RunnerCmd::SetStopped(s)) => {
+                    due = stopped && !s; // restarting the check runs it at once
+                    stopped = s;
+                }
+            },
+        }
+    }
+}
+
+/// Kills the process group when dropped: covers the runner being aborted mid-check (reload,
+/// shutdown) as well as the normal end of a run.
+struct GroupGuard(Pid);
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        // ESRCH (group already empty) is the usual, fine outcome.
+        let _ = killpg(self.0, Signal::SIGKILL);
+        TRACKED.lock().unwrap().remove(&self.0.as_raw());
+    }
+}
+
+/// Runs one check to completion (or timeout) and reports how it ended.
+pub async fn run_once(service: &str, argv: &[String], timeout: Duration) -> CheckResult {
+    let started = SystemTime::now();
+    let t0 = Instant::now();
+    let (exit, output) = match execute(service, argv, timeout).await {
+        Ok(r) => r,
+        Err(why) => (Exit::CannotStart(why), String::new()),
+    };
+    let result = CheckResult {
+        exit,
+        time: micros(started),
+        duration_us: t0.elapsed().as_micros() as u64,
+        output,
+    };
+    sweep_orphans();
+    result
+}
+
+async fn execute(
+    service: &str,
+    argv: &[String],
+    timeout: Duration,
+) -> Result<(Exit, String), String> {
+    let (program, args) = argv.split_first().ok_or("empty command line")?;
+    let (rd, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| format!("cannot create a pipe: {e}"))?;
+    let wr2 = wr
+        .try_clone()
+        .map_err(|e| format!("cannot dup a pipe: {e}"))?;
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.args(args)
+        .env("PSENTINEL_SERVICE", service)
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(wr))
+        .stderr(Stdio::from(wr2))
+        .process_group(0)
+        .kill_on_drop(true);
+    let mut child = {
+        // Held across fork+exec so that sweep_orphans never sees an untracked child of ours.
+        let mut tracked = TRACKED.lock().unwrap();
+        let child = cmd.spawn().map_err(|e| format!("{program}: {e}"))?;
+        tracked.insert(child.id().map_or(0, |p| p as i32));
+        child
+    };
+    drop(cmd); // our copies of the pipe's write end: EOF comes when the group closes theirs
+    let pid = Pid::from_raw(child.id().map_or(0, |p| p as i32));
+    let _group = GroupGuard(pid);
+    let mut pipe = tokio::net::unix::pipe::Receiver::from_owned_fd(rd)
+        .map_err(|e| format!("cannot read the pipe: {e}"))?;
+    let mut tail = Tail::default();
+    let mut buf = vec![0u8; 8192];
+    let mut eof = false;
+    let mut timed_out = false;
+    let mut deadline = tokio::time::Instant::now() + timeout;
+    let status = loop {
+        tokio::select! {
+            n = pipe.read(&mut buf), if !eof => match n {
+                Ok(0) | Err(_) => eof = true,
+                Ok(n) => tail.push(&buf[..n]),
+            },
+            st = child.wait() => break st,
+            _ = tokio::time::sleep_until(deadline) => {
+                let sig = if timed_out { Signal::SIGKILL } else { Signal::SIGTERM };
+                tracing::debug!(service, ?sig, "check timed out, signalling its process group");
+                let _ = killpg(pid, sig);
+                timed_out = true;
+                deadline += KILL_GRACE;
+            }
+        }
+    };
+    // Whatever the script left in its group dies now; then read what is left in the pipe.
+    let _ = killpg(pid, Signal::SIGKILL);
+    let drain_until = tokio::time::Instant::now() + DRAIN_AFTER_EXIT;
+    while !eof {
+        tokio::select! {
+            n = pipe.read(&mut buf) => match n {
+                Ok(0) | Err(_) => eof = true,
+                Ok(n) => tail.push(&buf[..n]),
+            },
+            _ = tokio::time::sleep_until(drain_until) => break,
+        }
+    }
+    let exit = match status {
+        _ if timed_out => Exit::TimedOut,
+        Ok(st) => match (st.code(), st.signal()) {
+            (Some(c), _) => Exit::Code(c),
+            (None, Some(s)) => Exit::Signal(s),
+            (None, None) => Exit::CannotStart(format!("unknown wait status {st:?}")),
+        },
+        Err(e) => Exit::CannotStart(format!("waiting for {program}: {e}")),
+    };
+    Ok((exit, tail.into_string()))
+}
+
+/// Keeps the last [`OUTPUT_TAIL`] bytes pushed into it.
+#[derive(Default)]
+struct Tail {
+    buf: Vec<u8>,
+    dropped: bool,
+}
+
+impl Tail {
+    fn push(&mut self, data: &[u8]) {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() > 2 * OUTPUT_TAIL {
+            let cut = self.buf.len() - OUTPUT_TAIL;
+            self.buf.drain(..cut);
+            self.dropped = true;
+        }
+    }
+
+    fn into_string(mut self) -> String {
+        if self.buf.len() > OUTPUT_TAIL {
+            let cut = self.buf.len() - OUTPUT_TAIL;
+            self.buf.drain(..cut);
+            self.dropped = true;
+        }
+        let text = String::from_utf8_lossy(&self.buf);
+        if self.dropped {
+            format!("[...] {text}")
+        } else {
+            text.into_owned()
+        }
+    }
+}
+
+/// Makes this process the reaper of its orphaned descendants (see module doc).
+pub fn become_subreaper() -> nix::Result<()> {
+    nix::sys::prctl::set_child_subreaper(true)
+}
+
+/// Kills and reaps children of ours that no check runner tracks: escaped grandchildren of check
+/// scripts, re-parented to us because we are a subreaper. Cheap: reads the kernel's list of our
+/// children, not all of /proc.
+pub fn sweep_orphans() {
+    let me = std::process::id();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{me}/task")) else {
+        return;
+    };
+    let mut children = Vec::new();
+    for task in tasks.flatten() {
+        if let Ok(list) = std::fs::read_to_string(task.path().join("children")) {
+            children.extend(
+                list.split_whitespace()
+                    .filter_map(|p| p.parse::<i32>().ok()),
+            );
+        }
+    }
+    let tracked = TRACKED.lock().unwrap();
+    for pid in children.into_iter().filter(|p| !tracked.contains(p)) {
+        let pid = Pid::from_raw(pid);
+        tracing::debug!(
+            pid = pid.as_raw(),
+            "killing and reaping a process a check left behind"
+        );
+        let _ = kill(pid, Signal::SIGKILL);
+        // Not blocking: a process that has not died yet is reaped on its SIGCHLD.
+        let _ = waitpid(pid, Some(WaitPidFlag::WNOHANG));
+    }
+}
+
+/// Sweeps on every SIGCHLD, so orphans that die later are reaped too.
+pub async fn reap_on_sigchld(shutdown: tokio_util::sync::CancellationToken) {
+    let Ok(mut sig) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child()) else {
+        tracing::warn!(
+            "cannot listen for SIGCHLD; orphans of check scripts are reaped after checks only"
+        );
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            s = sig.recv() => if s.is_none() { return },
+        }
+        sweep_orphans();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn argv(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[tokio::test]
+    async fn exit_code_and_output() {
+        let r = run_once(
+            "t",
+            &argv(&["/bin/sh", "-c", "echo out; echo err >&2; exit 3"]),
+            Duration::from_secs(5),
+        )
+        .await;
+        assert_eq!(r.exit, Exit::Code(3));
+        assert!(
+            r.output.contains("out") && r.output.contains("err"),
+            "{:?}",
+            r.output
+        );
+    }
+
+    #[tokio::test]
+    async fn missing_program_cannot_start() {
+        let r = run_once("t", &argv(&["/nonexistent/check"]), Duration::from_secs(5)).await;
+        match r.exit {
+            Exit::CannotStart(why) => assert!(why.contains("/nonexistent/check"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn timeout_kills_the_group_even_if_term_is_ignored() {
+        let r = run_once(
+            "t",
+            &argv(&["/bin/sh", "-c", "trap '' TERM; sleep 30 & sleep 30; wait"]),
+            Duration::from_millis(200),
+        )
+        .await;
+        assert_eq!(r.exit, Exit::TimedOut);
+        assert!(r.duration_us < 10_000_000, "{}", r.duration_us);
+    }
+
+    #[tokio::test]
+    async fn output_is_capped_to_the_tail() {
+        let r = run_once(
+            "t",
+            &argv(&[
+                "/bin/sh",
+                "-c",
+                "head -c 1000000 /dev/zero | tr '\\0' x; echo END",
+            ]),
+            Duration::from_secs(10),
+        )
+        .await;
+        assert!(r.output.len() <= OUTPUT_TAIL + 10, "{}", r.output.len());
+        assert!(r.output.ends_with("END\n"));
+    }
+
+    #[test]
+    fn tail_keeps_last_bytes() {
+        let mut t = Tail::default();
+        for _ in 0..10 {
+            t.push(&[b'a'; 1000]);
+        }
+        t.push(b"zz");
+        let s = t.into_string();
+        assert!(s.starts_with("[...] ") && s.ends_with("zz"));
+        assert_eq!(s.len(), OUTPUT_TAIL + 6);
+    }
+}

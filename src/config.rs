@@ -1,0 +1,620 @@
+//! Configuration: INI text -> validated, typed [`Config`].
+//!
+//! Parsing happens in two layers: rust-ini turns text into sections of string pairs, then
+//! [`Config::from_ini`] checks every key and value and builds typed fields. Every error names
+//! the file, the section, the key, the value and why, so `psentinel -t` output is enough to fix
+//! a file. There is no "best effort": a file with one bad value is rejected whole, at start-up
+//! and on reload (where the running configuration stays).
+
+use crate::model::valid_service_name;
+use ini::{Ini, ParseOption};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub const DEFAULT_CONFIG: &str = "/etc/psentinel/psentinel.cfg";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{file}: cannot read: {source}")]
+    Read {
+        file: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{file}: syntax error at {detail}")]
+    Syntax { file: PathBuf, detail: String },
+    #[error("{file}: [{section}] {key} = '{value}': {why}")]
+    Value {
+        file: PathBuf,
+        section: String,
+        key: String,
+        value: String,
+        why: String,
+    },
+    #[error("{file}: [{section}]: {why}")]
+    Section {
+        file: PathBuf,
+        section: String,
+        why: String,
+    },
+    #[error("{file}: {why}")]
+    File { file: PathBuf, why: String },
+}
+
+/// Where the D-Bus objects go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DbusMode {
+    System,
+    Session,
+    Off,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct General {
+    pub log_level: u8,
+    pub pid_file: PathBuf,
+    pub sock_file: PathBuf,
+    pub state_dir: PathBuf,
+    pub control_group: String,
+    pub dbus: DbusMode,
+    pub metrics_listen: Option<SocketAddr>,
+}
+
+impl Default for General {
+    fn default() -> Self {
+        General {
+            log_level: 2,
+            pid_file: "/run/psentinel/psentinel.pid".into(),
+            sock_file: "/run/psentinel/psentinel.sock".into(),
+            state_dir: "/var/lib/psentinel".into(),
+            control_group: "psentinel".into(),
+            dbus: DbusMode::System,
+            metrics_listen: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceConfig {
+    pub name: String,
+    pub port: u16,
+    /// None = every address (dual-stack where IPv6 exists).
+    pub bind: Option<IpAddr>,
+    pub pausable: bool,
+    pub start_paused: bool,
+    /// Program and arguments, already split; None = no check (the service counts as passing).
+    pub check: Option<Vec<String>>,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub rise: u32,
+    pub fall: u32,
+    pub agent_port: Option<u16>,
+    pub disabled_status: u16,
+    pub paused_status: u16,
+    pub haproxy_fall: u32,
+}
+
+impl ServiceConfig {
+    /// The TCP address the HTTP probe listens on.
+    pub fn probe_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.bind_ip(), self.port)
+    }
+
+    pub fn agent_addr(&self) -> Option<SocketAddr> {
+        self.agent_port.map(|p| SocketAddr::new(self.bind_ip(), p))
+    }
+
+    fn bind_ip(&self) -> IpAddr {
+        self.bind.unwrap_or(IpAddr::V6(Ipv6Addr::UNSPECIFIED))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub file: PathBuf,
+    pub general: General,
+    /// By name; names are unique.
+    pub services: BTreeMap<String, ServiceConfig>,
+}
+
+const SERVICE_KEYS: &[&str] = &[
+    "port",
+    "pausable",
+    "start_paused",
+    "check_script",
+    "check_script_interval",
+    "check_timeout",
+    "bind",
+    "rise",
+    "fall",
+    "agent_port",
+    "disabled_status",
+    "paused_status",
+    "haproxy_fall",
+];
+const GENERAL_KEYS: &[&str] = &[
+    "log_level",
+    "pid_file",
+    "sock_file",
+    "state_dir",
+    "control_group",
+    "dbus",
+    "metrics_listen",
+];
+
+impl Config {
+    pub fn load(file: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Read {
+            file: file.to_path_buf(),
+            source,
+        })?;
+        Config::parse(&text, file)
+    }
+
+    pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
+        // Quotes and backslashes belong to check_script's shell-style words, not to the INI
+        // layer: keep values verbatim.
+        let opt = ParseOption {
+            enabled_quote: false,
+            enabled_escape: false,
+            ..ParseOption::default()
+        };
+        let ini = Ini::load_from_str_opt(text, opt).map_err(|e| ConfigError::Syntax {
+            file: file.to_path_buf(),
+            detail: format!("line {} column {}: {}", e.line, e.col, e.msg),
+        })?;
+        Config::from_ini(&ini, file)
+    }
+
+    /// `sock_file` of `file`, read leniently: the client must find the daemon even while the
+    /// rest of the file is being edited (to send `reload` and hear what is wrong).
+    pub fn sock_file_of(file: &Path) -> Option<PathBuf> {
+        let text = std::fs::read_to_string(file).ok()?;
+        let opt = ParseOption {
+            enabled_quote: false,
+            enabled_escape: false,
+            ..ParseOption::default()
+        };
+        let ini = Ini::load_from_str_opt(&text, opt).ok()?;
+        let v = ini.section(Some("general"))?.get("sock_file")?.trim();
+        (!v.is_empty()).then(|| PathBuf::from(v))
+    }
+
+    fn from_ini(ini: &Ini, file: &Path) -> Result<Config, ConfigError> {
+        let mut general = None;
+        let mut services = BTreeMap::new();
+        let mut ports: HashMap<u16, String> = HashMap::new();
+        for (section, props) in ini.iter() {
+            let Some(section) = section else {
+                if let Some((k, v)) = props.iter().next() {
+                    return Err(ConfigError::File {
+                        file: file.into(),
+                        why: format!("'{k} = {v}' stands before any [section]"),
+                    });
+                }
+                continue;
+            };
+            let s = SectionReader::new(file, section, props)?;
+            if section == "general" {
+                if general.is_some() {
+                    return Err(s.section_err("section appears twice"));
+                }
+                s.reject_unknown(GENERAL_KEYS)?;
+                general = Some(parse_general(&s)?);
+                continue;
+            }
+            if !valid_service_name(section) {
+                return Err(s.section_err(
+                    "a service name may hold only letters, digits, '_', '-' and '.'",
+                ));
+            }
+            if services.contains_key(section) {
+                return Err(s.section_err("service defined twice"));
+            }
+            s.reject_unknown(SERVICE_KEYS)?;
+            let svc = parse_service(&s)?;
+            for (key, port) in [("port", Some(svc.port)), ("agent_port", svc.agent_port)] {
+                let Some(port) = port else { continue };
+                if let Some(other) = ports.insert(port, section.to_string()) {
+                    return Err(s.value_err(
+                        key,
+                        &port.to_string(),
+                        &format!("port already used by [{other}]"),
+                    ));
+                }
+            }
+            services.insert(section.to_string(), svc);
+        }
+        Ok(Config {
+            file: file.to_path_buf(),
+            general: general.unwrap_or_default(),
+            services,
+        })
+    }
+}
+
+fn parse_general(s: &SectionReader) -> Result<General, ConfigError> {
+    let d = General::default();
+    Ok(General {
+        log_level: s.parse_or("log_level", d.log_level, |v| {
+            v.parse::<u8>()
+                .ok()
+                .filter(|l| *l <= 4)
+                .ok_or("expected 0..4 (error, warn, info, debug, trace)")
+        })?,
+        pid_file: s.path_or("pid_file", d.pid_file)?,
+        sock_file: s.path_or("sock_file", d.sock_file)?,
+        state_dir: s.path_or("state_dir", d.state_dir)?,
+        control_group: s.parse_or("control_group", d.control_group, |v| {
+            if v.is_empty() {
+                Err("expected a group name")
+            } else {
+                Ok(v.to_string())
+            }
+        })?,
+        dbus: s.parse_or("dbus", d.dbus, |v| match v.to_ascii_lowercase().as_str() {
+            "system" => Ok(DbusMode::System),
+            "session" => Ok(DbusMode::Session),
+            "off" | "no" | "none" => Ok(DbusMode::Off),
+            _ => Err("expected system, session or off"),
+        })?,
+        metrics_listen: s.opt("metrics_listen", |v| {
+            v.parse::<SocketAddr>()
+                .map_err(|_| "expected ADDR:PORT, e.g. 127.0.0.1:9901 or [::1]:9901")
+        })?,
+    })
+}
+
+fn parse_service(s: &SectionReader) -> Result<ServiceConfig, ConfigError> {
+    let port = s
+        .opt("port", parse_port)?
+        .ok_or_else(|| s.section_err("missing required key 'port'"))?;
+    let pausable = s.parse_or("pausable", false, parse_bool)?;
+    let start_paused = s.parse_or("start_paused", false, parse_bool)?;
+    if start_paused && !pausable {
+        return Err(s.value_err(
+            "start_paused",
+            s.get("start_paused").unwrap_or_default(),
+            "only a pausable service can start paused (set pausable=yes)",
+        ));
+    }
+    let check = s
+        .opt("check_script", |v| {
+            if v.eq_ignore_ascii_case("none") || v.is_empty() {
+                return Ok(None);
+            }
+            match shlex::split(v) {
+                Some(words) if !words.is_empty() => Ok(Some(words)),
+                _ => Err("unbalanced quotes (the command line is split like a shell would)"),
+            }
+        })?
+        .flatten();
+    let interval = s.parse_or("check_script_interval", Duration::from_secs(10), seconds)?;
+    let timeout = s.parse_or("check_timeout", interval, seconds)?;
+    Ok(ServiceConfig {
+        name: s.section.to_string(),
+        port,
+        bind: s.opt("bind", |v| {
+            v.trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<IpAddr>()
+                .map_err(|_| "expected an IPv4 or IPv6 address")
+        })?,
+        pausable,
+        start_paused,
+        check,
+        interval,
+        timeout,
+        rise: s.parse_or("rise", 1, count)?,
+        fall: s.parse_or("fall", 1, count)?,
+        agent_port: s.opt("agent_port", parse_port)?,
+        disabled_status: s.parse_or("disabled_status", 503, http_status)?,
+        paused_status: s.parse_or("paused_status", 503, http_status)?,
+        haproxy_fall: s.parse_or("haproxy_fall", 3, count)?,
+    })
+}
+
+/// yes/no, true/false, on/off, 1/0, any case.
+pub fn parse_bool(v: &str) -> Result<bool, &'static str> {
+    match v.to_ascii_lowercase().as_str() {
+        "yes" | "true" | "on" | "1" => Ok(true),
+        "no" | "false" | "off" | "0" => Ok(false),
+        _ => Err("expected a boolean: yes/no, true/false, on/off, 1/0"),
+    }
+}
+
+fn parse_port(v: &str) -> Result<u16, &'static str> {
+    v.parse::<u16>()
+        .ok()
+        .filter(|p| *p != 0)
+        .ok_or("expected a TCP port 1-65535")
+}
+
+fn seconds(v: &str) -> Result<Duration, &'static str> {
+    match v.parse::<f64>() {
+        Ok(s) if s > 0.0 && s <= 86_400.0 => Ok(Duration::from_secs_f64(s)),
+        _ => Err("expected a number of seconds greater than 0 (at most 86400)"),
+    }
+}
+
+fn count(v: &str) -> Result<u32, &'static str> {
+    v.parse::<u32>()
+        .ok()
+        .filter(|n| (1..=1000).contains(n))
+        .ok_or("expected a whole number from 1 to 1000")
+}
+
+fn http_status(v: &str) -> Result<u16, &'static str> {
+    v.parse::<u16>()
+        .ok()
+        .filter(|s| (200..=599).contains(s))
+        .ok_or("expected an HTTP status code 200-599")
+}
+
+/// One section's keys, with the context every error message needs.
+struct SectionReader<'a> {
+    file: &'a Path,
+    section: &'a str,
+    values: HashMap<&'a str, &'a str>,
+}
+
+impl<'a> SectionReader<'a> {
+    fn new(
+        file: &'a Path,
+        section: &'a str,
+        props: &'a ini::Properties,
+    ) -> Result<Self, ConfigError> {
+        let mut values = HashMap::new();
+        let mut seen = HashSet::new();
+        for (k, v) in props.iter() {
+            if !seen.insert(k) {
+                return Err(ConfigError::Value {
+                    file: file.into(),
+                    section: section.into(),
+                    key: k.into(),
+                    value: v.into(),
+                    why: "key given twice in this section".into(),
+                });
+            }
+            values.insert(k, v.trim());
+        }
+        Ok(SectionReader {
+            file,
+            section,
+            values,
+        })
+    }
+
+    fn get(&self, key: &str) -> Option<&'a str> {
+        self.values.get(key).copied()
+    }
+
+    fn reject_unknown(&self, known: &[&str]) -> Result<(), ConfigError> {
+        let mut keys: Vec<_> = self.values.keys().collect();
+        keys.sort();
+        for key in keys {
+            if !known.contains(key) {
+                let hint = closest(key, known)
+                    .map(|k| format!(" (did you mean '{k}'?)"))
+                    .unwrap_or_default();
+                return Err(self.value_err(key, self.values[key], &format!("unknown key{hint}")));
+            }
+        }
+        Ok(())
+    }
+
+    fn opt<T>(
+        &self,
+        key: &str,
+        parse: impl FnOnce(&str) -> Result<T, &'static str>,
+    ) -> Result<Option<T>, ConfigError> {
+        self.get(key)
+            .map(|v| parse(v).map_err(|why| self.value_err(key, v, why)))
+            .transpose()
+    }
+
+    fn parse_or<T>(
+        &self,
+        key: &str,
+        default: T,
+        parse: impl FnOnce(&str) -> Result<T, &'static str>,
+    ) -> Result<T, ConfigError> {
+        Ok(self.opt(key, parse)?.unwrap_or(default))
+    }
+
+    fn path_or(&self, key: &str, default: PathBuf) -> Result<PathBuf, ConfigError> {
+        self.parse_or(key, default, |v| {
+            if v.is_empty() {
+                Err("expected a path")
+            } else {
+                Ok(PathBuf::from(v))
+            }
+        })
+    }
+
+    fn value_err(&self, key: &str, value: &str, why: &str) -> ConfigError {
+        ConfigError::Value {
+            file: self.file.into(),
+            section: self.section.into(),
+            key: key.into(),
+            value: value.into(),
+            why: why.into(),
+        }
+    }
+
+    fn section_err(&self, why: &str) -> ConfigError {
+        ConfigError::Section {
+            file: self.file.into(),
+            section: self.section.into(),
+            why: why.into(),
+        }
+    }
+}
+
+/// The known key a typo most likely meant (edit distance at most 2).
+fn closest<'k>(key: &str, known: &[&'k str]) -> Option<&'k str> {
+    known
+        .iter()
+        .map(|k| (edit_distance(key, k), *k))
+        .filter(|(d, _)| *d <= 2)
+        .min()
+        .map(|(_, k)| k)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let sub = prev[j] + usize::from(ca != *cb);
+            cur.push(sub.min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+impl fmt::Display for DbusMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            DbusMode::System => "system",
+            DbusMode::Session => "session",
+            DbusMode::Off => "off",
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("test.cfg"))
+    }
+
+    fn err(text: &str) -> String {
+        parse(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn defaults_and_types() {
+        let c = parse("[a]\nport=8080\n").unwrap();
+        let a = &c.services["a"];
+        assert_eq!(a.port, 8080);
+        assert_eq!(a.interval, Duration::from_secs(10));
+        assert_eq!(a.timeout, a.interval);
+        assert_eq!((a.rise, a.fall, a.haproxy_fall), (1, 1, 3));
+        assert_eq!((a.disabled_status, a.paused_status), (503, 503));
+        assert!(a.check.is_none() && !a.pausable && !a.start_paused);
+        assert_eq!(c.general, General::default());
+    }
+
+    #[test]
+    fn check_script_is_split_like_a_shell() {
+        let c = parse("[a]\nport=1\ncheck_script=/bin/sh -c 'exit 3' \"a b\"\n").unwrap();
+        assert_eq!(
+            c.services["a"].check.as_deref().unwrap(),
+            ["/bin/sh", "-c", "exit 3", "a b"]
+        );
+        let c = parse("[a]\nport=1\ncheck_script=none\n").unwrap();
+        assert!(c.services["a"].check.is_none());
+        assert!(err("[a]\nport=1\ncheck_script=/bin/x 'oops\n").contains("unbalanced quotes"));
+    }
+
+    #[test]
+    fn booleans_any_spelling() {
+        for (v, b) in [("YES", true), ("On", true), ("1", true), ("false", false)] {
+            let c = parse(&format!("[a]\nport=1\npausable={v}\n")).unwrap();
+            assert_eq!(c.services["a"].pausable, b, "{v}");
+        }
+        let e = err("[a]\nport=1\npausable=maybe\n");
+        assert!(
+            e.contains("[a] pausable = 'maybe'") && e.contains("boolean"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn errors_name_file_section_key_value_and_why() {
+        let cases = [
+            (
+                "[a]\npausable=yes\n",
+                "test.cfg: [a]: missing required key 'port'",
+            ),
+            (
+                "[a]\nport=70000\n",
+                "[a] port = '70000': expected a TCP port",
+            ),
+            ("[a]\nport=0\n", "[a] port = '0'"),
+            (
+                "[a]\nport=1\n[b]\nport=1\n",
+                "[b] port = '1': port already used by [a]",
+            ),
+            (
+                "[a]\nport=1\nagent_port=1\n",
+                "[a] agent_port = '1': port already used by [a]",
+            ),
+            (
+                "[a]\nport=1\ncheck_scrpt=/x\n",
+                "[a] check_scrpt = '/x': unknown key (did you mean 'check_script'?)",
+            ),
+            (
+                "[a]\nport=1\ncheck_script_interval=0\n",
+                "[a] check_script_interval = '0'",
+            ),
+            ("[a]\nport=1\nrise=0\n", "[a] rise = '0'"),
+            ("[general]\nlog_level=7\n", "[general] log_level = '7'"),
+            ("[general]\ndbus=maybe\n", "[general] dbus = 'maybe'"),
+            ("[a b]\nport=1\n", "[a b]: a service name"),
+            ("[a]\nport=1\nport=2\n", "[a] port = '2': key given twice"),
+            ("[a]\nport=1\n[a]\nport=2\n", "[a]: service defined twice"),
+            ("[a]\nport=1\nstart_paused=yes\n", "only a pausable service"),
+            ("port=1\n[a]\nport=2\n", "stands before any [section]"),
+            (
+                "[a]\nport=1\ndisabled_status=99\n",
+                "[a] disabled_status = '99'",
+            ),
+        ];
+        for (text, want) in cases {
+            let e = err(text);
+            assert!(e.contains(want), "{text:?}: got {e:?}, want {want:?}");
+        }
+    }
+
+    #[test]
+    fn unreadable_file_names_the_file() {
+        let e = Config::load(Path::new("/nonexistent/p.cfg")).unwrap_err();
+        assert!(e.to_string().starts_with("/nonexistent/p.cfg: cannot read"));
+    }
+
+    #[test]
+    fn seed_examples_load_unchanged() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/examples");
+        let c1 = Config::load(&Path::new(dir).join("case1-ourapp.cfg")).unwrap();
+        let o = &c1.services["ourapp"];
+        assert_eq!((o.port, o.interval), (48080, Duration::from_secs(120)));
+        assert_eq!(c1.general.log_level, 4);
+        assert_eq!(
+            c1.general.sock_file,
+            Path::new("/var/run/psentinel/psentinel.sock")
+        );
+        let c2 = Config::load(&Path::new(dir).join("case2-pgpool.cfg")).unwrap();
+        let (p, w) = (&c2.services["pgpool"], &c2.services["pgwrite"]);
+        assert_eq!((p.port, w.port), (64321, 64323));
+        assert!(p.pausable && w.pausable && !p.start_paused);
+        assert_eq!(
+            w.check.as_deref().unwrap(),
+            ["/usr/local/psentinel/test_pgwrite.sh"]
+        );
+        assert_eq!(w.interval, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn typo_hints() {
+        assert_eq!(closest("prot", SERVICE_KEYS), Some("port"));
+        assert_eq!(closest("zzzzzz", SERVICE_KEYS), None);
+    }
+}

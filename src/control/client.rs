@@ -1,0 +1,64 @@
+//! `psentinel -c COMMAND [ARG...]`: sends one request, prints the answer, exits with its code.
+
+use super::proto::Code;
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+
+/// Runs one command; returns the exit status (0 done, 1 refused or unreachable, 2 usage).
+pub fn run(socket: &Path, words: &[String]) -> u8 {
+    let mut stream = match UnixStream::connect(socket) {
+        Ok(s) => s,
+        Err(e) => {
+            let hint = match e.kind() {
+                std::io::ErrorKind::NotFound => {
+                    "the socket does not exist: is the daemon running? (systemctl status psentinel)"
+                }
+                std::io::ErrorKind::ConnectionRefused => {
+                    "nothing listens on it: the daemon is not running (stale socket file)"
+                }
+                std::io::ErrorKind::PermissionDenied => {
+                    "permission denied on the socket or its directory"
+                }
+                _ => "is the daemon running, and is sock_file (or --socket) right?",
+            };
+            eprintln!(
+                "psentinel: cannot reach the daemon on {}: {e}; {hint}",
+                socket.display()
+            );
+            return 1;
+        }
+    };
+    let line = match shlex::try_join(words.iter().map(String::as_str)) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("psentinel: cannot send this command: {e}");
+            return 2;
+        }
+    };
+    if let Err(e) = stream.write_all(format!("{line}\n").as_bytes()) {
+        eprintln!("psentinel: cannot send to {}: {e}", socket.display());
+        return 1;
+    }
+    let mut reply = Vec::new();
+    if let Err(e) = stream.read_to_end(&mut reply) {
+        eprintln!("psentinel: no answer from {}: {e}", socket.display());
+        return 1;
+    }
+    let reply = String::from_utf8_lossy(&reply);
+    let (status, body) = reply.split_once('\n').unwrap_or((&reply, ""));
+    let Some(code) = Code::from_status_line(status) else {
+        eprintln!(
+            "psentinel: unexpected answer from {}: {status:?}",
+            socket.display()
+        );
+        return 1;
+    };
+    if code == Code::Ok {
+        print!("{body}");
+    } else {
+        eprint!("psentinel: {body}");
+    }
+    let _ = std::io::stdout().flush();
+    code as u8
+}

@@ -1,0 +1,8 @@
+//! The Unix control socket: the classic `psentinel -c COMMAND` interface.
+//!
+//! `proto` is the wire format and command table, shared by both ends; `server` runs in the
+//! daemon and forwards to the engine's [`crate::engine::Handle`]; `client` is `psentinel -c`.
+
+pub mod client;
+pub mod proto;
+pub mod server;

@@ -1,0 +1,410 @@
+//! The control protocol, spoken on the Unix socket by `psentinel -c` and by anyone with socat.
+//!
+//! Request: one line of at most [`MAX_LINE`] bytes, the command and its arguments as words,
+//! quoted like a shell would (`disable ourapp --for 30m 'deploy v2'`), ending in `\n`, sent
+//! within [`REQUEST_DEADLINE`].
+//!
+//! Reply: one status line `<code> <word>\n` — `0 ok`, `1 refused`, `2 usage` — then the body,
+//! text for people (or JSON for `status --json`), until the daemon closes the connection. The
+//! code is the client's exit status.
+//!
+//! The daemon parses the words ([`Command::parse`]), so the list of commands and their help
+//! live in one place, here, and an older client works with a newer daemon.
+
+use std::time::Duration;
+
+pub const MAX_LINE: usize = 65_536;
+pub const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Code {
+    Ok = 0,
+    Refused = 1,
+    Usage = 2,
+}
+
+impl Code {
+    pub fn word(self) -> &'static str {
+        match self {
+            Code::Ok => "ok",
+            Code::Refused => "refused",
+            Code::Usage => "usage",
+        }
+    }
+
+    pub fn status_line(self) -> String {
+        format!("{} {}\n", self as u8, self.word())
+    }
+
+    pub fn from_status_line(line: &str) -> Option<Code> {
+        match line.split_whitespace().next()? {
+            "0" => Some(Code::Ok),
+            "1" => Some(Code::Refused),
+            "2" => Some(Code::Usage),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    Help(Option<String>),
+    Version,
+    Status {
+        service: Option<String>,
+        json: bool,
+    },
+    Enable(String),
+    Disable {
+        service: String,
+        for_: Option<Duration>,
+        reason: String,
+    },
+    /// `service` None: every pausable service.
+    Pause {
+        service: Option<String>,
+        for_: Option<Duration>,
+        reason: String,
+    },
+    Run(Option<String>),
+    Test(String),
+    DisableTest(String),
+    EnableTest(String),
+    Reload,
+    StopServer,
+}
+
+/// name, usage, what it does.
+pub const COMMANDS: &[(&str, &str, &str)] = &[
+    (
+        "help",
+        "help [COMMAND]",
+        "list the commands, or explain one",
+    ),
+    ("version", "version", "print the daemon's version"),
+    (
+        "status",
+        "status [SERVICE] [--json]",
+        "show the daemon and every service (or one): port, state, reason, who, last check",
+    ),
+    (
+        "enable",
+        "enable SERVICE",
+        "lift a manual disable: probes answer from the check again",
+    ),
+    (
+        "disable",
+        "disable SERVICE [--for DURATION] [REASON...]",
+        "take SERVICE out: probes get 503 (disabled_status); --for 30m lifts it by itself",
+    ),
+    (
+        "pause",
+        "pause [SERVICE | --all] [--for DURATION] [REASON...]",
+        "pause one pausable service, or without a name every pausable service (paused_status)",
+    ),
+    (
+        "run",
+        "run [SERVICE]",
+        "resume one paused service, or without a name every pausable service",
+    ),
+    (
+        "test",
+        "test SERVICE",
+        "run SERVICE's check now, wait, print its exit status and output",
+    ),
+    (
+        "disable_test",
+        "disable_test SERVICE",
+        "stop running SERVICE's check; meanwhile the service counts as passing",
+    ),
+    (
+        "enable_test",
+        "enable_test SERVICE",
+        "run SERVICE's check again (at once, then on its interval)",
+    ),
+    (
+        "reload",
+        "reload",
+        "re-read the configuration file (as SIGHUP); a bad file is refused",
+    ),
+    ("stop_server", "stop_server", "stop the daemon gracefully"),
+];
+
+pub fn help_text(command: Option<&str>) -> Result<String, String> {
+    match command {
+        None => {
+            let mut out = String::from("commands (psentinel -c COMMAND [ARG...]):\n");
+            for (_, usage, what) in COMMANDS {
+                out.push_str(&format!("  {usage:<52} {what}\n"));
+            }
+            out.push_str("DURATION: 90s, 30m, 2h, 1d ...\n");
+            Ok(out)
+        }
+        Some(c) => COMMANDS
+            .iter()
+            .find(|(name, _, _)| *name == c)
+            .map(|(_, usage, what)| format!("{usage}\n  {what}\n"))
+            .ok_or_else(|| format!("unknown command '{c}'; 'help' lists them")),
+    }
+}
+
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s)
+        .map_err(|e| format!("bad duration '{s}' ({e}); use e.g. 90s, 30m, 2h"))?;
+    if d.is_zero() {
+        return Err(format!("bad duration '{s}': must be longer than 0"));
+    }
+    Ok(d)
+}
+
+/// `[NAME] [--for D] [REASON...]` as taken by disable and pause.
+struct Words<'a> {
+    rest: &'a [String],
+}
+
+impl<'a> Words<'a> {
+    fn next(&mut self) -> Option<&'a str> {
+        let (first, rest) = self.rest.split_first()?;
+        self.rest = rest;
+        Some(first)
+    }
+
+    fn peek(&self) -> Option<&'a str> {
+        self.rest.first().map(String::as_str)
+    }
+
+    /// `--for D` wherever it stands before the reason; the other words make the reason.
+    fn for_and_reason(&mut self) -> Result<(Option<Duration>, String), String> {
+        let mut for_ = None;
+        let mut reason = Vec::new();
+        while let Some(w) = self.next() {
+            match w {
+                "--for" => {
+                    let d = self
+                        .next()
+                        .ok_or("--for needs a DURATION, e.g. --for 30m")?;
+                    for_ = Some(parse_duration(d)?);
+                }
+                _ if w.starts_with("--for=") => for_ = Some(parse_duration(&w[6..])?),
+                "--" => {
+                    reason.extend(self.rest.iter().map(String::as_str));
+                    self.rest = &[];
+                }
+                _ => reason.push(w),
+            }
+        }
+        Ok((for_, reason.join(" ")))
+    }
+
+    fn end(&self, usage: &str) -> Result<(), String> {
+        match self.peek() {
+            None => Ok(()),
+            Some(w) => Err(format!("unexpected '{w}'; usage: {usage}")),
+        }
+    }
+}
+
+fn usage_of(name: &str) -> &'static str {
+    COMMANDS
+        .iter()
+        .find(|(n, _, _)| *n == name)
+        .map_or("", |(_, u, _)| u)
+}
+
+impl Command {
+    /// Parses the request's words. The error is a usage message for a person.
+    pub fn parse(words: &[String]) -> Result<Command, String> {
+        let Some((name, args)) = words.split_first() else {
+            return Err("empty command; 'help' lists the commands".into());
+        };
+        let usage = usage_of(name);
+        let mut w = Words { rest: args };
+        let service = |w: &mut Words| {
+            w.next()
+                .map(str::to_string)
+                .ok_or_else(|| format!("missing SERVICE; usage: {usage}"))
+        };
+        let cmd = match name.as_str() {
+            "help" => {
+                let c = w.next().map(str::to_string);
+                w.end(usage)?;
+                Command::Help(c)
+            }
+            "version" => Command::Version,
+            "status" => {
+                let mut json = false;
+                let mut svc = None;
+                while let Some(a) = w.next() {
+                    match a {
+                        "--json" => json = true,
+                        _ if svc.is_none() && !a.starts_with('-') => svc = Some(a.to_string()),
+                        _ => return Err(format!("unexpected '{a}'; usage: {usage}")),
+                    }
+                }
+                Command::Status { service: svc, json }
+            }
+            "enable" => Command::Enable(service(&mut w)?),
+            "disable" => {
+                let service = service(&mut w)?;
+                let (for_, reason) = w.for_and_reason()?;
+                Command::Disable {
+                    service,
+                    for_,
+                    reason,
+                }
+            }
+            "pause" => {
+                let service = match w.peek() {
+                    Some("--all") => {
+                        w.next();
+                        None
+                    }
+                    Some(s) if !s.starts_with("--") => {
+                        w.next();
+                        Some(s.to_string())
+                    }
+                    _ => None,
+                };
+                let (for_, reason) = w.for_and_reason()?;
+                Command::Pause {
+                    service,
+                    for_,
+                    reason,
+                }
+            }
+            "run" => {
+                let s = w.next().map(str::to_string);
+                Command::Run(s)
+            }
+            "test" => Command::Test(service(&mut w)?),
+            "disable_test" => Command::DisableTest(service(&mut w)?),
+            "enable_test" => Command::EnableTest(service(&mut w)?),
+            "reload" => Command::Reload,
+            "stop_server" => Command::StopServer,
+            other => {
+                return Err(format!(
+                    "unknown command '{other}'; 'help' lists the commands"
+                ))
+            }
+        };
+        w.end(usage)?;
+        Ok(cmd)
+    }
+
+    /// Reading is open to anyone who can connect; everything else needs authorisation.
+    pub fn changes_state(&self) -> bool {
+        !matches!(
+            self,
+            Command::Help(_) | Command::Version | Command::Status { .. }
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(line: &str) -> Result<Command, String> {
+        Command::parse(&shlex::split(line).unwrap())
+    }
+
+    #[test]
+    fn parses_every_command() {
+        assert_eq!(
+            p("status").unwrap(),
+            Command::Status {
+                service: None,
+                json: false
+            }
+        );
+        assert_eq!(
+            p("status web --json").unwrap(),
+            Command::Status {
+                service: Some("web".into()),
+                json: true
+            }
+        );
+        assert_eq!(
+            p("disable web --for 30m 'deploy v2' now").unwrap(),
+            Command::Disable {
+                service: "web".into(),
+                for_: Some(Duration::from_secs(1800)),
+                reason: "deploy v2 now".into()
+            }
+        );
+        assert_eq!(
+            p("disable web -- --for is not an option here").unwrap(),
+            Command::Disable {
+                service: "web".into(),
+                for_: None,
+                reason: "--for is not an option here".into()
+            }
+        );
+        assert_eq!(
+            p("pause").unwrap(),
+            Command::Pause {
+                service: None,
+                for_: None,
+                reason: String::new()
+            }
+        );
+        assert_eq!(
+            p("pause --all --for 1h maintenance").unwrap(),
+            Command::Pause {
+                service: None,
+                for_: Some(Duration::from_secs(3600)),
+                reason: "maintenance".into()
+            }
+        );
+        assert_eq!(p("run db").unwrap(), Command::Run(Some("db".into())));
+        assert_eq!(p("test db").unwrap(), Command::Test("db".into()));
+        assert_eq!(
+            p("help status").unwrap(),
+            Command::Help(Some("status".into()))
+        );
+        for c in [
+            "reload",
+            "stop_server",
+            "version",
+            "disable_test a",
+            "enable_test a",
+        ] {
+            assert!(p(c).is_ok(), "{c}");
+        }
+    }
+
+    #[test]
+    fn usage_errors_are_clear() {
+        assert!(p("frobnicate")
+            .unwrap_err()
+            .contains("unknown command 'frobnicate'"));
+        assert!(p("enable")
+            .unwrap_err()
+            .contains("missing SERVICE; usage: enable SERVICE"));
+        assert!(p("enable a b").unwrap_err().contains("unexpected 'b'"));
+        assert!(p("disable a --for")
+            .unwrap_err()
+            .contains("--for needs a DURATION"));
+        assert!(p("disable a --for soon")
+            .unwrap_err()
+            .contains("bad duration 'soon'"));
+        assert!(p("run a b").is_err());
+        assert!(Command::parse(&[]).is_err());
+    }
+
+    #[test]
+    fn only_reads_are_open() {
+        assert!(!p("status").unwrap().changes_state());
+        assert!(!p("help").unwrap().changes_state());
+        assert!(p("disable a").unwrap().changes_state());
+        assert!(p("test a").unwrap().changes_state());
+    }
+
+    #[test]
+    fn status_lines_round_trip() {
+        for c in [Code::Ok, Code::Refused, Code::Usage] {
+            assert_eq!(Code::from_status_line(&c.status_line()), Some(c));
+        }
+        assert_eq!(Code::from_status_line("HTTP/1.0 200"), None);
+    }
+}

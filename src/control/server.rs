@@ -1,0 +1,295 @@
+//! The daemon's end of the control socket.
+//!
+//! The socket file is created under a temporary name, given its mode (0666: anyone may read
+//! state; changes are authorised per request from the peer's credentials, SO_PEERCRED), then
+//! renamed into place, so no client ever sees it with the wrong permissions. A socket file
+//! left by a crashed daemon is replaced; one that a live daemon answers on is not.
+
+use super::proto::{self, Code, Command, MAX_LINE, REQUEST_DEADLINE};
+use crate::engine::{EngineError, Handle};
+use crate::status;
+use anyhow::Context;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixListener as StdUnixListener;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+/// Simultaneous control connections; more are told to come back.
+const MAX_CONNS: usize = 128;
+
+/// The control socket and whether we own its file (we remove it on exit only then).
+pub struct ControlSocket {
+    listener: StdUnixListener,
+    owned_path: Option<PathBuf>,
+}
+
+impl ControlSocket {
+    /// Uses the socket systemd passed, or creates `path`.
+    pub fn open(path: &Path, passed: Option<StdUnixListener>) -> anyhow::Result<ControlSocket> {
+        if let Some(listener) = passed {
+            return Ok(ControlSocket {
+                listener,
+                owned_path: None,
+            });
+        }
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).with_context(|| {
+                format!("cannot create the socket's directory {}", dir.display())
+            })?;
+        }
+        if path.exists() {
+            if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                anyhow::bail!(
+                    "another psentinel is already running on {} (stop it first, or set another sock_file)",
+                    path.display()
+                );
+            }
+            std::fs::remove_file(path)
+                .with_context(|| format!("cannot remove the stale socket {}", path.display()))?;
+        }
+        let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
+        let _ = std::fs::remove_file(&tmp);
+        let listener = StdUnixListener::bind(&tmp)
+            .with_context(|| format!("cannot create the control socket {}", tmp.display()))?;
+        let placed = std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o666))
+            .and_then(|_| std::fs::rename(&tmp, path));
+        if let Err(e) = placed {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e)
+                .with_context(|| format!("cannot put the control socket at {}", path.display()));
+        }
+        Ok(ControlSocket {
+            listener,
+            owned_path: Some(path.to_path_buf()),
+        })
+    }
+}
+
+impl Drop for ControlSocket {
+    fn drop(&mut self) {
+        if let Some(p) = &self.owned_path {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+/// Who may change state: root, the daemon's own user, members of `control_group`.
+pub struct Auth {
+    pub control_group: String,
+}
+
+impl Auth {
+    /// Blocking NSS lookups: call from spawn_blocking.
+    fn allows(&self, uid: u32, gid: u32) -> bool {
+        if uid == 0 || uid == nix::unistd::geteuid().as_raw() {
+            return true;
+        }
+        let Ok(Some(group)) = nix::unistd::Group::from_name(&self.control_group) else {
+            return false;
+        };
+        if gid == group.gid.as_raw() {
+            return true;
+        }
+        let Ok(Some(user)) = nix::unistd::User::from_uid(uid.into()) else {
+            return false;
+        };
+        let Ok(cname) = std::ffi::CString::new(user.name.clone()) else {
+            return false;
+        };
+        group.mem.contains(&user.name)
+            || nix::unistd::getgrouplist(&cname, user.gid).is_ok_and(|gs| gs.contains(&group.gid))
+    }
+}
+
+/// A user name for the record: "alice", or "uid 1234" when it has no name.
+pub fn actor_name(uid: u32) -> String {
+    match nix::unistd::User::from_uid(uid.into()) {
+        Ok(Some(u)) => u.name,
+        _ => format!("uid {uid}"),
+    }
+}
+
+pub async fn serve(
+    socket: ControlSocket,
+    handle: Handle,
+    auth: Arc<Auth>,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
+    socket.listener.set_nonblocking(true)?;
+    let listener = UnixListener::from_std(socket.listener.try_clone()?)?;
+    let conns = Arc::new(Semaphore::new(MAX_CONNS));
+    loop {
+        let stream = tokio::select! {
+            _ = stop.cancelled() => break,
+            r = listener.accept() => match r {
+                Ok((s, _)) => s,
+                Err(e) => {
+                    tracing::warn!("control socket accept failed: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = conns.clone().try_acquire_owned() else {
+            let s = stream;
+            let _ = s.try_write(
+                format!(
+                    "{}too many control connections; try again\n",
+                    Code::Refused.status_line()
+                )
+                .as_bytes(),
+            );
+            continue;
+        };
+        let (handle, auth, stop) = (handle.clone(), auth.clone(), stop.clone());
+        tokio::spawn(async move {
+            connection(stream, &handle, &auth, &stop).await;
+            drop(permit);
+        });
+    }
+    drop(socket);
+    Ok(())
+}
+
+async fn read_request(stream: &mut UnixStream) -> Result<Vec<String>, String> {
+    let mut line = Vec::new();
+    let mut reader = BufReader::new(stream).take(MAX_LINE as u64 + 1);
+    match tokio::time::timeout(REQUEST_DEADLINE, reader.read_until(b'\n', &mut line)).await {
+        Err(_) => {
+            return Err(format!(
+                "no command received within {}s",
+                REQUEST_DEADLINE.as_secs()
+            ))
+        }
+        Ok(Err(e)) => return Err(format!("read error: {e}")),
+        Ok(Ok(_)) => {}
+    }
+    if line.len() > MAX_LINE {
+        return Err(format!("command line longer than {MAX_LINE} bytes"));
+    }
+    let text = std::str::from_utf8(&line).map_err(|_| "command line is not UTF-8".to_string())?;
+    shlex::split(text.trim_end_matches(['\n', '\r']))
+        .ok_or_else(|| "unbalanced quotes in the command line".to_string())
+}
+
+async fn connection(
+    mut stream: UnixStream,
+    handle: &Handle,
+    auth: &Arc<Auth>,
+    stop: &CancellationToken,
+) {
+    let (code, body) = match read_request(&mut stream).await {
+        Err(why) => (Code::Usage, why + "\n"),
+        Ok(words) => match Command::parse(&words) {
+            Err(why) => (Code::Usage, why + "\n"),
+            Ok(cmd) => execute(cmd, &stream, handle, auth, stop).await,
+        },
+    };
+    let mut out = code.status_line().into_bytes();
+    out.extend_from_slice(body.as_bytes());
+    // A client that stopped reading loses its answer; it cannot hold the task forever.
+    let _ = tokio::time::timeout(REQUEST_DEADLINE, stream.write_all(&out)).await;
+    let _ = stream.shutdown().await;
+}
+
+async fn execute(
+    cmd: Command,
+    stream: &UnixStream,
+    handle: &Handle,
+    auth: &Arc<Auth>,
+    stop: &CancellationToken,
+) -> (Code, String) {
+    let mut actor = String::new();
+    if cmd.changes_state() {
+        let Ok(cred) = stream.peer_cred() else {
+            return (
+                Code::Refused,
+                "cannot read the caller's credentials\n".into(),
+            );
+        };
+        let (uid, gid) = (cred.uid(), cred.gid());
+        let auth2 = auth.clone();
+        let (ok, name) =
+            tokio::task::spawn_blocking(move || (auth2.allows(uid, gid), actor_name(uid)))
+                .await
+                .unwrap_or((false, format!("uid {uid}")));
+        if !ok {
+            tracing::warn!(psentinel_actor = %name, "refused {cmd:?}: not authorised");
+            return (
+                Code::Refused,
+                format!(
+                    "not authorised: {name} may read state but changing it needs root or membership of group '{}'\n",
+                    auth.control_group
+                ),
+            );
+        }
+        actor = name;
+    }
+    let done = |r: Result<String, EngineError>| match r {
+        Ok(msg) => (Code::Ok, msg + "\n"),
+        Err(e) => (Code::Refused, format!("{e}\n")),
+    };
+    match cmd {
+        Command::Help(c) => match proto::help_text(c.as_deref()) {
+            Ok(t) => (Code::Ok, t),
+            Err(e) => (Code::Usage, e + "\n"),
+        },
+        Command::Version => (Code::Ok, format!("psentinel {}\n", status::VERSION)),
+        Command::Status { service, json } => {
+            let snap = handle.snapshot();
+            let out = if json {
+                status::json(&snap, service.as_deref())
+            } else {
+                status::text(&snap, service.as_deref())
+            };
+            match out {
+                Some(t) => (Code::Ok, t),
+                None => (
+                    Code::Refused,
+                    format!("unknown service '{}'\n", service.unwrap_or_default()),
+                ),
+            }
+        }
+        Command::Enable(s) => done(handle.enable(&s, &actor).await),
+        Command::Disable {
+            service,
+            for_,
+            reason,
+        } => done(handle.disable(&service, &reason, for_, &actor).await),
+        Command::Pause {
+            service,
+            for_,
+            reason,
+        } => done(
+            handle
+                .pause(service.as_deref(), &reason, for_, &actor)
+                .await,
+        ),
+        Command::Run(s) => done(handle.resume(s.as_deref(), &actor).await),
+        Command::DisableTest(s) => done(handle.set_checks_stopped(&s, true, &actor).await),
+        Command::EnableTest(s) => done(handle.set_checks_stopped(&s, false, &actor).await),
+        Command::Reload => done(handle.reload(&actor).await),
+        Command::Test(s) => match handle.run_check(&s).await {
+            Ok(r) => (
+                Code::Ok,
+                format!(
+                    "{s}: exit status {} ({}) after {} ms\n{}",
+                    r.exit.status_code(),
+                    r.exit,
+                    r.duration_us / 1000,
+                    r.output
+                ),
+            ),
+            Err(e) => (Code::Refused, format!("{e}\n")),
+        },
+        Command::StopServer => {
+            tracing::info!(psentinel_actor = %actor, "stop requested over the control socket");
+            stop.cancel();
+            (Code::Ok, "stopping\n".into())
+        }
+    }
+}

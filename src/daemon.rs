@@ -1,0 +1,105 @@
+//! The daemon's life: start-up, serving, reload on SIGHUP, orderly stop.
+//!
+//! [`run`] takes its sockets and its shutdown signal as arguments, so systemd socket
+//! activation, self-bound ports and tests all go through the same path.
+
+use crate::check;
+use crate::config::Config;
+use crate::control::server::{self as control, Auth, ControlSocket};
+use crate::engine::{Engine, Handle};
+use crate::sockets::Sockets;
+use crate::systemd;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio_util::sync::CancellationToken;
+
+/// How long the engine gets to stop its checks and save state on shutdown.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// Serves until `shutdown` is cancelled (SIGTERM, SIGINT, `stop_server`).
+/// `on_ready` is called once every port answers and the saved state is restored.
+pub async fn run(
+    cfg: Config,
+    mut sockets: Sockets,
+    shutdown: CancellationToken,
+    on_ready: impl FnOnce(),
+) -> anyhow::Result<()> {
+    raise_fd_limit();
+    if let Err(e) = check::become_subreaper() {
+        tracing::warn!("cannot become a child subreaper ({e}); processes that checks leave behind are reaped by init");
+    }
+    let ctl = ControlSocket::open(
+        &cfg.general.sock_file,
+        sockets.take_unix(&cfg.general.sock_file),
+    )?;
+    let auth = Arc::new(Auth {
+        control_group: cfg.general.control_group.clone(),
+    });
+    let services = cfg.services.len();
+    let (handle, engine) = Engine::start(cfg.clone(), sockets, shutdown.clone())?;
+
+    let control = tokio::spawn(control::serve(ctl, handle.clone(), auth, shutdown.clone()));
+    tokio::spawn(systemd::status_updates(handle.clone(), shutdown.clone()));
+    tokio::spawn(systemd::watchdog(handle.clone(), shutdown.clone()));
+    tokio::spawn(check::reap_on_sigchld(shutdown.clone()));
+    tokio::spawn(signals(handle.clone(), shutdown.clone()));
+
+    tracing::info!(
+        config = %cfg.file.display(),
+        socket = %cfg.general.sock_file.display(),
+        "psentinel {} ready: {services} services, {}",
+        crate::status::VERSION,
+        handle.snapshot().summary()
+    );
+    systemd::notify_ready();
+    on_ready();
+
+    shutdown.cancelled().await;
+    systemd::notify_stopping();
+    tracing::info!("stopping");
+    if tokio::time::timeout(STOP_GRACE, engine).await.is_err() {
+        tracing::warn!("the engine did not stop within {STOP_GRACE:?}");
+    }
+    match control.await {
+        Ok(Err(e)) => tracing::error!("control socket: {e:#}"),
+        Err(e) => tracing::error!("control socket task: {e}"),
+        Ok(Ok(())) => {}
+    }
+    Ok(())
+}
+
+async fn signals(handle: Handle, shutdown: CancellationToken) {
+    let (Ok(mut hup), Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::hangup()),
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stopping");
+        shutdown.cancel();
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = term.recv() => { tracing::info!("SIGTERM received"); shutdown.cancel(); }
+            _ = int.recv() => { tracing::info!("SIGINT received"); shutdown.cancel(); }
+            _ = hup.recv() => {
+                // The engine logs the outcome; a refused reload keeps the old configuration.
+                let _ = handle.reload("SIGHUP").await;
+            }
+        }
+    }
+}
+
+/// Many probers and idle clients each hold a descriptor: use all the hard limit allows.
+fn raise_fd_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard {
+            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                tracing::warn!("cannot raise the open files limit from {soft} to {hard}: {e}");
+            }
+        }
+    }
+}

@@ -1,0 +1,40 @@
+//! psentinel: a health-check agent between HAProxy and back-end services.
+//!
+//! For each configured service psentinel answers HAProxy's probe on the service's own port,
+//! at once and from memory, while a check script written for the application runs in the
+//! background; operators take services out and put them back without touching the
+//! application.
+//!
+//! # Shape
+//!
+//! One task, the [`engine`], owns all state. Check runners ([`check`]), the control socket
+//! ([`control`]), D-Bus and signals send it messages; after each change it publishes an
+//! immutable [`engine::Snapshot`]. Probe responders ([`probe`]) read the latest snapshot and
+//! never wait on anything, so an answer to HAProxy never queues behind an operator.
+//!
+//! # Modules
+//!
+//! - [`cli`]: the command line. [`config`]: INI file to typed configuration.
+//! - [`model`]: admin state, health, and the pure transitions between states.
+//! - [`engine`]: the owner task and its [`engine::Handle`], the one door to change state.
+//! - [`check`]: check runners, timeouts, process groups, orphan reaping.
+//! - [`probe`]: HTTP and agent-check responders; the reply table.
+//! - [`control`]: the Unix socket protocol, server and client. [`status`]: status rendering.
+//! - [`sockets`]: socket adoption from systemd and binding. [`systemd`]: sd_notify, watchdog.
+//! - [`state`]: what survives a restart. [`daemon`]: start-up and shutdown; [`detach`]: `-d`.
+//! - [`logging`]: journald with fields, or stderr.
+
+pub mod check;
+pub mod cli;
+pub mod config;
+pub mod control;
+pub mod daemon;
+pub mod detach;
+pub mod engine;
+pub mod logging;
+pub mod model;
+pub mod probe;
+pub mod sockets;
+pub mod state;
+pub mod status;
+pub mod systemd;

@@ -1,0 +1,110 @@
+//! `psentinel`: parse the command line, pick the mode, print errors with their causes.
+
+use anyhow::Context;
+use clap::Parser;
+use psentinel::cli::Cli;
+use psentinel::config::Config;
+use psentinel::{control, daemon, detach, logging, sockets, systemd};
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = match Cli::parse().normalize() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("psentinel: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(words) = &cli.command {
+        return ExitCode::from(control::client::run(&client_socket(&cli), words));
+    }
+    if let Some(dir) = &cli.generate_sockets {
+        return generate_sockets(&cli, dir);
+    }
+    let cfg = match Config::load(&cli.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("psentinel: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    if cli.test_config {
+        println!(
+            "{}: OK, {} services",
+            cli.config.display(),
+            cfg.services.len()
+        );
+        return ExitCode::SUCCESS;
+    }
+    match run_daemon(&cli, cfg) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("psentinel: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run_daemon(cli: &Cli, cfg: Config) -> anyhow::Result<()> {
+    let detaching = cli.daemon && !cli.foreground && !systemd::under_systemd();
+    let mut ready = if detaching {
+        detach::detach()?
+    } else {
+        detach::ReadyPipe::none()
+    };
+    let level = if cli.debug {
+        logging::level(cfg.general.log_level.max(3))
+    } else {
+        logging::level(cfg.general.log_level)
+    };
+    logging::init(level);
+    let result = (|| {
+        let _pid = if detaching {
+            Some(detach::PidFile::create(&cfg.general.pid_file)?)
+        } else {
+            None
+        };
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .context("cannot start the runtime")?;
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        rt.block_on(daemon::run(
+            cfg,
+            sockets::Sockets::from_env(),
+            shutdown,
+            || ready.ready(),
+        ))
+    })();
+    if let Err(e) = &result {
+        ready.failed(&format!("{e:#}"));
+    }
+    result
+}
+
+/// --socket, else sock_file of the configuration, else the default.
+fn client_socket(cli: &Cli) -> std::path::PathBuf {
+    cli.socket
+        .clone()
+        .or_else(|| Config::sock_file_of(&cli.config))
+        .unwrap_or_else(|| psentinel::config::General::default().sock_file)
+}
+
+/// Run by the systemd generator at boot and daemon-reload: never fails the boot.
+fn generate_sockets(cli: &Cli, dir: &std::path::Path) -> ExitCode {
+    let cfg = match Config::load(&cli.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("psentinel-generator: {e}; probe ports not added to psentinel.socket");
+            return ExitCode::SUCCESS;
+        }
+    };
+    let d = dir.join("psentinel.socket.d");
+    let res = std::fs::create_dir_all(&d)
+        .and_then(|_| std::fs::write(d.join("50-ports.conf"), sockets::socket_dropin(&cfg)));
+    if let Err(e) = res {
+        eprintln!("psentinel-generator: cannot write {}: {e}", d.display());
+    }
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,368 @@
+//! The state of a service and the pure functions that move it.
+//!
+//! Two independent halves make a service's state:
+//! - [`Admin`]: what operators decided (disabled, paused, checks stopped), with who, why and
+//!   until when. Changed only by commands and by expiry.
+//! - [`HealthTracker`]: what the check script says, smoothed by `rise`/`fall`.
+//!
+//! [`derive_state`] combines them into the one [`State`] that probes, D-Bus and `status` show.
+//! Nothing here does I/O, so every transition is unit tested directly.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Microseconds since the Unix epoch: the unit SPEC uses on D-Bus and in `--json`.
+pub type Micros = u64;
+
+pub fn micros(t: SystemTime) -> Micros {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+pub fn from_micros(us: Micros) -> SystemTime {
+    UNIX_EPOCH + Duration::from_micros(us)
+}
+
+/// What HAProxy (and everyone else) sees for a service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    Up,
+    Down,
+    Disabled,
+    Paused,
+    Starting,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Up => "up",
+            State::Down => "down",
+            State::Disabled => "disabled",
+            State::Paused => "paused",
+            State::Starting => "starting",
+        }
+    }
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One operator decision: kept with who made it, why, since and until when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Override {
+    pub reason: String,
+    pub by: String,
+    pub since: Micros,
+    /// 0 = until an operator lifts it.
+    pub until: Micros,
+}
+
+impl Override {
+    pub fn new(reason: &str, by: &str, now: Micros, for_: Option<Duration>) -> Self {
+        Override {
+            reason: reason.to_string(),
+            by: by.to_string(),
+            since: now,
+            until: for_.map_or(0, |d| now.saturating_add(d.as_micros() as u64)),
+        }
+    }
+
+    fn expired(&self, now: Micros) -> bool {
+        self.until != 0 && self.until <= now
+    }
+}
+
+/// Operator-controlled state of one service.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Admin {
+    pub disabled: Option<Override>,
+    pub paused: Option<Override>,
+    /// `disable_test` sets this: the check stops running and the service counts as passing.
+    #[serde(default)]
+    pub checks_stopped: bool,
+}
+
+/// Why an operator request was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("unknown service '{0}'")]
+    UnknownService(String),
+    #[error("service '{0}' is not pausable (set pausable=yes in its section)")]
+    NotPausable(String),
+}
+
+/// Which kind of timed override ran out, for the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expired {
+    Disable,
+    Pause,
+}
+
+impl Admin {
+    pub fn disable(&mut self, ovr: Override) {
+        self.disabled = Some(ovr);
+    }
+
+    pub fn enable(&mut self) -> bool {
+        self.disabled.take().is_some()
+    }
+
+    pub fn pause(&mut self, pausable: bool, name: &str, ovr: Override) -> Result<(), Refusal> {
+        if !pausable {
+            return Err(Refusal::NotPausable(name.to_string()));
+        }
+        self.paused = Some(ovr);
+        Ok(())
+    }
+
+    pub fn resume(&mut self, pausable: bool, name: &str) -> Result<bool, Refusal> {
+        if !pausable {
+            return Err(Refusal::NotPausable(name.to_string()));
+        }
+        Ok(self.paused.take().is_some())
+    }
+
+    /// Lifts the overrides whose `until` has passed; says which.
+    pub fn expire(&mut self, now: Micros) -> Vec<Expired> {
+        let mut out = Vec::new();
+        if self.disabled.as_ref().is_some_and(|o| o.expired(now)) {
+            self.disabled = None;
+            out.push(Expired::Disable);
+        }
+        if self.paused.as_ref().is_some_and(|o| o.expired(now)) {
+            self.paused = None;
+            out.push(Expired::Pause);
+        }
+        out
+    }
+
+    /// The earliest moment an override runs out, if any does.
+    pub fn next_expiry(&self) -> Option<Micros> {
+        [&self.disabled, &self.paused]
+            .into_iter()
+            .flatten()
+            .filter(|o| o.until != 0)
+            .map(|o| o.until)
+            .min()
+    }
+
+    pub fn is_default(&self) -> bool {
+        *self == Admin::default()
+    }
+}
+
+/// How one run of a check ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Exit {
+    Code(i32),
+    Signal(i32),
+    TimedOut,
+    /// The program could not be started (missing, not executable...): the message says why.
+    CannotStart(String),
+}
+
+impl Exit {
+    pub fn passed(&self) -> bool {
+        *self == Exit::Code(0)
+    }
+
+    /// One integer for `LastExitStatus` and `last_exit_status`, using the conventions of the
+    /// shell and of timeout(1) so operators read it without a table: 128+N for signal N,
+    /// 124 for a timeout, 127 for a program that could not start.
+    pub fn status_code(&self) -> i32 {
+        match self {
+            Exit::Code(c) => *c,
+            Exit::Signal(s) => 128 + s,
+            Exit::TimedOut => 124,
+            Exit::CannotStart(_) => 127,
+        }
+    }
+}
+
+impl fmt::Display for Exit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Exit::Code(c) => write!(f, "exit {c}"),
+            Exit::Signal(s) => write!(f, "killed by signal {s}"),
+            Exit::TimedOut => f.write_str("timed out"),
+            Exit::CannotStart(why) => write!(f, "cannot start: {why}"),
+        }
+    }
+}
+
+/// The record of one finished check run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckResult {
+    pub exit: Exit,
+    /// When the run started.
+    pub time: Micros,
+    pub duration_us: u64,
+    /// The tail of stdout and stderr together, bounded by the runner.
+    pub output: String,
+}
+
+/// Smoothed check health: `rise` passes in a row to become healthy, `fall` failures to become
+/// unhealthy. The first result after start-up decides at once, so that a service with a long
+/// interval and rise > 1 does not stay out of the pool for minutes after a restart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct HealthTracker {
+    /// None until the first result.
+    pub healthy: Option<bool>,
+    pub passes: u32,
+    pub failures: u32,
+}
+
+impl HealthTracker {
+    /// Records one result; returns true when `healthy` changed.
+    pub fn observe(&mut self, passed: bool, rise: u32, fall: u32) -> bool {
+        if passed {
+            self.passes = self.passes.saturating_add(1);
+            self.failures = 0;
+        } else {
+            self.failures = self.failures.saturating_add(1);
+            self.passes = 0;
+        }
+        let next = match self.healthy {
+            None => passed,
+            Some(true) if !passed && self.failures >= fall => false,
+            Some(false) if passed && self.passes >= rise => true,
+            Some(h) => h,
+        };
+        let changed = self.healthy != Some(next);
+        self.healthy = Some(next);
+        changed
+    }
+}
+
+/// Operator decisions first (disabled beats paused), then health. A service without a check,
+/// or whose check an operator stopped, counts as passing.
+pub fn derive_state(admin: &Admin, health: &HealthTracker, has_check: bool) -> State {
+    if admin.disabled.is_some() {
+        State::Disabled
+    } else if admin.paused.is_some() {
+        State::Paused
+    } else if !has_check || admin.checks_stopped {
+        State::Up
+    } else {
+        match health.healthy {
+            None => State::Starting,
+            Some(true) => State::Up,
+            Some(false) => State::Down,
+        }
+    }
+}
+
+/// A service name: letters, digits, `_`, `-`, `.` (SPEC section 3).
+pub fn valid_service_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ovr(until: Micros) -> Override {
+        Override {
+            reason: "deploy".into(),
+            by: "root".into(),
+            since: 1,
+            until,
+        }
+    }
+
+    #[test]
+    fn disabled_beats_paused_beats_health() {
+        let mut a = Admin::default();
+        let mut h = HealthTracker::default();
+        assert_eq!(derive_state(&a, &h, true), State::Starting);
+        h.observe(false, 1, 1);
+        assert_eq!(derive_state(&a, &h, true), State::Down);
+        a.pause(true, "x", ovr(0)).unwrap();
+        assert_eq!(derive_state(&a, &h, true), State::Paused);
+        a.disable(ovr(0));
+        assert_eq!(derive_state(&a, &h, true), State::Disabled);
+        assert!(a.enable());
+        assert!(!a.enable());
+        assert_eq!(derive_state(&a, &h, true), State::Paused);
+        assert!(a.resume(true, "x").unwrap());
+        assert_eq!(derive_state(&a, &h, true), State::Down);
+    }
+
+    #[test]
+    fn no_check_or_stopped_check_counts_as_passing() {
+        let mut a = Admin::default();
+        let mut h = HealthTracker::default();
+        h.observe(false, 1, 1);
+        assert_eq!(derive_state(&a, &h, false), State::Up);
+        a.checks_stopped = true;
+        assert_eq!(derive_state(&a, &h, true), State::Up);
+    }
+
+    #[test]
+    fn pause_refused_when_not_pausable() {
+        let mut a = Admin::default();
+        assert_eq!(
+            a.pause(false, "db", ovr(0)),
+            Err(Refusal::NotPausable("db".into()))
+        );
+        assert!(a.resume(false, "db").is_err());
+        assert!(a.paused.is_none());
+    }
+
+    #[test]
+    fn rise_and_fall_count_consecutive_results() {
+        let mut h = HealthTracker::default();
+        assert!(h.observe(true, 3, 2), "first result decides at once");
+        assert!(!h.observe(false, 3, 2));
+        assert_eq!(h.healthy, Some(true));
+        assert!(!h.observe(true, 3, 2), "a pass resets the failure count");
+        assert!(!h.observe(false, 3, 2));
+        assert!(h.observe(false, 3, 2));
+        assert_eq!(h.healthy, Some(false));
+        assert!(!h.observe(true, 3, 2));
+        assert!(!h.observe(true, 3, 2));
+        assert!(h.observe(true, 3, 2));
+        assert_eq!(h.healthy, Some(true));
+    }
+
+    #[test]
+    fn expiry_lifts_only_what_ran_out() {
+        let mut a = Admin::default();
+        a.disable(ovr(100));
+        a.pause(true, "x", ovr(0)).unwrap();
+        assert_eq!(a.next_expiry(), Some(100));
+        assert!(a.expire(99).is_empty());
+        assert_eq!(a.expire(100), vec![Expired::Disable]);
+        assert!(a.disabled.is_none());
+        assert!(a.paused.is_some(), "an untimed pause stays");
+        assert_eq!(a.next_expiry(), None);
+    }
+
+    #[test]
+    fn exit_status_codes_follow_shell_conventions() {
+        assert_eq!(Exit::Code(3).status_code(), 3);
+        assert_eq!(Exit::Signal(9).status_code(), 137);
+        assert_eq!(Exit::TimedOut.status_code(), 124);
+        assert_eq!(Exit::CannotStart("x".into()).status_code(), 127);
+        assert!(Exit::Code(0).passed());
+        assert!(!Exit::Signal(0).passed());
+    }
+
+    #[test]
+    fn service_names() {
+        assert!(valid_service_name("our-app_2.v1"));
+        assert!(!valid_service_name(""));
+        assert!(!valid_service_name("a b"));
+        assert!(!valid_service_name("a/b"));
+    }
+}

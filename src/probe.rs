@@ -1,0 +1,373 @@
+//! Probe responders: HTTP (HAProxy `option httpchk`) and agent-check, one accept loop per port.
+//!
+//! # HTTP
+//!
+//! Any method, any target, HTTP/1.0 or 1.1. The request head is read (at most
+//! [`MAX_HEAD`] bytes, within [`HEAD_DEADLINE`]), then one complete HTTP/1.0 response is written
+//! and the connection closed:
+//!
+//! | service state                         | status                         |
+//! |---------------------------------------|--------------------------------|
+//! | up (check passed, no check, stopped)  | 200                            |
+//! | down (check failing)                  | 500                            |
+//! | disabled                              | `disabled_status` (503)        |
+//! | paused                                | `paused_status` (503)          |
+//! | starting (no result yet)              | 503                            |
+//!
+//! The reason phrase says why (`HTTP/1.0 503 Disabled: deploy v2`); HAProxy shows it as the
+//! check's description. The body is one line, `<service> <state> <reason>`; HEAD gets none.
+//! A request that is not HTTP gets `400`, a head over [`MAX_HEAD`] gets `431`; a client that
+//! sends nothing is closed at the deadline without an answer.
+//!
+//! # Agent
+//!
+//! On connect, without reading, one line and close (HAProxy `agent-check`):
+//! `up ready`, `down ready #<reason>`, `maint #<reason>` (disabled), `drain #<reason>`
+//! (paused). `ready` with every up/down answer lifts a MAINT or DRAIN that HAProxy set from an
+//! earlier answer, so a missed transition cannot leave a server stuck out of the pool.
+//!
+//! # Cost
+//!
+//! Answers are pre-rendered in the snapshot ([`Replies`]): a probe costs an accept, a read, a
+//! copy and a write. An idle connection costs a task and no buffer until bytes arrive.
+//! Connections per port are capped at [`MAX_CONNS`]; past the cap a connection is answered at
+//! once without waiting for its request, so a flood of idle clients cannot lock out HAProxy.
+
+use crate::engine::Snapshot;
+use crate::model::State;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+pub const MAX_HEAD: usize = 8192;
+pub const HEAD_DEADLINE: Duration = Duration::from_secs(5);
+/// After answering: how long we wait for the client's close, so that unread request bytes do
+/// not turn our close into a reset that could destroy the answer in flight.
+const LINGER: Duration = Duration::from_secs(1);
+pub const MAX_CONNS: usize = 16_384;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ProbeKind {
+    Http,
+    Agent,
+}
+
+impl ProbeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProbeKind::Http => "http probe",
+            ProbeKind::Agent => "agent-check",
+        }
+    }
+}
+
+/// Pre-rendered answers for one service state.
+#[derive(Debug, Clone)]
+pub struct Replies {
+    pub full: Arc<[u8]>,
+    pub head: Arc<[u8]>,
+    pub agent: Arc<[u8]>,
+}
+
+/// Reason phrases go on the status line: one line of printable text, bounded.
+pub fn sanitize_reason(reason: &str) -> String {
+    let mut s: String = reason
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if s.len() > 200 {
+        let mut cut = 200;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+    }
+    s
+}
+
+fn http_response(status: u16, reason: &str, body: &str, with_body: bool) -> Arc<[u8]> {
+    let mut r = format!(
+        "HTTP/1.0 {status} {reason}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    if with_body {
+        r.push_str(body);
+    }
+    Arc::from(r.into_bytes())
+}
+
+impl Replies {
+    pub fn new(service: &str, state: State, status: u16, reason: &str) -> Replies {
+        let reason = sanitize_reason(reason);
+        let body = format!("{service} {state} {reason}\n");
+        let agent = match state {
+            State::Up => "up ready\n".to_string(),
+            State::Down | State::Starting => format!("down ready #{reason}\n"),
+            State::Disabled => format!("maint #{reason}\n"),
+            State::Paused => format!("drain #{reason}\n"),
+        };
+        Replies {
+            full: http_response(status, &reason, &body, true),
+            head: http_response(status, &reason, &body, false),
+            agent: Arc::from(agent.into_bytes()),
+        }
+    }
+}
+
+/// What a request head turned out to be.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Head {
+    /// A request; `head_only` for HEAD.
+    Request { head_only: bool },
+    /// Not HTTP: 400.
+    Garbage,
+    /// Longer than [`MAX_HEAD`]: 431.
+    TooLarge,
+    /// Not complete yet: read more.
+    Partial,
+}
+
+/// Classifies the bytes received so far. `eof`: the client will send nothing more.
+pub fn parse_head(buf: &[u8], eof: bool) -> Head {
+    let line_end = buf.iter().position(|&b| b == b'\n');
+    let complete = find(buf, b"\r\n\r\n") || find(buf, b"\n\n");
+    let Some(line_end) = line_end else {
+        return if buf.len() >= MAX_HEAD {
+            Head::TooLarge
+        } else if eof {
+            Head::Garbage
+        } else {
+            Head::Partial
+        };
+    };
+    let line = &buf[..line_end];
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let mut parts = line.split(|&b| b == b' ');
+    let (Some(method), Some(target), Some(version), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Head::Garbage;
+    };
+    let token = |s: &[u8]| {
+        !s.is_empty()
+            && s.iter()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(b))
+    };
+    if !token(method) || target.is_empty() || !version.starts_with(b"HTTP/1.") {
+        return Head::Garbage;
+    }
+    if !complete && !eof {
+        return if buf.len() >= MAX_HEAD {
+            Head::TooLarge
+        } else {
+            Head::Partial
+        };
+    }
+    Head::Request {
+        head_only: method == b"HEAD",
+    }
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+fn static_reply(status: u16, reason: &str) -> Vec<u8> {
+    http_response(status, reason, &format!("{reason}\n"), true).to_vec()
+}
+
+/// Accept loop of one probe port. Ends on shutdown or when the engine aborts it (reload).
+pub async fn serve(
+    listener: Arc<TcpListener>,
+    service: Arc<str>,
+    kind: ProbeKind,
+    snap: watch::Receiver<Arc<Snapshot>>,
+    shutdown: CancellationToken,
+) {
+    let conns = Arc::new(Semaphore::new(MAX_CONNS));
+    loop {
+        let (stream, _peer) = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    // EMFILE and friends: back off briefly instead of spinning on the error.
+                    tracing::warn!(psentinel_service = %service, "accept on {} failed: {e}", kind.as_str());
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let reply = current(&snap, &service);
+        match conns.clone().try_acquire_owned() {
+            Ok(permit) => {
+                let snap = snap.clone();
+                let service = service.clone();
+                tokio::spawn(async move {
+                    match kind {
+                        ProbeKind::Http => answer_http(stream, &snap, &service).await,
+                        ProbeKind::Agent => {
+                            if let Some(r) = reply {
+                                answer_and_close(stream, &r.agent).await
+                            }
+                        }
+                    }
+                    drop(permit);
+                });
+            }
+            Err(_) => {
+                // Over the cap: answer now, from what is already readable, without a task.
+                let mut scratch = [0u8; 1024];
+                let _ = stream.try_read(&mut scratch);
+                if let Some(r) = reply {
+                    let bytes = match kind {
+                        ProbeKind::Http => &r.full,
+                        ProbeKind::Agent => &r.agent,
+                    };
+                    let _ = stream.try_write(bytes);
+                }
+            }
+        }
+    }
+}
+
+fn current(snap: &watch::Receiver<Arc<Snapshot>>, service: &str) -> Option<Replies> {
+    snap.borrow()
+        .services
+        .get(service)
+        .map(|v| v.replies.clone())
+}
+
+async fn answer_http(mut stream: TcpStream, snap: &watch::Receiver<Arc<Snapshot>>, service: &str) {
+    let deadline = tokio::time::Instant::now() + HEAD_DEADLINE;
+    // No buffer until the client sends something: idle connections stay cheap.
+    match tokio::time::timeout_at(deadline, stream.readable()).await {
+        Ok(Ok(())) => {}
+        _ => return,
+    }
+    let mut buf = vec![0u8; MAX_HEAD];
+    let mut len = 0;
+    let head = loop {
+        let n = match tokio::time::timeout_at(deadline, stream.read(&mut buf[len..])).await {
+            Err(_) => return, // deadline: an incomplete request gets no answer
+            Ok(Err(_)) => return,
+            Ok(Ok(n)) => n,
+        };
+        len += n;
+        match parse_head(&buf[..len], n == 0) {
+            Head::Partial if n > 0 => continue,
+            Head::Partial => return,
+            h => break h,
+        }
+    };
+    drop(buf);
+    let out: Vec<u8>;
+    let bytes: &[u8] = match head {
+        Head::Request { head_only } => {
+            // Read the state at answer time, not at accept time: the freshest decision wins.
+            let Some(r) = current(snap, service) else {
+                return;
+            };
+            out = if head_only {
+                r.head.to_vec()
+            } else {
+                r.full.to_vec()
+            };
+            &out
+        }
+        Head::Garbage => {
+            out = static_reply(400, "Bad Request");
+            &out
+        }
+        Head::TooLarge => {
+            out = static_reply(431, "Request Header Fields Too Large");
+            &out
+        }
+        Head::Partial => unreachable!("handled in the loop"),
+    };
+    answer_and_close(stream, bytes).await;
+}
+
+/// Writes the answer, half-closes, and waits (bounded) for the client to close.
+async fn answer_and_close(mut stream: TcpStream, bytes: &[u8]) {
+    let deadline = tokio::time::Instant::now() + LINGER;
+    if tokio::time::timeout_at(deadline, stream.write_all(bytes))
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let _ = stream.shutdown().await;
+    let mut sink = [0u8; 512];
+    let mut drained = 0usize;
+    while drained < 65_536 {
+        match tokio::time::timeout_at(deadline, stream.read(&mut sink)).await {
+            Ok(Ok(n)) if n > 0 => drained += n,
+            _ => break,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn heads() {
+        let req = |s: &str| parse_head(s.as_bytes(), false);
+        assert_eq!(
+            req("OPTIONS * HTTP/1.0\r\n\r\n"),
+            Head::Request { head_only: false }
+        );
+        assert_eq!(
+            req("GET /health HTTP/1.1\r\nHost: x\r\n\r\n"),
+            Head::Request { head_only: false }
+        );
+        assert_eq!(
+            req("HEAD / HTTP/1.1\n\n"),
+            Head::Request { head_only: true }
+        );
+        assert_eq!(req("OPTIONS * HTTP/1.0\r\n"), Head::Partial);
+        assert_eq!(
+            parse_head(b"OPTIONS * HTTP/1.0\r\n", true),
+            Head::Request { head_only: false }
+        );
+        assert_eq!(req("GET /"), Head::Partial);
+        assert_eq!(req("\x16\x03\x01\x02\x00\x01\n"), Head::Garbage);
+        assert_eq!(req("GET / SPDY/3\r\n\r\n"), Head::Garbage);
+        assert_eq!(req("G E T / HTTP/1.1\r\n\r\n"), Head::Garbage);
+        assert_eq!(parse_head(&[b'a'; MAX_HEAD], false), Head::TooLarge);
+        let mut long = b"GET / HTTP/1.1\r\n".to_vec();
+        long.resize(MAX_HEAD, b'x');
+        assert_eq!(parse_head(&long, false), Head::TooLarge);
+        assert_eq!(parse_head(b"", true), Head::Garbage);
+    }
+
+    #[test]
+    fn replies_are_complete_http() {
+        let r = Replies::new("web", State::Disabled, 503, "Disabled: deploy\r\nX-Evil: 1");
+        let full = String::from_utf8(r.full.to_vec()).unwrap();
+        assert!(
+            full.starts_with("HTTP/1.0 503 Disabled: deploy  X-Evil: 1\r\n"),
+            "{full}"
+        );
+        let (head, body) = full.split_once("\r\n\r\n").unwrap();
+        assert!(head.contains(&format!("Content-Length: {}", body.len())));
+        assert!(head.contains("Connection: close") && head.contains("Content-Type: text/plain"));
+        assert_eq!(body, "web disabled Disabled: deploy  X-Evil: 1\n");
+        assert!(r.head.ends_with(b"\r\n\r\n"));
+        assert_eq!(&*r.agent, b"maint #Disabled: deploy  X-Evil: 1\n");
+        assert_eq!(
+            &*Replies::new("w", State::Up, 200, "OK").agent,
+            b"up ready\n"
+        );
+        assert_eq!(
+            &*Replies::new("w", State::Paused, 503, "Paused").agent,
+            b"drain #Paused\n"
+        );
+    }
+}

@@ -1,0 +1,165 @@
+//! Listening sockets: adopted from systemd when it passed them, bound by us otherwise.
+//!
+//! systemd passes sockets in whatever order the socket unit lists them, so each is matched by
+//! the address it is bound to (`getsockname`), never by position. A service that listens on
+//! every address matches a passed `[::]:PORT` or `0.0.0.0:PORT`. Passed sockets no service
+//! wants are kept (a reload may want them) and reported once.
+
+use crate::config::Config;
+use std::collections::BTreeMap;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::os::unix::net::UnixListener as StdUnixListener;
+use std::path::{Path, PathBuf};
+
+/// Listen backlog for probe ports: HAProxy fleets probe in bursts (every node, every backend,
+/// at once after a reload), and connections waiting here are answered, never refused.
+pub const BACKLOG: u32 = 4096;
+
+#[derive(Default)]
+pub struct Sockets {
+    tcp: BTreeMap<SocketAddr, std::net::TcpListener>,
+    unix: BTreeMap<PathBuf, StdUnixListener>,
+    /// Passed sockets of a kind we do not use (UDP...), for the warning.
+    other: usize,
+}
+
+impl Sockets {
+    /// Takes the sockets systemd passed (LISTEN_FDS), if any.
+    pub fn from_env() -> Sockets {
+        let mut fds = listenfd::ListenFd::from_env();
+        let mut s = Sockets::default();
+        for i in 0..fds.len() {
+            if let Ok(Some(l)) = fds.take_tcp_listener(i) {
+                match l.local_addr() {
+                    Ok(a) => {
+                        s.tcp.insert(a, l);
+                    }
+                    Err(e) => tracing::warn!("passed socket #{i}: cannot read its address: {e}"),
+                }
+            } else if let Ok(Some(l)) = fds.take_unix_listener(i) {
+                match l
+                    .local_addr()
+                    .ok()
+                    .and_then(|a| a.as_pathname().map(Path::to_path_buf))
+                {
+                    Some(p) => {
+                        s.unix.insert(p, l);
+                    }
+                    None => {
+                        tracing::warn!("passed socket #{i}: Unix socket without a path, ignored")
+                    }
+                }
+            } else {
+                s.other += 1;
+            }
+        }
+        if fds.len() > 0 {
+            tracing::debug!(
+                tcp = ?s.tcp.keys().collect::<Vec<_>>(),
+                unix = ?s.unix.keys().collect::<Vec<_>>(),
+                "sockets passed by systemd"
+            );
+        }
+        s
+    }
+
+    /// The passed Unix socket bound at `path`, if systemd passed one.
+    pub fn take_unix(&mut self, path: &Path) -> Option<StdUnixListener> {
+        self.unix.remove(path)
+    }
+
+    /// A listening TCP socket for `addr`: the passed one, else a fresh bind.
+    pub fn tcp(&mut self, addr: SocketAddr) -> io::Result<tokio::net::TcpListener> {
+        let passed = self.tcp.remove(&addr).or_else(|| {
+            if addr.ip().is_unspecified() {
+                let v4 = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), addr.port());
+                self.tcp.remove(&v4)
+            } else {
+                None
+            }
+        });
+        if let Some(l) = passed {
+            l.set_nonblocking(true)?;
+            return tokio::net::TcpListener::from_std(l);
+        }
+        match bind(addr) {
+            // No IPv6 on this host: "every address" means every IPv4 address.
+            Err(e) if addr.ip().is_unspecified() && addr.is_ipv6() => {
+                let v4 = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), addr.port());
+                bind(v4).map_err(|e4| io::Error::new(e4.kind(), format!("{e4} (and on [::]: {e})")))
+            }
+            r => r,
+        }
+    }
+
+    /// Logs passed sockets that no service uses.
+    pub fn warn_unused(&self) {
+        for a in self.tcp.keys() {
+            tracing::warn!(
+                "systemd passed a socket on {a} that no service in the configuration uses"
+            );
+        }
+        for p in self.unix.keys() {
+            tracing::warn!(
+                "systemd passed a Unix socket {} that is not sock_file",
+                p.display()
+            );
+        }
+        if self.other > 0 {
+            tracing::warn!(
+                "systemd passed {} socket(s) of a kind psentinel does not use",
+                self.other
+            );
+        }
+    }
+}
+
+fn bind(addr: SocketAddr) -> io::Result<tokio::net::TcpListener> {
+    let s = if addr.is_ipv6() {
+        tokio::net::TcpSocket::new_v6()?
+    } else {
+        tokio::net::TcpSocket::new_v4()?
+    };
+    s.set_reuseaddr(true)?;
+    s.bind(addr)?;
+    s.listen(BACKLOG)
+}
+
+/// The socket unit drop-in that makes systemd hold every probe and agent port of `cfg`
+/// (`psentinel --generate-sockets DIR`, run by the systemd generator).
+pub fn socket_dropin(cfg: &Config) -> String {
+    let mut out = format!(
+        "# Generated by psentinel from {}; edit that file, not this one.\n[Socket]\n",
+        cfg.file.display()
+    );
+    for svc in cfg.services.values() {
+        for port in std::iter::once(svc.port).chain(svc.agent_port) {
+            let line = match svc.bind {
+                None => format!("ListenStream={port}\n"),
+                Some(ip) => format!("ListenStream={}\n", SocketAddr::new(ip, port)),
+            };
+            out.push_str(&line);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dropin_lists_every_port() {
+        let cfg = Config::parse(
+            "[a]\nport=1001\nagent_port=1002\n[b]\nport=1003\nbind=127.0.0.1\n",
+            Path::new("/etc/p.cfg"),
+        )
+        .unwrap();
+        let d = socket_dropin(&cfg);
+        assert!(
+            d.contains("ListenStream=1001\nListenStream=1002\nListenStream=127.0.0.1:1003\n"),
+            "{d}"
+        );
+    }
+}

@@ -1,0 +1,210 @@
+//! `status` for people and for programs, rendered from one snapshot.
+//!
+//! [`ServiceStatus`] is the one flat record every interface shows: `status --json`, D-Bus
+//! `Status()` and properties. Field names are the contract of SPEC section 6.
+
+use crate::engine::{ServiceView, Snapshot};
+use crate::model::{from_micros, Override};
+use serde::Serialize;
+use std::fmt::Write as _;
+
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ServiceStatus {
+    pub name: String,
+    pub port: u16,
+    pub agent_port: Option<u16>,
+    pub pausable: bool,
+    pub enabled: bool,
+    pub paused: bool,
+    /// up, down, disabled, paused, starting (as the D-Bus `State`).
+    pub state: String,
+    /// Why the state is what it is, as in the probe's reason phrase.
+    pub state_reason: String,
+    pub http_status: u16,
+    pub checks_enabled: bool,
+    pub check_command: Option<String>,
+    pub last_exit_status: Option<i32>,
+    pub last_result: Option<String>,
+    /// µs since the epoch; 0 = never.
+    pub last_check_time: u64,
+    pub last_check_duration_us: u64,
+    pub checks_count: u64,
+    /// The operator's reason: the disable's, else the pause's.
+    pub reason: String,
+    pub disabled_by: String,
+    pub disabled_since: u64,
+    /// µs since the epoch; 0 = until enabled.
+    pub disabled_until: u64,
+    pub paused_by: String,
+    pub paused_until: u64,
+    pub output: String,
+}
+
+impl ServiceStatus {
+    pub fn from_view(v: &ServiceView) -> ServiceStatus {
+        let d = v.admin.disabled.as_ref();
+        let p = v.admin.paused.as_ref();
+        ServiceStatus {
+            name: v.cfg.name.clone(),
+            port: v.cfg.port,
+            agent_port: v.cfg.agent_port,
+            pausable: v.cfg.pausable,
+            enabled: d.is_none(),
+            paused: p.is_some(),
+            state: v.state.as_str().into(),
+            state_reason: v.reason.clone(),
+            http_status: v.http_status,
+            checks_enabled: !v.admin.checks_stopped,
+            check_command: v.cfg.check.as_ref().map(|a| {
+                shlex::try_join(a.iter().map(String::as_str)).unwrap_or_else(|_| a.join(" "))
+            }),
+            last_exit_status: v.last.as_ref().map(|r| r.exit.status_code()),
+            last_result: v.last.as_ref().map(|r| r.exit.to_string()),
+            last_check_time: v.last.as_ref().map_or(0, |r| r.time),
+            last_check_duration_us: v.last.as_ref().map_or(0, |r| r.duration_us),
+            checks_count: v.checks_count,
+            reason: d.or(p).map_or(String::new(), |o| o.reason.clone()),
+            disabled_by: d.map_or(String::new(), |o| o.by.clone()),
+            disabled_since: d.map_or(0, |o| o.since),
+            disabled_until: d.map_or(0, |o| o.until),
+            paused_by: p.map_or(String::new(), |o| o.by.clone()),
+            paused_until: p.map_or(0, |o| o.until),
+            output: v.last.as_ref().map_or(String::new(), |r| r.output.clone()),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct DaemonStatus<'a> {
+    pid: u32,
+    version: &'a str,
+    started: u64,
+    config_file: String,
+    summary: String,
+    services: Vec<ServiceStatus>,
+}
+
+/// The services `status` shows: all, or the one named (None if unknown).
+fn select<'a>(snap: &'a Snapshot, service: Option<&str>) -> Option<Vec<&'a ServiceView>> {
+    match service {
+        None => Some(snap.services.values().map(|v| &**v).collect()),
+        Some(n) => snap.services.get(n).map(|v| vec![&**v]),
+    }
+}
+
+pub fn json(snap: &Snapshot, service: Option<&str>) -> Option<String> {
+    let services = select(snap, service)?
+        .into_iter()
+        .map(ServiceStatus::from_view)
+        .collect();
+    let d = DaemonStatus {
+        pid: snap.pid,
+        version: VERSION,
+        started: snap.started,
+        config_file: snap.config_file.display().to_string(),
+        summary: snap.summary(),
+        services,
+    };
+    Some(serde_json::to_string_pretty(&d).expect("plain data serializes") + "\n")
+}
+
+fn time(us: u64) -> String {
+    humantime::format_rfc3339_seconds(from_micros(us)).to_string()
+}
+
+fn manual(o: Option<&Override>) -> String {
+    let Some(o) = o else { return "no".into() };
+    let mut s = format!("yes, by {} since {}", o.by, time(o.since));
+    if o.until != 0 {
+        let _ = write!(s, " until {}", time(o.until));
+    }
+    if !o.reason.is_empty() {
+        let _ = write!(s, ": {}", o.reason);
+    }
+    s
+}
+
+pub fn text(snap: &Snapshot, service: Option<&str>) -> Option<String> {
+    let views = select(snap, service)?;
+    let mut out = format!(
+        "psentinel {VERSION}, pid {}, running since {}, config {}\n{}\n",
+        snap.pid,
+        time(snap.started),
+        snap.config_file.display(),
+        snap.summary()
+    );
+    for v in views {
+        let s = ServiceStatus::from_view(v);
+        let _ = writeln!(
+            out,
+            "\n[{}] port {}{}, pausable {}",
+            s.name,
+            s.port,
+            s.agent_port
+                .map_or(String::new(), |p| format!(", agent port {p}")),
+            if s.pausable { "yes" } else { "no" }
+        );
+        let _ = writeln!(
+            out,
+            "  state:       {} (HTTP {}) {}",
+            s.state, s.http_status, s.state_reason
+        );
+        let _ = writeln!(out, "  disabled:    {}", manual(v.admin.disabled.as_ref()));
+        let _ = writeln!(out, "  paused:      {}", manual(v.admin.paused.as_ref()));
+        match &s.check_command {
+            None => {
+                let _ = writeln!(out, "  check:       none (counts as passing)");
+            }
+            Some(c) => {
+                let _ = writeln!(
+                    out,
+                    "  check:       {c} every {}s, timeout {}s{}",
+                    v.cfg.interval.as_secs_f64(),
+                    v.cfg.timeout.as_secs_f64(),
+                    if s.checks_enabled {
+                        ""
+                    } else {
+                        " [stopped by disable_test]"
+                    }
+                );
+                let health = match v.health.healthy {
+                    None => "unknown",
+                    Some(true) => "passing",
+                    Some(false) => "failing",
+                };
+                let _ = writeln!(
+                    out,
+                    "  health:      {health} (rise {}, fall {})",
+                    v.cfg.rise, v.cfg.fall
+                );
+            }
+        }
+        match &v.last {
+            None => {
+                let _ = writeln!(out, "  last check:  none yet");
+            }
+            Some(r) => {
+                let _ = writeln!(
+                    out,
+                    "  last check:  exit status {} ({}) at {}, took {} ms; {} checks since start",
+                    r.exit.status_code(),
+                    r.exit,
+                    time(r.time),
+                    r.duration_us / 1000,
+                    s.checks_count
+                );
+                let output = r.output.trim_end();
+                if !output.is_empty() {
+                    let _ = writeln!(
+                        out,
+                        "  output:      {}",
+                        output.replace('\n', "\n               ")
+                    );
+                }
+            }
+        }
+    }
+    Some(out)
+}

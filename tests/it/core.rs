@@ -1,0 +1,349 @@
+//! The seed's behaviour end to end: probes, checks, operator commands, reload, bad input.
+
+use crate::support::*;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+#[test]
+fn probes_follow_checks_and_operators() {
+    let port = free_port();
+    let d = Daemon::prepare("");
+    let flag = d.path("healthy");
+    std::fs::write(&flag, "").unwrap();
+    let check = d.script(
+        "check.sh",
+        &format!("echo checking; test -e {}", flag.display()),
+    );
+    d.rewrite(&format!(
+        "[ourapp]\nport={port}\ncheck_script={}\ncheck_script_interval=0.2\n",
+        check.display()
+    ));
+    let mut d = d.started(&[]);
+
+    let r = wait_status(port, 200);
+    assert_eq!(r.reason, "OK: check passed");
+    assert_eq!(
+        r.header("Content-Length").unwrap(),
+        r.body.len().to_string()
+    );
+    assert_eq!(r.header("Connection"), Some("close"));
+    assert_eq!(r.body, "ourapp up OK: check passed\n");
+
+    std::fs::remove_file(&flag).unwrap();
+    let r = wait_status(port, 500);
+    assert_eq!(r.reason, "Check failed: exit 1");
+
+    let out = d.ok(&["disable", "ourapp", "deploy", "v2"]);
+    assert!(out.contains("ourapp disabled"), "{out}");
+    let r = probe(port);
+    assert_eq!((r.status, r.reason.as_str()), (503, "Disabled: deploy v2"));
+    let s = d.svc("ourapp");
+    assert_eq!(s["state"], "disabled");
+    assert_eq!(s["reason"], "deploy v2");
+    assert_eq!(s["enabled"], false);
+    assert!(!s["disabled_by"].as_str().unwrap().is_empty());
+    assert!(
+        s["checks_count"].as_u64().unwrap() >= 2,
+        "checks keep running while disabled"
+    );
+
+    std::fs::write(&flag, "").unwrap();
+    d.ok(&["enable", "ourapp"]);
+    wait_status(port, 200);
+    let st = d.stop();
+    assert!(st.success(), "{st:?}");
+    assert!(!d.sock.exists(), "socket removed on stop");
+}
+
+#[test]
+fn any_method_target_and_version_and_head_without_body() {
+    let port = free_port();
+    let d = Daemon::start(&format!("[web]\nport={port}\n"));
+    for req in [
+        "OPTIONS * HTTP/1.0\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        "GET /health HTTP/1.0\r\nUser-Agent: HAProxy\r\n\r\n",
+        "POST /check HTTP/1.1\n\n",
+    ] {
+        let r = parse_reply(raw(port, req.as_bytes()));
+        assert_eq!(r.status, 200, "{req:?}");
+        assert_eq!(r.body, "web up OK: no check configured\n");
+    }
+    let r = parse_reply(raw(port, b"HEAD / HTTP/1.1\r\n\r\n"));
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, "", "HEAD gets no body");
+    assert_ne!(
+        r.header("Content-Length"),
+        Some("0"),
+        "HEAD tells the GET length"
+    );
+    drop(d);
+}
+
+#[test]
+fn garbage_oversized_silent_and_reset_clients_do_not_disturb_probes() {
+    let port = free_port();
+    let d = Daemon::start(&format!("[web]\nport={port}\n"));
+    // A client that connects and says nothing, held open through everything below.
+    let idle = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    assert_eq!(
+        parse_reply(raw(port, b"\x16\x03\x01\x00\xff\x01\x00\n")).status,
+        400
+    );
+    let mut big = b"GET / HTTP/1.1\r\n".to_vec();
+    big.extend(std::iter::repeat_n(b'a', 20_000));
+    assert_eq!(parse_reply(raw(port, &big)).status, 431);
+    // Reset mid-request.
+    {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.write_all(b"GET / HT").unwrap();
+        let sock = socket2_linger0(&s);
+        drop(sock);
+    }
+    // Half-closed after a complete request still gets its answer.
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(b"OPTIONS * HTTP/1.0\r\n").unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    assert!(out.starts_with("HTTP/1.0 200 "), "{out:?}");
+    assert_eq!(probe_status(port), 200);
+    // The idle client is closed by the daemon at the read deadline, without an answer.
+    let mut idle = idle;
+    idle.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut buf = Vec::new();
+    let n = idle.read_to_end(&mut buf).unwrap_or(0);
+    assert_eq!(n, 0, "an idle client gets no answer");
+    drop(d);
+}
+
+/// Closes with RST instead of FIN.
+fn socket2_linger0(s: &TcpStream) -> TcpStream {
+    nix::sys::socket::setsockopt(
+        s,
+        nix::sys::socket::sockopt::Linger,
+        &libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        },
+    )
+    .unwrap();
+    s.try_clone().unwrap()
+}
+
+#[test]
+fn pause_and_run_act_on_pausable_services_only() {
+    let (p1, p2, p3) = (free_port(), free_port(), free_port());
+    let d = Daemon::start(&format!(
+        "[pgpool]\nport={p1}\npausable=yes\n[pgwrite]\nport={p2}\npausable=yes\nstart_paused=yes\n[web]\nport={p3}\n"
+    ));
+    assert_eq!(probe_status(p2), 503, "start_paused");
+    assert_eq!(probe(p2).reason, "Paused: start_paused");
+    assert_eq!(probe_status(p1), 200);
+    d.ok(&["pause"]);
+    assert_eq!(
+        (probe_status(p1), probe_status(p2), probe_status(p3)),
+        (503, 503, 200)
+    );
+    d.ok(&["run", "pgwrite"]);
+    assert_eq!((probe_status(p1), probe_status(p2)), (503, 200));
+    d.ok(&["run"]);
+    assert_eq!(probe_status(p1), 200);
+    let (code, _, err) = d.ctl(&["pause", "web"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("not pausable"), "{err}");
+    assert_eq!(probe_status(p3), 200);
+}
+
+#[test]
+fn client_errors_and_exit_codes() {
+    let port = free_port();
+    let d = Daemon::start(&format!("[web]\nport={port}\n"));
+    let (code, _, err) = d.ctl(&["disable", "nosuch"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("unknown service 'nosuch'"), "{err}");
+    let (code, _, err) = d.ctl(&["frobnicate"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("unknown command"), "{err}");
+    let out = d.ok(&["help"]);
+    for c in [
+        "status",
+        "enable",
+        "disable",
+        "pause",
+        "run",
+        "test",
+        "disable_test",
+        "enable_test",
+        "reload",
+        "stop_server",
+        "version",
+    ] {
+        assert!(out.contains(c), "help lists {c}");
+    }
+    assert!(d.ok(&["version"]).contains(env!("CARGO_PKG_VERSION")));
+    // The seed's form: options after the command.
+    let out = std::process::Command::new(BIN)
+        .args(["-c", "version", "-f"])
+        .arg(&d.cfg)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    // -d with -c is a usage error.
+    let out = std::process::Command::new(BIN)
+        .args(["-d", "-c", "status"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    // No daemon on the socket.
+    let out = std::process::Command::new(BIN)
+        .args(["-c", "status", "--socket"])
+        .arg(d.path("nope.sock"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("nope.sock") && err.contains("daemon running"),
+        "{err}"
+    );
+}
+
+#[test]
+fn test_and_disable_test() {
+    let port = free_port();
+    let d = Daemon::prepare("");
+    let check = d.script("check.sh", "echo 'hello from check'; exit 3");
+    d.rewrite(&format!(
+        "[app]\nport={port}\ncheck_script={} arg\ncheck_script_interval=3600\n",
+        check.display()
+    ));
+    let d = d.started(&[]);
+    wait_status(port, 500);
+    let out = d.ok(&["test", "app"]);
+    assert!(
+        out.contains("exit status 3") && out.contains("hello from check"),
+        "{out}"
+    );
+    d.ok(&["disable_test", "app"]);
+    assert_eq!(probe_status(port), 200, "a stopped check counts as passing");
+    assert_eq!(d.svc("app")["checks_enabled"], false);
+    d.ok(&["enable_test", "app"]);
+    wait_status(port, 500);
+}
+
+#[test]
+fn check_that_cannot_start_is_a_clear_failure() {
+    let port = free_port();
+    let d = Daemon::start(&format!(
+        "[app]\nport={port}\ncheck_script=/nonexistent/check --x\n"
+    ));
+    let r = wait_status(port, 500);
+    assert!(
+        r.reason.contains("cannot start") && r.reason.contains("/nonexistent/check"),
+        "{}",
+        r.reason
+    );
+    assert_eq!(d.svc("app")["last_exit_status"], 127);
+}
+
+#[test]
+fn config_errors_at_start_and_with_t() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("bad.cfg");
+    std::fs::write(&cfg, "[web]\nport=1\ncheck_scrpt=/bin/true\n").unwrap();
+    for mode in ["-t", "-D"] {
+        let out = std::process::Command::new(BIN)
+            .args([mode, "-f"])
+            .arg(&cfg)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{mode}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("bad.cfg: [web] check_scrpt = '/bin/true': unknown key"),
+            "{mode}: {err}"
+        );
+    }
+    let ok = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/case2-pgpool.cfg");
+    let out = std::process::Command::new(BIN)
+        .args(["-t", "-f", ok])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+}
+
+#[test]
+fn reload_adds_removes_keeps_state_and_refuses_bad_config() {
+    let (p1, p2, p3) = (free_port(), free_port(), free_port());
+    let d = Daemon::start(&format!("[a]\nport={p1}\n[b]\nport={p2}\n"));
+    d.ok(&["disable", "a", "kept"]);
+    d.rewrite(&format!("[a]\nport={p1}\n[c]\nport={p3}\n"));
+    let out = d.ok(&["reload"]);
+    assert!(
+        out.contains("added: [c]") && out.contains("removed: [b]"),
+        "{out}"
+    );
+    assert_eq!(probe(p1).reason, "Disabled: kept");
+    assert_eq!(probe_status(p3), 200);
+    assert!(
+        TcpStream::connect(("127.0.0.1", p2)).is_err(),
+        "removed service's port closed"
+    );
+    // A bad file is refused; the running config stays.
+    d.rewrite("[a]\nport=notaport\n");
+    let (code, _, err) = d.ctl(&["reload"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("reload refused") && err.contains("port = 'notaport'"),
+        "{err}"
+    );
+    assert_eq!(probe_status(p3), 200);
+    // SIGHUP reloads too.
+    d.rewrite(&format!("[a]\nport={p1}\n"));
+    let before = d.log.len();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(d.pid() as i32),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .unwrap();
+    d.log.wait_from(before, "configuration reloaded", DEADLINE);
+    assert!(TcpStream::connect(("127.0.0.1", p3)).is_err());
+}
+
+#[test]
+fn second_daemon_on_the_same_socket_refuses_and_stale_socket_is_replaced() {
+    let port = free_port();
+    let mut d = Daemon::start(&format!("[web]\nport={port}\n"));
+    let out = std::process::Command::new(BIN)
+        .args(["-D", "-f"])
+        .arg(&d.cfg)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already running"));
+    assert_eq!(probe_status(port), 200, "the first daemon is undisturbed");
+    d.kill9();
+    assert!(d.sock.exists(), "kill -9 leaves the socket file");
+    d.restart();
+    assert_eq!(probe_status(port), 200);
+    d.ok(&["status"]);
+}
+
+#[test]
+fn seed_case_configs_validate() {
+    for f in ["case1-ourapp.cfg", "case2-pgpool.cfg"] {
+        let p = format!("{}/examples/{f}", env!("CARGO_MANIFEST_DIR"));
+        let out = std::process::Command::new(BIN)
+            .args(["-t", "-f", &p])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{f}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

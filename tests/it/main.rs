@@ -1,0 +1,7 @@
+//! Integration tests: the real `psentinel` binary, driven only through its probe ports, its
+//! control socket (`psentinel -c`) and, per suite, real HAProxy, dbus-daemon and systemd.
+//! One test binary; `support` is the shared harness.
+
+mod support;
+
+mod core;
