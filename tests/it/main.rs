@@ -3,5 +3,6 @@
 //! One test binary; `support` is the shared harness.
 
 mod support;
+mod sysbox;
 
 mod core;
