@@ -291,6 +291,9 @@ pub fn become_subreaper() -> nix::Result<()> {
 /// children, not all of /proc.
 pub fn sweep_orphans() {
     let me = std::process::id();
+    // Locked before listing: a check reaped and untracked between the two steps could
+    // otherwise look like an orphan (and its pid be reused).
+    let tracked = TRACKED.lock().unwrap();
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{me}/task")) else {
         return;
     };
@@ -303,7 +306,6 @@ pub fn sweep_orphans() {
             );
         }
     }
-    let tracked = TRACKED.lock().unwrap();
     for pid in children.into_iter().filter(|p| !tracked.contains(p)) {
         let pid = Pid::from_raw(pid);
         tracing::debug!(
@@ -316,20 +318,26 @@ pub fn sweep_orphans() {
     }
 }
 
-/// Sweeps on every SIGCHLD, so orphans that die later are reaped too.
-pub async fn reap_on_sigchld(shutdown: tokio_util::sync::CancellationToken) {
-    let Ok(mut sig) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child()) else {
-        tracing::warn!(
-            "cannot listen for SIGCHLD; orphans of check scripts are reaped after checks only"
-        );
-        return;
-    };
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            s = sig.recv() => if s.is_none() { return },
+/// Sweeps on every SIGCHLD, so orphans that die later are reaped too. Call before the first
+/// check starts: a SIGCHLD that arrives before the listener exists is lost to it.
+pub fn reap_on_sigchld(
+    shutdown: tokio_util::sync::CancellationToken,
+) -> impl std::future::Future<Output = ()> {
+    let sig = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child());
+    async move {
+        let Ok(mut sig) = sig else {
+            tracing::warn!(
+                "cannot listen for SIGCHLD; orphans of check scripts are reaped after checks only"
+            );
+            return;
+        };
+        loop {
+            sweep_orphans();
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                s = sig.recv() => if s.is_none() { return },
+            }
         }
-        sweep_orphans();
     }
 }
 

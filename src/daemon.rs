@@ -37,12 +37,12 @@ pub async fn run(
         control_group: cfg.general.control_group.clone(),
     });
     let services = cfg.services.len();
+    tokio::spawn(check::reap_on_sigchld(shutdown.clone()));
     let (handle, engine) = Engine::start(cfg.clone(), sockets, shutdown.clone())?;
 
     let control = tokio::spawn(control::serve(ctl, handle.clone(), auth, shutdown.clone()));
     tokio::spawn(systemd::status_updates(handle.clone(), shutdown.clone()));
     tokio::spawn(systemd::watchdog(handle.clone(), shutdown.clone()));
-    tokio::spawn(check::reap_on_sigchld(shutdown.clone()));
     tokio::spawn(signals(handle.clone(), shutdown.clone()));
 
     tracing::info!(

@@ -347,3 +347,110 @@ fn seed_case_configs_validate() {
         );
     }
 }
+
+#[test]
+fn detach_writes_pid_file_and_reports_start_up_errors() {
+    let port = free_port();
+    let d = Daemon::prepare(&format!("[web]\nport={port}\n"));
+    let pid_file = d.path("psentinel.pid");
+    // Without NOTIFY_SOCKET/LISTEN_FDS, -d forks and returns once the child serves.
+    let out = std::process::Command::new(BIN)
+        .args(["-d", "-f"])
+        .arg(&d.cfg)
+        .env_remove("NOTIFY_SOCKET")
+        .env_remove("LISTEN_FDS")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(probe_status(port), 200, "answers as soon as -d returned");
+    let pid: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(std::path::Path::new(&format!("/proc/{pid}")).exists());
+    // A second one cannot start: the parent reports the child's error and exits 1.
+    let out = std::process::Command::new(BIN)
+        .args(["-d", "-f"])
+        .arg(&d.cfg)
+        .env_remove("NOTIFY_SOCKET")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already running"));
+    d.ok(&["stop_server"]);
+    eventually("detached daemon gone", DEADLINE, || {
+        (!pid_file.exists() && !d.sock.exists()).then_some(())
+    });
+}
+
+#[test]
+fn children_a_check_leaves_behind_are_killed() {
+    let port = free_port();
+    let d = Daemon::prepare("");
+    let token = format!("psentinel-orphan-{}", std::process::id());
+    // One child stays in the check's process group, one escapes it with setsid.
+    let check = d.script(
+        "forks.sh",
+        &format!("sh -c 'exec -a {token}-a sleep 300' & setsid sh -c 'exec -a {token}-b sleep 300' & echo forked; exit 0"),
+    );
+    d.rewrite(&format!(
+        "[app]\nport={port}\ncheck_script={}\ncheck_script_interval=3600\n",
+        check.display()
+    ));
+    let d = d.started(&[]);
+    wait_status(port, 200);
+    eventually("no process left from the check", DEADLINE, || {
+        let left: Vec<String> = std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+            .map(|c| String::from_utf8_lossy(&c).into_owned())
+            .filter(|c| c.contains(&token))
+            .collect();
+        left.is_empty().then_some(())
+    });
+    // And no zombie children of the daemon (reaping follows SIGCHLD: wait for it).
+    let children = format!("/proc/{0}/task/{0}/children", d.pid());
+    eventually("no zombie children", DEADLINE, || {
+        let list = std::fs::read_to_string(&children).unwrap_or_default();
+        let zombie = list.split_whitespace().any(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .unwrap_or_default()
+                .contains(") Z ")
+        });
+        (!zombie).then_some(())
+    });
+}
+
+#[test]
+fn log_level_is_honoured() {
+    let port = free_port();
+    let d = Daemon::prepare(&format!("[web]\nport={port}\n"));
+    // -D raises the level to debug; a -d --foreground daemon keeps log_level (here 0 = errors).
+    let cfg = std::fs::read_to_string(&d.cfg)
+        .unwrap()
+        .replace("log_level=3", "log_level=0");
+    std::fs::write(&d.cfg, cfg).unwrap();
+    let out = std::process::Command::new(BIN)
+        .args(["-d", "--foreground", "-f"])
+        .arg(&d.cfg)
+        .env("NOTIFY_SOCKET", &d.notify.path)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    d.notify.lines.wait("READY=1");
+    d.ok(&["disable", "web"]);
+    d.ok(&["stop_server"]);
+    let out = out.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "",
+        "log_level=0 prints no info lines"
+    );
+}

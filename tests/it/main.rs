@@ -6,3 +6,4 @@ mod support;
 mod sysbox;
 
 mod core;
+mod manual;

@@ -25,7 +25,11 @@ impl Sysbox {
     /// Boots a box named after the test. Panics with sysbox's output if it does not come up.
     pub fn up(test: &str) -> Sysbox {
         let path = sysbox_path();
-        assert!(path.exists(), "sysbox not found at {} (set PSENTINEL_SYSBOX)", path.display());
+        assert!(
+            path.exists(),
+            "sysbox not found at {} (set PSENTINEL_SYSBOX)",
+            path.display()
+        );
         let name = format!("ps-{}-{}", test.replace('_', "-"), std::process::id());
         let b = Sysbox { name };
         let out = b.raw(&["up"]);
@@ -67,7 +71,11 @@ impl Sysbox {
     /// Like `sh`, asserting success; returns stdout.
     pub fn ok(&self, script: &str) -> String {
         let (code, out, err) = self.sh(script);
-        assert_eq!(code, 0, "in box {}: {script}\nstdout: {out}\nstderr: {err}", self.name);
+        assert_eq!(
+            code, 0,
+            "in box {}: {script}\nstdout: {out}\nstderr: {err}",
+            self.name
+        );
         out
     }
 
@@ -91,7 +99,10 @@ impl Sysbox {
 
     /// A unit property (`systemctl show -P`).
     pub fn prop(&self, unit: &str, prop: &str) -> String {
-        self.exec(&["systemctl", "show", "-P", prop, unit]).1.trim().to_string()
+        self.exec(&["systemctl", "show", "-P", prop, unit])
+            .1
+            .trim()
+            .to_string()
     }
 
     /// Polls a shell condition inside the box until it succeeds; panics after `secs`.
