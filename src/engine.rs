@@ -493,7 +493,11 @@ impl Engine {
             tracing::info!(psentinel_service = %name, "service removed from the configuration");
         }
         drop(old);
-        self.cfg = new;
+        // [general] is what the daemon started with: sockets and paths are not moved live.
+        self.cfg = Config {
+            general: self.cfg.general.clone(),
+            ..new
+        };
         self.publish();
         self.persist();
         Ok(format!(
@@ -743,7 +747,15 @@ impl Engine {
                 systemd::notify_reloading();
                 let res = Config::load(&self.cfg.file)
                     .map_err(|e| e.to_string())
-                    .and_then(|c| self.apply(c, None));
+                    .and_then(|c| {
+                        if c.general != self.cfg.general {
+                            tracing::warn!(
+                                "[general] changed in {}: it takes effect at the next restart",
+                                c.file.display()
+                            );
+                        }
+                        self.apply(c, None)
+                    });
                 systemd::notify_ready();
                 return match res {
                     Ok(msg) => {
