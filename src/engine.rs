@@ -43,6 +43,8 @@ pub struct ServiceView {
     /// Why the service is in its state, in a few words ("Check failed: exit 1").
     pub reason: String,
     pub http_status: u16,
+    /// `weight=NN%` from the last check's output while up: sent to HAProxy's agent-check.
+    pub agent_weight: Option<u8>,
     /// Ready-made probe answers: the hot path only copies bytes.
     pub replies: probe::Replies,
 }
@@ -265,8 +267,18 @@ fn build_view(
         State::Paused => cfg.paused_status,
         State::Starting => 503,
     };
+    // Parsed here, once per change, so that agent probes only copy bytes.
+    let checked = cfg.check.is_some() && !admin.checks_stopped;
+    let agent = probe::AgentExtra {
+        passing: !checked || health.healthy == Some(true),
+        weight: match last {
+            Some(r) if checked && state == State::Up => probe::weight_from_output(&r.output),
+            _ => None,
+        },
+    };
     ServiceView {
-        replies: probe::Replies::new(&cfg.name, state, http_status, &reason),
+        replies: probe::Replies::with_agent(&cfg.name, state, http_status, &reason, agent),
+        agent_weight: agent.weight,
         cfg: cfg.clone(),
         state,
         admin: admin.clone(),

@@ -22,9 +22,32 @@
 //! # Agent
 //!
 //! On connect, without reading, one line and close (HAProxy `agent-check`):
-//! `up ready`, `down ready #<reason>`, `maint #<reason>` (disabled), `drain #<reason>`
-//! (paused). `ready` with every up/down answer lifts a MAINT or DRAIN that HAProxy set from an
-//! earlier answer, so a missed transition cannot leave a server stuck out of the pool.
+//!
+//! | service state        | line                                   |
+//! |----------------------|----------------------------------------|
+//! | up                   | `up ready #<reason>`, or `up ready 75% #<reason>` with a weight |
+//! | down, starting       | `down ready #<reason>`                 |
+//! | disabled             | `maint up #<reason>` / `maint down #<reason>` |
+//! | paused               | `drain up #<reason>` / `drain down #<reason>` |
+//!
+//! `ready` with every up/down answer lifts a MAINT or DRAIN that HAProxy set from an earlier
+//! answer, so a missed transition cannot leave a server stuck out of the pool. `maint` and
+//! `drain` carry the check's own health (`up` while it passes or there is none, `down`
+//! otherwise) for one reason: HAProxy (2.6) shows the `#` text only next to a health word, as
+//! `via agent : up (Disabled: deploy v2)` in `show stat`'s `last_agt` and in its health-check
+//! log; without it the operator's reason would be invisible on the HAProxy side.
+//!
+//! ## Weight
+//!
+//! A check can ask for a share of the server's configured weight by printing a line
+//! `weight=NN%` (0 to 100, the line on its own, surrounding blanks ignored) anywhere in its
+//! output; the last such line of the kept output tail counts. While the service is up, the
+//! agent answer carries it (`up ready 75% #OK: check passed`) and HAProxy sets the server's
+//! effective weight to that share; `0%` takes the server out of balancing like a drain.
+//! HAProxy keeps the last weight it was given, so a check that lowers the weight must print
+//! `weight=100%` to restore it; a run without the line leaves the weight as it was. The
+//! percentage is worked out by the engine when it builds a service's view (see
+//! [`weight_from_output`]), never on the probe path. HTTP probes ignore it.
 //!
 //! # Cost
 //!
@@ -99,15 +122,43 @@ fn http_response(status: u16, reason: &str, body: &str, with_body: bool) -> Arc<
     Arc::from(r.into_bytes())
 }
 
+/// What the agent line says besides the state word.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AgentExtra {
+    /// The check passes (or there is none, or it is stopped): `up` rather than `down` next to
+    /// `maint` / `drain`.
+    pub passing: bool,
+    /// Share of the server's weight (`weight=NN%` from the check's output), sent while up.
+    pub weight: Option<u8>,
+}
+
 impl Replies {
     pub fn new(service: &str, state: State, status: u16, reason: &str) -> Replies {
+        let extra = AgentExtra {
+            passing: state == State::Up,
+            weight: None,
+        };
+        Replies::with_agent(service, state, status, reason, extra)
+    }
+
+    pub fn with_agent(
+        service: &str,
+        state: State,
+        status: u16,
+        reason: &str,
+        extra: AgentExtra,
+    ) -> Replies {
         let reason = sanitize_reason(reason);
         let body = format!("{service} {state} {reason}\n");
+        let health = if extra.passing { "up" } else { "down" };
         let agent = match state {
-            State::Up => "up ready\n".to_string(),
+            State::Up => match extra.weight {
+                Some(w) => format!("up ready {w}% #{reason}\n"),
+                None => format!("up ready #{reason}\n"),
+            },
             State::Down | State::Starting => format!("down ready #{reason}\n"),
-            State::Disabled => format!("maint #{reason}\n"),
-            State::Paused => format!("drain #{reason}\n"),
+            State::Disabled => format!("maint {health} #{reason}\n"),
+            State::Paused => format!("drain {health} #{reason}\n"),
         };
         Replies {
             full: http_response(status, &reason, &body, true),
@@ -115,6 +166,19 @@ impl Replies {
             agent: Arc::from(agent.into_bytes()),
         }
     }
+}
+
+/// The weight a check asks for: the last line of its output that reads `weight=NN%`, NN in
+/// 0..=100. Lines that only look similar (`weight=75`, `weight=150%`, `x weight=5%`) do not
+/// count, so ordinary output cannot change a weight by accident.
+pub fn weight_from_output(output: &str) -> Option<u8> {
+    output.lines().rev().find_map(|line| {
+        let n = line.trim().strip_prefix("weight=")?.strip_suffix('%')?;
+        if n.is_empty() || n.len() > 3 || !n.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        n.parse::<u8>().ok().filter(|w| *w <= 100)
+    })
 }
 
 /// What a request head turned out to be.
@@ -360,14 +424,44 @@ mod tests {
         assert!(head.contains("Connection: close") && head.contains("Content-Type: text/plain"));
         assert_eq!(body, "web disabled Disabled: deploy  X-Evil: 1\n");
         assert!(r.head.ends_with(b"\r\n\r\n"));
-        assert_eq!(&*r.agent, b"maint #Disabled: deploy  X-Evil: 1\n");
+        assert_eq!(&*r.agent, b"maint down #Disabled: deploy  X-Evil: 1\n");
         assert_eq!(
             &*Replies::new("w", State::Up, 200, "OK").agent,
-            b"up ready\n"
+            b"up ready #OK\n"
         );
         assert_eq!(
-            &*Replies::new("w", State::Paused, 503, "Paused").agent,
-            b"drain #Paused\n"
+            &*Replies::new("w", State::Down, 500, "Check failed: exit 1").agent,
+            b"down ready #Check failed: exit 1\n"
         );
+        let passing = |weight| AgentExtra {
+            passing: true,
+            weight,
+        };
+        let agent = |state, extra| Replies::with_agent("w", state, 200, "why", extra).agent;
+        assert_eq!(&*agent(State::Up, passing(Some(75))), b"up ready 75% #why\n");
+        assert_eq!(&*agent(State::Paused, passing(Some(75))), b"drain up #why\n");
+        assert_eq!(&*agent(State::Disabled, passing(None)), b"maint up #why\n");
+    }
+
+    #[test]
+    fn weight_lines() {
+        assert_eq!(weight_from_output("checking\nweight=75%\n"), Some(75));
+        assert_eq!(weight_from_output("  weight=0% \n"), Some(0));
+        assert_eq!(weight_from_output("weight=100%"), Some(100));
+        assert_eq!(weight_from_output("weight=20%\nweight=60%\n"), Some(60));
+        assert_eq!(weight_from_output("weight=20%\nweight=160%\n"), Some(20));
+        for no in [
+            "",
+            "weight=75",
+            "weight=%",
+            "weight=101%",
+            "weight=-5%",
+            "weight=7.5%",
+            "weight=0075%",
+            "load weight=5%",
+            "weight = 5%",
+        ] {
+            assert_eq!(weight_from_output(no), None, "{no:?}");
+        }
     }
 }
