@@ -438,8 +438,14 @@ mod tests {
             weight,
         };
         let agent = |state, extra| Replies::with_agent("w", state, 200, "why", extra).agent;
-        assert_eq!(&*agent(State::Up, passing(Some(75))), b"up ready 75% #why\n");
-        assert_eq!(&*agent(State::Paused, passing(Some(75))), b"drain up #why\n");
+        assert_eq!(
+            &*agent(State::Up, passing(Some(75))),
+            b"up ready 75% #why\n"
+        );
+        assert_eq!(
+            &*agent(State::Paused, passing(Some(75))),
+            b"drain up #why\n"
+        );
         assert_eq!(&*agent(State::Disabled, passing(None)), b"maint up #why\n");
     }
 

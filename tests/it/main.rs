@@ -2,8 +2,10 @@
 //! control socket (`psentinel -c`) and, per suite, real HAProxy, dbus-daemon and systemd.
 //! One test binary; `support` is the shared harness.
 
+mod haproxy_support;
 mod support;
 mod sysbox;
 
 mod core;
+mod haproxy;
 mod manual;
