@@ -277,6 +277,49 @@ fn disable_on_404_drains_to_nolb() {
     h.assert_clean_log();
 }
 
+/// `agent-check` together with `option httpchk` on one server: both checks must agree. A pause
+/// answered with 503 makes the HTTP check fail, so HAProxy shows DOWN, not DRAIN; with
+/// `paused_status=404` and `disable-on-404` it shows NOLB. A disable is MAINT either way (HAProxy
+/// stops the HTTP check in maintenance) and `ready` brings both back.
+#[test]
+fn agent_with_httpchk_drains_only_with_404() {
+    let ports: Vec<u16> = (0..5).map(|_| free_port()).collect();
+    let node = Daemon::start(&format!(
+        "[plain]\nport={}\nagent_port={}\npausable=yes\n\n\
+         [soft]\nport={}\nagent_port={}\npausable=yes\npaused_status=404\n",
+        ports[0], ports[1], ports[2], ports[3]
+    ));
+    let app = ports[4];
+    let h = Haproxy::start(&format!(
+        "backend plain\n    option httpchk OPTIONS * HTTP/1.0\n    \
+         server s1 127.0.0.1:{app} check port {} agent-check agent-port {}\n\n\
+         backend soft\n    option httpchk OPTIONS * HTTP/1.0\n    http-check disable-on-404\n    \
+         server s1 127.0.0.1:{app} check port {} agent-check agent-port {}\n",
+        ports[0], ports[1], ports[2], ports[3]
+    ));
+    for be in ["plain", "soft"] {
+        h.wait_status(be, "s1", "UP");
+    }
+    node.ok(&["pause"]);
+    h.wait_status("plain", "s1", "DOWN");
+    h.wait_status("soft", "s1", "NOLB");
+    node.ok(&["run"]);
+    for be in ["plain", "soft"] {
+        h.wait_status(be, "s1", "UP");
+    }
+    node.ok(&["disable", "plain", "x"]);
+    node.ok(&["disable", "soft", "x"]);
+    for be in ["plain", "soft"] {
+        h.wait_status(be, "s1", "MAINT");
+    }
+    node.ok(&["enable", "plain"]);
+    node.ok(&["enable", "soft"]);
+    for be in ["plain", "soft"] {
+        h.wait_status(be, "s1", "UP");
+    }
+    h.assert_clean_log();
+}
+
 /// Case 2: three database nodes, each a psentinel with the seed's `[pgpool]` and `[pgwrite]`
 /// sections; `test_pgwrite.sh` passes only on the node holding the `primary` flag. HAProxy's
 /// write backend follows the primary when it moves; the read backend keeps all three; `pause`
