@@ -41,7 +41,7 @@ const PRELUDE: &str = "\
 global
     log stdout format raw local0
     stats socket {dir}/admin.sock level admin
-    # Tests run unprivileged-friendly and in parallel: no chroot, no user switch, no pid file.
+    # No chroot, user switch or pid file: one private haproxy per test, in its temp dir.
 
 defaults
     mode http
@@ -185,24 +185,20 @@ impl Haproxy {
         what: &str,
         ok: impl Fn(&Server) -> bool,
     ) -> Server {
-        let mut last = None;
         let end = std::time::Instant::now() + DEADLINE;
         loop {
             let s = self.server(backend, server);
             if ok(&s) {
                 return s;
             }
-            if std::time::Instant::now() > end {
-                last.replace(s);
-                break;
-            }
+            assert!(
+                std::time::Instant::now() < end,
+                "{backend}/{server}: not {what} within {DEADLINE:?}; last: {:?}\nhaproxy log:\n{}",
+                s.0,
+                self.log.all().join("\n")
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!(
-            "{backend}/{server}: not {what} within {DEADLINE:?}; last: {:?}\nhaproxy log:\n{}",
-            last.unwrap().0,
-            self.log.all().join("\n")
-        );
     }
 
     /// Waits until the server's `status` column is exactly `status` (UP, DOWN, MAINT, ...).
