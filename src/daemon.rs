@@ -40,6 +40,14 @@ pub async fn run(
     tokio::spawn(check::reap_on_sigchld(shutdown.clone()));
     let (handle, engine) = Engine::start(cfg.clone(), sockets, shutdown.clone())?;
 
+    // The bus is an extra door: its task connects (and reconnects) on its own, never
+    // delaying READY=1 or the probes.
+    tokio::spawn(crate::dbus::run(
+        cfg.general.dbus,
+        handle.clone(),
+        auth.clone(),
+        shutdown.clone(),
+    ));
     let control = tokio::spawn(control::serve(ctl, handle.clone(), auth, shutdown.clone()));
     tokio::spawn(systemd::status_updates(handle.clone(), shutdown.clone()));
     tokio::spawn(systemd::watchdog(handle.clone(), shutdown.clone()));

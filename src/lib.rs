@@ -23,12 +23,15 @@
 //! - [`sockets`]: socket adoption from systemd and binding. [`systemd`]: sd_notify, watchdog.
 //! - [`state`]: what survives a restart. [`daemon`]: start-up and shutdown; [`detach`]: `-d`.
 //! - [`logging`]: journald with fields, or stderr.
+//! - [`dbus`]: the objects on the system (or session) bus. [`auth`]: who may change state.
 
+pub mod auth;
 pub mod check;
 pub mod cli;
 pub mod config;
 pub mod control;
 pub mod daemon;
+pub mod dbus;
 pub mod detach;
 pub mod engine;
 pub mod logging;

@@ -77,41 +77,8 @@ impl Drop for ControlSocket {
     }
 }
 
-/// Who may change state: root, the daemon's own user, members of `control_group`.
-pub struct Auth {
-    pub control_group: String,
-}
-
-impl Auth {
-    /// Blocking NSS lookups: call from spawn_blocking.
-    fn allows(&self, uid: u32, gid: u32) -> bool {
-        if uid == 0 || uid == nix::unistd::geteuid().as_raw() {
-            return true;
-        }
-        let Ok(Some(group)) = nix::unistd::Group::from_name(&self.control_group) else {
-            return false;
-        };
-        if gid == group.gid.as_raw() {
-            return true;
-        }
-        let Ok(Some(user)) = nix::unistd::User::from_uid(uid.into()) else {
-            return false;
-        };
-        let Ok(cname) = std::ffi::CString::new(user.name.clone()) else {
-            return false;
-        };
-        group.mem.contains(&user.name)
-            || nix::unistd::getgrouplist(&cname, user.gid).is_ok_and(|gs| gs.contains(&group.gid))
-    }
-}
-
-/// A user name for the record: "alice", or "uid 1234" when it has no name.
-pub fn actor_name(uid: u32) -> String {
-    match nix::unistd::User::from_uid(uid.into()) {
-        Ok(Some(u)) => u.name,
-        _ => format!("uid {uid}"),
-    }
-}
+// Shared with D-Bus; re-exported so callers of this module keep their paths.
+pub use crate::auth::{actor_name, Auth};
 
 pub async fn serve(
     socket: ControlSocket,
@@ -211,12 +178,10 @@ async fn execute(
                 "cannot read the caller's credentials\n".into(),
             );
         };
-        let (uid, gid) = (cred.uid(), cred.gid());
-        let auth2 = auth.clone();
-        let (ok, name) =
-            tokio::task::spawn_blocking(move || (auth2.allows(uid, gid), actor_name(uid)))
-                .await
-                .unwrap_or((false, format!("uid {uid}")));
+        let crate::auth::Verdict {
+            allowed: ok,
+            actor: name,
+        } = auth.decide(cred.uid(), Some(cred.gid())).await;
         if !ok {
             tracing::warn!(psentinel_actor = %name, "refused {cmd:?}: not authorised");
             return (

@@ -1,0 +1,80 @@
+//! The manager object: `org.psentinel.PSentinel1.Manager` at `/org/psentinel/PSentinel1`,
+//! beside `org.freedesktop.DBus.ObjectManager` (added by `super`).
+
+use super::error::{Error, Result};
+use super::{service_path, Ctx};
+use crate::model::Refusal;
+use std::sync::Arc;
+use zbus::message::Header;
+use zbus::zvariant::OwnedObjectPath;
+use zbus::{interface, Connection};
+
+pub struct Manager {
+    pub(super) ctx: Arc<Ctx>,
+}
+
+#[interface(name = "org.psentinel.PSentinel1.Manager")]
+impl Manager {
+    /// The object paths of every configured service, in name order.
+    #[zbus(out_args("services"))]
+    async fn list_services(&self) -> Vec<OwnedObjectPath> {
+        self.ctx
+            .handle
+            .snapshot()
+            .services
+            .keys()
+            .map(|n| service_path(n))
+            .collect()
+    }
+
+    /// The object path of the service named `name` (as in the configuration).
+    #[zbus(out_args("service"))]
+    async fn get_service(&self, name: &str) -> Result<OwnedObjectPath> {
+        if self.ctx.handle.snapshot().services.contains_key(name) {
+            Ok(service_path(name))
+        } else {
+            Err(Error::from(crate::engine::EngineError::from(
+                Refusal::UnknownService(name.into()),
+            )))
+        }
+    }
+
+    /// Pauses every pausable service (`psentinel -c pause`).
+    async fn pause_all(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<()> {
+        let actor = self.ctx.authorise(conn, &hdr, "PauseAll").await?;
+        self.ctx.handle.pause(None, "", None, &actor).await?;
+        Ok(())
+    }
+
+    /// Resumes every pausable service (`psentinel -c run`).
+    async fn run_all(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<()> {
+        let actor = self.ctx.authorise(conn, &hdr, "RunAll").await?;
+        self.ctx.handle.resume(None, &actor).await?;
+        Ok(())
+    }
+
+    /// Re-reads the configuration file, like SIGHUP; a bad file is refused (ReloadRefused)
+    /// and the running configuration stays.
+    async fn reload(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<()> {
+        let actor = self.ctx.authorise(conn, &hdr, "Reload").await?;
+        self.ctx.handle.reload(&actor).await?;
+        Ok(())
+    }
+
+    #[zbus(property)]
+    async fn version(&self) -> String {
+        crate::status::VERSION.to_string()
+    }
+}

@@ -1,0 +1,281 @@
+//! One object per configured service: `org.psentinel.PSentinel1.Service`.
+//!
+//! Properties are read from the engine's latest snapshot on every Get, so they can never
+//! disagree with the probe answer. Their change signals are not emitted here but by the
+//! bridge in `super`, which diffs snapshots: a change made by a check, the control socket,
+//! another D-Bus client or an expiry is signalled the same way.
+
+use super::error::Result;
+use super::Ctx;
+use crate::engine::ServiceView;
+use crate::status::ServiceStatus;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use zbus::message::Header;
+use zbus::zvariant::Value;
+use zbus::{interface, Connection};
+
+/// The D-Bus properties of a service, as one comparable record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Props {
+    pub name: String,
+    pub port: u16,
+    pub pausable: bool,
+    pub enabled: bool,
+    pub paused: bool,
+    pub state: String,
+    pub last_exit_status: i32,
+    pub last_check_time: u64,
+    pub checks_count: u64,
+    pub reason: String,
+    pub disabled_by: String,
+    pub disabled_until: u64,
+}
+
+impl Props {
+    pub fn from_view(v: &ServiceView) -> Props {
+        let s = ServiceStatus::from_view(v);
+        Props {
+            name: s.name,
+            port: s.port,
+            pausable: s.pausable,
+            enabled: s.enabled,
+            paused: s.paused,
+            state: s.state,
+            last_exit_status: s.last_exit_status.unwrap_or(-1),
+            last_check_time: s.last_check_time,
+            checks_count: s.checks_count,
+            reason: s.reason,
+            disabled_by: s.disabled_by,
+            disabled_until: s.disabled_until,
+        }
+    }
+
+    /// Every property under its D-Bus name.
+    pub fn values(&self) -> [(&'static str, Value<'static>); 12] {
+        [
+            ("Name", self.name.clone().into()),
+            ("Port", self.port.into()),
+            ("Pausable", self.pausable.into()),
+            ("Enabled", self.enabled.into()),
+            ("Paused", self.paused.into()),
+            ("State", self.state.clone().into()),
+            ("LastExitStatus", self.last_exit_status.into()),
+            ("LastCheckTime", self.last_check_time.into()),
+            ("ChecksCount", self.checks_count.into()),
+            ("Reason", self.reason.clone().into()),
+            ("DisabledBy", self.disabled_by.clone().into()),
+            ("DisabledUntil", self.disabled_until.into()),
+        ]
+    }
+
+    /// The properties whose value differs from `old`, with their new values.
+    pub fn changed_since(&self, old: &Props) -> HashMap<&'static str, Value<'static>> {
+        self.values()
+            .into_iter()
+            .zip(old.values())
+            .filter(|(new, old)| new.1 != old.1)
+            .map(|(new, _)| new)
+            .collect()
+    }
+}
+
+/// `Status()`: the whole flat record of `status --json` (same keys), typed for D-Bus.
+/// Absent values are spelled as on the properties: -1 exit status, 0 times, empty strings.
+pub fn status_dict(v: &ServiceView) -> HashMap<String, Value<'static>> {
+    let s = ServiceStatus::from_view(v);
+    let mut d: HashMap<String, Value<'static>> = HashMap::new();
+    let mut put = |k: &str, v: Value<'static>| {
+        d.insert(k.to_string(), v);
+    };
+    put("name", s.name.into());
+    put("port", s.port.into());
+    put("agent_port", s.agent_port.unwrap_or(0).into());
+    put("pausable", s.pausable.into());
+    put("enabled", s.enabled.into());
+    put("paused", s.paused.into());
+    put("state", s.state.into());
+    put("state_reason", s.state_reason.into());
+    put("http_status", s.http_status.into());
+    put("checks_enabled", s.checks_enabled.into());
+    put("check_command", s.check_command.unwrap_or_default().into());
+    put("last_exit_status", s.last_exit_status.unwrap_or(-1).into());
+    put("last_result", s.last_result.unwrap_or_default().into());
+    put("last_check_time", s.last_check_time.into());
+    put("last_check_duration_us", s.last_check_duration_us.into());
+    put("checks_count", s.checks_count.into());
+    put("reason", s.reason.into());
+    put("disabled_by", s.disabled_by.into());
+    put("disabled_since", s.disabled_since.into());
+    put("disabled_until", s.disabled_until.into());
+    put("paused_by", s.paused_by.into());
+    put("paused_until", s.paused_until.into());
+    put("output", s.output.into());
+    d
+}
+
+pub struct ServiceObject {
+    pub(super) name: String,
+    pub(super) ctx: Arc<Ctx>,
+}
+
+impl ServiceObject {
+    fn view(&self) -> zbus::fdo::Result<Arc<ServiceView>> {
+        self.ctx
+            .handle
+            .snapshot()
+            .services
+            .get(&self.name)
+            .cloned()
+            .ok_or_else(|| {
+                // Only between a reload and the bridge removing this object.
+                zbus::fdo::Error::UnknownObject(format!(
+                    "service '{}' was removed from the configuration",
+                    self.name
+                ))
+            })
+    }
+
+    fn props(&self) -> zbus::fdo::Result<Props> {
+        Ok(Props::from_view(&*self.view()?))
+    }
+}
+
+#[interface(name = "org.psentinel.PSentinel1.Service")]
+impl ServiceObject {
+    /// Lifts a manual disable (HAProxy sees the check-derived state again).
+    async fn enable(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<()> {
+        let actor = self.ctx.authorise(conn, &hdr, "Enable").await?;
+        self.ctx.handle.enable(&self.name, &actor).await?;
+        Ok(())
+    }
+
+    /// Takes the service out (503 or disabled_status); expire_after_s 0 = until Enable.
+    async fn disable(
+        &self,
+        reason: &str,
+        expire_after_s: u64,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<()> {
+        let actor = self.ctx.authorise(conn, &hdr, "Disable").await?;
+        let for_ = (expire_after_s > 0).then(|| Duration::from_secs(expire_after_s));
+        self.ctx
+            .handle
+            .disable(&self.name, reason, for_, &actor)
+            .await?;
+        Ok(())
+    }
+
+    /// Pauses a pausable service (NotPausable otherwise).
+    async fn pause(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<()> {
+        let actor = self.ctx.authorise(conn, &hdr, "Pause").await?;
+        self.ctx
+            .handle
+            .pause(Some(&self.name), "", None, &actor)
+            .await?;
+        Ok(())
+    }
+
+    async fn resume(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<()> {
+        let actor = self.ctx.authorise(conn, &hdr, "Resume").await?;
+        self.ctx.handle.resume(Some(&self.name), &actor).await?;
+        Ok(())
+    }
+
+    /// Everything `status --json` says about this service, same keys.
+    #[zbus(out_args("status"))]
+    async fn status(&self) -> zbus::fdo::Result<HashMap<String, Value<'static>>> {
+        Ok(status_dict(&*self.view()?))
+    }
+
+    /// Runs the check now (after a run in progress) and returns how it ended. Runs a program
+    /// on the host, so it is authorised like a change.
+    #[zbus(out_args("exit_status", "output"))]
+    async fn run_check(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<(i32, String)> {
+        self.ctx.authorise(conn, &hdr, "RunCheck").await?;
+        let r = self.ctx.handle.run_check(&self.name).await?;
+        Ok((r.exit.status_code(), r.output))
+    }
+
+    #[zbus(property)]
+    async fn name(&self) -> String {
+        self.name.clone()
+    }
+
+    #[zbus(property)]
+    async fn port(&self) -> zbus::fdo::Result<u16> {
+        Ok(self.props()?.port)
+    }
+
+    #[zbus(property)]
+    async fn pausable(&self) -> zbus::fdo::Result<bool> {
+        Ok(self.props()?.pausable)
+    }
+
+    #[zbus(property)]
+    async fn enabled(&self) -> zbus::fdo::Result<bool> {
+        Ok(self.props()?.enabled)
+    }
+
+    #[zbus(property)]
+    async fn paused(&self) -> zbus::fdo::Result<bool> {
+        Ok(self.props()?.paused)
+    }
+
+    /// up, down, disabled, paused, starting.
+    #[zbus(property)]
+    async fn state(&self) -> zbus::fdo::Result<String> {
+        Ok(self.props()?.state)
+    }
+
+    /// -1 until the first check ended; 128+N for signal N, 124 timeout, 127 cannot start.
+    #[zbus(property)]
+    async fn last_exit_status(&self) -> zbus::fdo::Result<i32> {
+        Ok(self.props()?.last_exit_status)
+    }
+
+    /// µs since the epoch; 0 = never.
+    #[zbus(property)]
+    async fn last_check_time(&self) -> zbus::fdo::Result<u64> {
+        Ok(self.props()?.last_check_time)
+    }
+
+    #[zbus(property)]
+    async fn checks_count(&self) -> zbus::fdo::Result<u64> {
+        Ok(self.props()?.checks_count)
+    }
+
+    #[zbus(property)]
+    async fn reason(&self) -> zbus::fdo::Result<String> {
+        Ok(self.props()?.reason)
+    }
+
+    #[zbus(property)]
+    async fn disabled_by(&self) -> zbus::fdo::Result<String> {
+        Ok(self.props()?.disabled_by)
+    }
+
+    /// µs since the epoch; 0 = not disabled, or until enabled.
+    #[zbus(property)]
+    async fn disabled_until(&self) -> zbus::fdo::Result<u64> {
+        Ok(self.props()?.disabled_until)
+    }
+}
