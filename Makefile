@@ -18,7 +18,7 @@ DBUSDIR     := $(PREFIX)/share/dbus-1/system.d
 # Everything the test suite needs from Debian: real HAProxy and dbus-daemon
 # as peers, sysbox (systemd-nspawn + debootstrap) for a real systemd.
 APT_PACKAGES := haproxy dbus systemd-container debootstrap debian-archive-keyring \
-                jq socat curl
+                jq socat curl libglib2.0-bin
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
 .PHONY: all build install deps check test run-example

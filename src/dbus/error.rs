@@ -53,11 +53,20 @@ mod tests {
     #[test]
     fn engine_errors_map_to_typed_names() {
         let e: Error = EngineError::Refused(Refusal::UnknownService("web".into())).into();
-        assert_eq!(e.name().as_str(), "org.psentinel.PSentinel1.Error.UnknownService");
+        assert_eq!(
+            e.name().as_str(),
+            "org.psentinel.PSentinel1.Error.UnknownService"
+        );
         assert_eq!(e.description(), Some("unknown service 'web'"));
         let e: Error = EngineError::NothingPausable.into();
-        assert_eq!(e.name().as_str(), "org.psentinel.PSentinel1.Error.NotPausable");
+        assert_eq!(
+            e.name().as_str(),
+            "org.psentinel.PSentinel1.Error.NotPausable"
+        );
         let e: Error = EngineError::Stopped.into();
-        assert_eq!(e.name().as_str(), "org.psentinel.PSentinel1.Error.ShuttingDown");
+        assert_eq!(
+            e.name().as_str(),
+            "org.psentinel.PSentinel1.Error.ShuttingDown"
+        );
     }
 }

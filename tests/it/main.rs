@@ -7,5 +7,6 @@ mod support;
 mod sysbox;
 
 mod core;
+mod dbus;
 mod haproxy;
 mod manual;
