@@ -152,7 +152,7 @@ pub async fn run(mode: DbusMode, handle: Handle, auth: Arc<Auth>, shutdown: Canc
                 failing = true;
                 tracing::warn!(
                     "cannot serve {BUS_NAME} on the {mode} bus: {e}; probes and the control \
-                     socket go on, retrying until the bus is there"
+                     socket go on; retrying"
                 );
             }
             Err(e) => tracing::debug!("{mode} bus still unavailable: {e}"),

@@ -661,14 +661,22 @@ fn system_bus_policy_and_authorisation_in_sysbox() {
     b.ok(
         "busctl call org.freedesktop.DBus /org/freedesktop/DBus org.freedesktop.DBus ReloadConfig",
     );
+    b.ok("mkdir -p /etc/psentinel");
     b.write(
         "/etc/psentinel/psentinel.cfg",
         "[our-app]\nport=48080\npausable=yes\n\n[general]\ndbus=system\n\
          sock_file=/run/psentinel/psentinel.sock\nstate_dir=/var/lib/psentinel\n",
     );
-    b.ok(
+    b.ok("chmod 644 /etc/psentinel/psentinel.cfg");
+    let (code, out, err) = b.sh(
         "systemd-run --unit=psentinel -p Type=notify -p User=psentinel -p Group=psentinel \
          -p RuntimeDirectory=psentinel -p StateDirectory=psentinel /usr/bin/psentinel -d",
+    );
+    assert_eq!(
+        code,
+        0,
+        "psentinel did not start as a unit: {out}{err}\n{}",
+        b.sh("journalctl -u psentinel --no-pager").1
     );
     b.wait_for(
         "name on the system bus",
@@ -705,7 +713,7 @@ fn system_bus_policy_and_authorisation_in_sysbox() {
     let (code, _, err) = b.sh(&format!(
         "runuser -u bob -- busctl --system call {NAME} /org/psentinel/PSentinel1 {MANAGER_IF} PauseAll"
     ));
-    assert!(code != 0 && err.contains("Rejected send message"), "{err}");
+    assert!(code != 0 && err.contains("Access denied"), "{err}");
     let status = b.ok(&format!(
         "runuser -u nobody -- busctl --system call {NAME} {path} {SERVICE_IF} Status"
     ));
@@ -755,5 +763,5 @@ fn system_bus_policy_and_authorisation_in_sysbox() {
         "runuser -u nobody -- busctl --system call org.freedesktop.DBus /org/freedesktop/DBus \
          org.freedesktop.DBus RequestName su {NAME} 4"
     ));
-    assert!(code != 0 && err.contains("not allowed"), "{err}");
+    assert!(code != 0 && err.contains("Access denied"), "{err}");
 }
