@@ -417,7 +417,26 @@ fn properties_changed_for_every_cause() {
     d.ok(&["disable", "our-app", "maintenance"]);
     let i = wait_change(&m, 0, &app, "State", "string \"disabled\"");
     let latency = t0.elapsed();
-    eprintln!("PropertiesChanged seen {latency:?} after `psentinel -c disable` was started");
+    // And from the engine's change (its audit log line) to the signal on the bus.
+    let logged = d.log.wait("root: disable our-app");
+    let logged = d.log.all()[logged]
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    let logged = humantime::parse_rfc3339(&logged).unwrap();
+    let on_bus: f64 = m.lines.all()[i]
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("time="))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let on_bus = std::time::UNIX_EPOCH + Duration::from_secs_f64(on_bus);
+    eprintln!(
+        "PropertiesChanged on the bus {:?} after the engine's change; seen by dbus-monitor \
+         {latency:?} after `psentinel -c disable` was started",
+        on_bus.duration_since(logged).unwrap_or_default()
+    );
     wait_change(&m, i, &app, "DisabledBy", "string \"root\"");
     wait_change(&m, i, &app, "Enabled", "boolean false");
     wait_change(&m, i, &app, "Reason", "string \"maintenance\"");
@@ -472,11 +491,14 @@ fn objects_follow_reload_and_object_manager() {
     );
 
     let m = bus.monitor(&["type='signal',interface='org.freedesktop.DBus.ObjectManager'"]);
+    let pm = bus.monitor(&["type='signal',interface='org.freedesktop.DBus.Properties'"]);
     configure(
         &d,
-        &format!("[our-app]\nport={web}\npausable=yes\n\n[1st.new]\nport={extra}\n"),
+        &format!("[our-app]\nport={web}\npausable=no\n\n[1st.new]\nport={extra}\n"),
     );
     d.ok(&["reload"]);
+    // A service that stays but changed its configuration: its properties change.
+    wait_change(&pm, 0, &svc_path("our_2dapp"), "Pausable", "boolean false");
     let new = svc_path("_31st_2enew");
     m.lines.wait(&format!("object path \"{new}\""));
     m.lines.wait("member=InterfacesRemoved");
