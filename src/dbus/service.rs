@@ -16,6 +16,9 @@ use zbus::message::Header;
 use zbus::zvariant::Value;
 use zbus::{interface, Connection};
 
+/// Longer than any maintenance window, and far from overflowing µs timestamps.
+const MAX_EXPIRE_AFTER_S: u64 = 100 * 365 * 24 * 3600;
+
 /// The D-Bus properties of a service, as one comparable record.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Props {
@@ -164,6 +167,12 @@ impl ServiceObject {
         #[zbus(connection)] conn: &Connection,
     ) -> Result<()> {
         let actor = self.ctx.authorise(conn, &hdr, "Disable").await?;
+        if expire_after_s > MAX_EXPIRE_AFTER_S {
+            return Err(zbus::fdo::Error::InvalidArgs(format!(
+                "expire_after_s {expire_after_s} is more than 100 years; use 0 for \"until enabled\""
+            ))
+            .into());
+        }
         let for_ = (expire_after_s > 0).then(|| Duration::from_secs(expire_after_s));
         self.ctx
             .handle
@@ -277,5 +286,43 @@ impl ServiceObject {
     #[zbus(property)]
     async fn disabled_until(&self) -> zbus::fdo::Result<u64> {
         Ok(self.props()?.disabled_until)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn props() -> Props {
+        Props {
+            name: "web".into(),
+            port: 8080,
+            pausable: false,
+            enabled: true,
+            paused: false,
+            state: "up".into(),
+            last_exit_status: 0,
+            last_check_time: 1,
+            checks_count: 1,
+            reason: String::new(),
+            disabled_by: String::new(),
+            disabled_until: 0,
+        }
+    }
+
+    #[test]
+    fn only_changed_properties_are_announced() {
+        let old = props();
+        assert!(old.changed_since(&old).is_empty());
+        let mut new = old.clone();
+        new.enabled = false;
+        new.state = "disabled".into();
+        new.disabled_by = "root".into();
+        let c = new.changed_since(&old);
+        let mut keys: Vec<&str> = c.keys().copied().collect();
+        keys.sort();
+        assert_eq!(keys, ["DisabledBy", "Enabled", "State"]);
+        assert_eq!(c["State"], Value::from("disabled"));
+        assert_eq!(c["Enabled"], Value::from(false));
     }
 }

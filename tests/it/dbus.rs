@@ -313,6 +313,16 @@ fn objects_properties_methods_and_errors() {
     // Typed errors with readable messages.
     let (code, _, err) = bus.gdbus(
         None,
+        &app,
+        &format!("{SERVICE_IF}.Disable"),
+        &["x", "18446744073709551615"],
+    );
+    assert!(
+        code != 0 && err.contains("InvalidArgs") && err.contains("100 years"),
+        "{err}"
+    );
+    let (code, _, err) = bus.gdbus(
+        None,
         MANAGER,
         &format!("{MANAGER_IF}.GetService"),
         &["nope"],
@@ -690,14 +700,23 @@ fn system_bus_policy_and_authorisation_in_sysbox() {
          sock_file=/run/psentinel/psentinel.sock\nstate_dir=/var/lib/psentinel\n",
     );
     b.ok("chmod 644 /etc/psentinel/psentinel.cfg");
-    let (code, out, err) = b.sh(
-        "systemd-run --unit=psentinel -p Type=notify -p User=psentinel -p Group=psentinel \
-         -p RuntimeDirectory=psentinel -p StateDirectory=psentinel /usr/bin/psentinel -d",
+    // The shipped, hardened units (User=psentinel), as `make install` puts them.
+    for unit in ["psentinel.service", "psentinel.socket"] {
+        b.cp(
+            &root.join("systemd").join(unit),
+            &format!("/etc/systemd/system/{unit}"),
+        );
+    }
+    b.cp(
+        &root.join("systemd/tmpfiles.d/psentinel.conf"),
+        "/usr/lib/tmpfiles.d/psentinel.conf",
     );
+    b.ok("systemd-tmpfiles --create psentinel.conf && systemctl daemon-reload");
+    let (code, out, err) = b.sh("systemctl start psentinel.service");
     assert_eq!(
         code,
         0,
-        "psentinel did not start as a unit: {out}{err}\n{}",
+        "psentinel.service did not start: {out}{err}\n{}",
         b.sh("journalctl -u psentinel --no-pager").1
     );
     b.wait_for(
@@ -779,6 +798,13 @@ fn system_bus_policy_and_authorisation_in_sysbox() {
         "busctl --system call {NAME} /org/psentinel/PSentinel1 {MANAGER_IF} RunAll"
     ));
     probe("200");
+
+    // The journal names who did it, with the field operators filter on.
+    b.wait_for(
+        "alice's disable in the journal",
+        10,
+        "journalctl -u psentinel PSENTINEL_ACTOR=alice -o cat --no-pager | grep -q 'disable our-app'",
+    );
 
     // Only psentinel (or root) may own the name.
     let (code, _, err) = b.sh(&format!(
