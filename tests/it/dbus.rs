@@ -574,12 +574,14 @@ fn survives_a_missing_or_dying_bus_and_reconnects() {
     assert_eq!(probe(port).status, 200);
     d.ok(&["disable", "web", "while the bus was away"]);
     assert_eq!(probe(port).status, 503);
+    let t = Instant::now();
     bus.up();
     d.log.wait_from(
         first + 1,
         "on the session bus as org.psentinel.PSentinel1",
         DEADLINE,
     );
+    eprintln!("back on the bus {:?} after it returned", t.elapsed());
     assert_eq!(bus.prop(&svc_path("web"), SERVICE_IF, "State"), "disabled");
     bus.call(&svc_path("web"), SERVICE_IF, "Enable", &[]);
     assert_eq!(probe(port).status, 200);
