@@ -60,6 +60,8 @@ pub struct General {
     pub control_group: String,
     pub dbus: DbusMode,
     pub metrics_listen: Option<SocketAddr>,
+    /// Floor of the silence alarm's threshold (README "Observability"); read at start.
+    pub silence_min: Duration,
 }
 
 impl Default for General {
@@ -72,6 +74,7 @@ impl Default for General {
             control_group: "psentinel".into(),
             dbus: DbusMode::System,
             metrics_listen: None,
+            silence_min: Duration::from_secs(30),
         }
     }
 }
@@ -94,6 +97,8 @@ pub struct ServiceConfig {
     pub disabled_status: u16,
     pub paused_status: u16,
     pub haproxy_fall: u32,
+    /// The `rise` HAProxy uses for this server: answers `enable --wait` counts.
+    pub haproxy_rise: u32,
 }
 
 impl ServiceConfig {
@@ -133,6 +138,7 @@ const SERVICE_KEYS: &[&str] = &[
     "disabled_status",
     "paused_status",
     "haproxy_fall",
+    "haproxy_rise",
 ];
 const GENERAL_KEYS: &[&str] = &[
     "log_level",
@@ -142,6 +148,7 @@ const GENERAL_KEYS: &[&str] = &[
     "control_group",
     "dbus",
     "metrics_listen",
+    "silence_min",
 ];
 
 impl Config {
@@ -264,6 +271,7 @@ fn parse_general(s: &SectionReader) -> Result<General, ConfigError> {
             v.parse::<SocketAddr>()
                 .map_err(|_| "expected ADDR:PORT, e.g. 127.0.0.1:9901 or [::1]:9901")
         })?,
+        silence_min: s.parse_or("silence_min", d.silence_min, seconds)?,
     })
 }
 
@@ -313,6 +321,7 @@ fn parse_service(s: &SectionReader) -> Result<ServiceConfig, ConfigError> {
         disabled_status: s.parse_or("disabled_status", 503, http_status)?,
         paused_status: s.parse_or("paused_status", 503, http_status)?,
         haproxy_fall: s.parse_or("haproxy_fall", 3, count)?,
+        haproxy_rise: s.parse_or("haproxy_rise", 2, count)?,
     })
 }
 

@@ -38,6 +38,15 @@ pub async fn run(
     });
     let services = cfg.services.len();
     tokio::spawn(check::reap_on_sigchld(shutdown.clone()));
+    let metrics = match cfg.general.metrics_listen {
+        Some(a) => Some(sockets.tcp(a).map_err(|e| {
+            anyhow::anyhow!(
+                "cannot listen on metrics_listen {a} ({}): {e}",
+                cfg.file.display()
+            )
+        })?),
+        None => None,
+    };
     let (handle, engine) = Engine::start(cfg.clone(), sockets, shutdown.clone())?;
 
     // The bus is an extra door: its task connects (and reconnects) on its own, never
@@ -52,6 +61,9 @@ pub async fn run(
     tokio::spawn(systemd::status_updates(handle.clone(), shutdown.clone()));
     tokio::spawn(systemd::watchdog(handle.clone(), shutdown.clone()));
     tokio::spawn(signals(handle.clone(), shutdown.clone()));
+    if let Some(l) = metrics {
+        tokio::spawn(crate::metrics::serve(l, handle.clone(), shutdown.clone()));
+    }
 
     tracing::info!(
         config = %cfg.file.display(),

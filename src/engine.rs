@@ -13,9 +13,11 @@
 use crate::check::{self, CheckDone, RunnerCmd, RunnerHandle};
 use crate::config::{Config, ServiceConfig};
 use crate::model::{
-    derive_state, micros, Admin, CheckResult, Expired, HealthTracker, Override, Refusal, State,
+    derive_state, micros, Admin, CheckCounts, CheckResult, Expired, HealthTracker, Override,
+    Refusal, State,
 };
 use crate::probe::{self, ProbeKind};
+use crate::probers::{Observer, ProbeStats, Seen, Silence, Tap};
 use crate::sockets::Sockets;
 use crate::state::{Saved, SavedService, Store};
 use crate::systemd;
@@ -47,6 +49,11 @@ pub struct ServiceView {
     pub agent_weight: Option<u8>,
     /// Ready-made probe answers: the hot path only copies bytes.
     pub replies: probe::Replies,
+    pub checks_by_result: CheckCounts,
+    /// Probe counters and probers; live (atomics), shared with the service's listeners.
+    pub probes: Arc<ProbeStats>,
+    /// Silence alarm: µs of the last probe, when no probe came for too long.
+    pub silent_since: Option<u64>,
 }
 
 /// Everything readers need, consistent at one instant.
@@ -68,13 +75,24 @@ impl Snapshot {
         }
         let n = self.services.len();
         let parts: Vec<String> = counts.iter().map(|(s, c)| format!("{c} {s}")).collect();
+        let silent: Vec<&str> = self
+            .services
+            .values()
+            .filter(|v| v.silent_since.is_some())
+            .map(|v| v.cfg.name.as_str())
+            .collect();
         format!(
-            "{n} service{}: {}",
+            "{n} service{}: {}{}",
             if n == 1 { "" } else { "s" },
             if parts.is_empty() {
                 "none".to_string()
             } else {
                 parts.join(", ")
+            },
+            if silent.is_empty() {
+                String::new()
+            } else {
+                format!("; not probed any more: {}", silent.join(", "))
             }
         )
     }
@@ -219,6 +237,9 @@ struct Svc {
     health: HealthTracker,
     last: Option<CheckResult>,
     checks_count: u64,
+    checks_by_result: CheckCounts,
+    probes: Arc<ProbeStats>,
+    silent_since: Option<u64>,
     runner: Option<RunnerHandle>,
     listeners: BTreeMap<ListenKey, Listener>,
     view: Arc<ServiceView>,
@@ -226,13 +247,19 @@ struct Svc {
 
 impl Svc {
     fn refresh_view(&mut self) {
-        self.view = Arc::new(build_view(
-            &self.cfg,
-            &self.admin,
-            &self.health,
-            &self.last,
-            self.checks_count,
-        ));
+        self.view = Arc::new(ServiceView {
+            checks_by_result: self.checks_by_result,
+            probes: self.probes.clone(),
+            silent_since: self.silent_since,
+            ..build_view(
+                &self.cfg,
+                &self.admin,
+                &self.health,
+                &self.last,
+                self.checks_count,
+                &self.probes,
+            )
+        });
     }
 
     fn saved(&self) -> SavedService {
@@ -257,6 +284,7 @@ fn build_view(
     health: &HealthTracker,
     last: &Option<CheckResult>,
     checks_count: u64,
+    probes: &Arc<ProbeStats>,
 ) -> ServiceView {
     let state = derive_state(admin, health, cfg.check.is_some());
     let reason = reason_for(state, admin, last, cfg);
@@ -287,6 +315,9 @@ fn build_view(
         checks_count,
         reason,
         http_status,
+        checks_by_result: CheckCounts::default(),
+        probes: probes.clone(),
+        silent_since: None,
     }
 }
 
@@ -333,6 +364,8 @@ pub struct Engine {
     started: u64,
     reloads: u64,
     health_dirty: bool,
+    /// To the observer of probes ([`crate::probers`]), handed to every listener.
+    seen_tx: mpsc::Sender<Seen>,
 }
 
 impl Engine {
@@ -356,6 +389,8 @@ impl Engine {
         });
         let (snap_tx, snap_rx) = watch::channel(placeholder);
         let (done_tx, done_rx) = mpsc::unbounded_channel();
+        let (observer, seen_tx, silence_rx) = Observer::new(cfg.general.silence_min);
+        tokio::spawn(observer.run(shutdown.clone()));
         let mut engine = Engine {
             cfg: Config {
                 services: BTreeMap::new(),
@@ -371,6 +406,7 @@ impl Engine {
             started,
             reloads: 0,
             health_dirty: false,
+            seen_tx,
         };
         engine
             .apply(cfg, Some(&saved))
@@ -378,7 +414,7 @@ impl Engine {
         engine.sockets.warn_unused();
         let (tx, rx) = mpsc::channel(256);
         let handle = Handle { tx, snap: snap_rx };
-        let task = tokio::spawn(engine.run(rx, done_rx));
+        let task = tokio::spawn(engine.run(rx, done_rx, silence_rx));
         Ok((handle, task))
     }
 
@@ -479,8 +515,9 @@ impl Engine {
                     .or_else(|| fresh.get(&key))
                     .expect("bound in phase 1")
                     .clone();
+                let tap = Tap::new(svc.probes.clone(), self.seen_tx.clone());
                 svc.listeners
-                    .insert(key, self.spawn_listener(socket, name, key.1));
+                    .insert(key, self.spawn_listener(socket, name, key.1, tap));
             }
             drop(listeners); // ports this service no longer uses
             if svc.runner.is_none() {
@@ -543,25 +580,36 @@ impl Engine {
         } else if cfg.start_paused {
             admin.paused = Some(Override::new("start_paused", "config", now, None));
         }
-        let view = Arc::new(build_view(&cfg, &admin, &health, &last, 0));
+        let probes = ProbeStats::new(&cfg.name);
+        let view = Arc::new(build_view(&cfg, &admin, &health, &last, 0, &probes));
         Svc {
             cfg,
             admin,
             health,
             last,
             checks_count: 0,
+            checks_by_result: CheckCounts::default(),
+            probes,
+            silent_since: None,
             runner: None,
             listeners: BTreeMap::new(),
             view,
         }
     }
 
-    fn spawn_listener(&self, socket: Arc<TcpListener>, name: &str, kind: ProbeKind) -> Listener {
+    fn spawn_listener(
+        &self,
+        socket: Arc<TcpListener>,
+        name: &str,
+        kind: ProbeKind,
+        tap: Tap,
+    ) -> Listener {
         let task = tokio::spawn(probe::serve(
             socket.clone(),
             Arc::from(name),
             kind,
             self.snap_tx.subscribe(),
+            tap,
             self.shutdown.clone(),
         ));
         Listener { socket, task }
@@ -571,6 +619,7 @@ impl Engine {
         mut self,
         mut rx: mpsc::Receiver<Request>,
         mut done_rx: mpsc::UnboundedReceiver<CheckDone>,
+        mut silence_rx: mpsc::UnboundedReceiver<Silence>,
     ) {
         let mut flush_at: Option<tokio::time::Instant> = None;
         loop {
@@ -587,6 +636,7 @@ impl Engine {
                         flush_at = Some(tokio::time::Instant::now() + HEALTH_FLUSH_DELAY);
                     }
                 }
+                Some(s) = silence_rx.recv() => self.on_silence(s),
                 _ = sleep_until_opt(expiry) => self.expire(),
                 _ = sleep_until_opt(flush_at) => {
                     flush_at = None;
@@ -642,6 +692,15 @@ impl Engine {
         }
     }
 
+    /// The silence alarm changed (see [`crate::probers`]): shown in status and STATUS=.
+    fn on_silence(&mut self, s: Silence) {
+        if let Some(svc) = self.services.get_mut(&s.service) {
+            svc.silent_since = s.since;
+            svc.refresh_view();
+            self.publish();
+        }
+    }
+
     fn on_check_done(&mut self, done: CheckDone) {
         let Some(svc) = self.services.get_mut(&done.service) else {
             return;
@@ -655,6 +714,7 @@ impl Engine {
         let exit = done.result.exit.clone();
         svc.last = Some(done.result);
         svc.checks_count += 1;
+        svc.checks_by_result.add(&exit);
         svc.refresh_view();
         let after = svc.view.state;
         if before != after {

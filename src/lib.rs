@@ -24,6 +24,8 @@
 //! - [`state`]: what survives a restart. [`daemon`]: start-up and shutdown; [`detach`]: `-d`.
 //! - [`logging`]: journald with fields, or stderr.
 //! - [`dbus`]: the objects on the system (or session) bus. [`auth`]: who may change state.
+//! - [`probers`]: who is probing, probe counters off the engine, the silence alarm.
+//! - [`metrics`]: Prometheus text on `metrics_listen` and `-c metrics`. [`wait`]: `--wait`.
 
 pub mod auth;
 pub mod check;
@@ -35,9 +37,12 @@ pub mod dbus;
 pub mod detach;
 pub mod engine;
 pub mod logging;
+pub mod metrics;
 pub mod model;
 pub mod probe;
+pub mod probers;
 pub mod sockets;
 pub mod state;
 pub mod status;
 pub mod systemd;
+pub mod wait;

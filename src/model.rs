@@ -197,6 +197,27 @@ impl fmt::Display for Exit {
     }
 }
 
+/// Finished checks by how they ended (`psentinel_checks_total{result}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CheckCounts {
+    pub pass: u64,
+    pub fail: u64,
+    pub timeout: u64,
+    pub cannot_start: u64,
+}
+
+impl CheckCounts {
+    pub fn add(&mut self, exit: &Exit) {
+        let n = match exit {
+            Exit::Code(0) => &mut self.pass,
+            Exit::Code(_) | Exit::Signal(_) => &mut self.fail,
+            Exit::TimedOut => &mut self.timeout,
+            Exit::CannotStart(_) => &mut self.cannot_start,
+        };
+        *n += 1;
+    }
+}
+
 /// The record of one finished check run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CheckResult {

@@ -58,6 +58,8 @@
 
 use crate::engine::Snapshot;
 use crate::model::State;
+use crate::probers::{haproxy_header, Answer, Tap};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -90,6 +92,8 @@ impl ProbeKind {
 /// Pre-rendered answers for one service state.
 #[derive(Debug, Clone)]
 pub struct Replies {
+    pub state: State,
+    pub status: u16,
     pub full: Arc<[u8]>,
     pub head: Arc<[u8]>,
     pub agent: Arc<[u8]>,
@@ -161,6 +165,8 @@ impl Replies {
             State::Paused => format!("drain {health} #{reason}\n"),
         };
         Replies {
+            state,
+            status,
             full: http_response(status, &reason, &body, true),
             head: http_response(status, &reason, &body, false),
             agent: Arc::from(agent.into_bytes()),
@@ -249,11 +255,12 @@ pub async fn serve(
     service: Arc<str>,
     kind: ProbeKind,
     snap: watch::Receiver<Arc<Snapshot>>,
+    tap: Tap,
     shutdown: CancellationToken,
 ) {
     let conns = Arc::new(Semaphore::new(MAX_CONNS));
     loop {
-        let (stream, _peer) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => return,
             r = listener.accept() => match r {
                 Ok(c) => c,
@@ -271,12 +278,21 @@ pub async fn serve(
             Ok(permit) => {
                 let snap = snap.clone();
                 let service = service.clone();
+                let tap = tap.clone();
                 tokio::spawn(async move {
                     match kind {
-                        ProbeKind::Http => answer_http(stream, &snap, &service).await,
+                        ProbeKind::Http => answer_http(stream, peer, &snap, &service, &tap).await,
                         ProbeKind::Agent => {
                             if let Some(r) = reply {
-                                answer_and_close(stream, &r.agent).await
+                                let acked = answer_and_close(stream, &r.agent).await;
+                                tap.record(
+                                    peer.ip(),
+                                    kind,
+                                    Answer::Agent(r.state),
+                                    Some(r.state),
+                                    acked,
+                                    None,
+                                );
                             }
                         }
                     }
@@ -288,11 +304,12 @@ pub async fn serve(
                 let mut scratch = [0u8; 1024];
                 let _ = stream.try_read(&mut scratch);
                 if let Some(r) = reply {
-                    let bytes = match kind {
-                        ProbeKind::Http => &r.full,
-                        ProbeKind::Agent => &r.agent,
+                    let (bytes, answer) = match kind {
+                        ProbeKind::Http => (&r.full, Answer::Http(r.status)),
+                        ProbeKind::Agent => (&r.agent, Answer::Agent(r.state)),
                     };
                     let _ = stream.try_write(bytes);
+                    tap.record(peer.ip(), kind, answer, Some(r.state), false, None);
                 }
             }
         }
@@ -306,7 +323,13 @@ fn current(snap: &watch::Receiver<Arc<Snapshot>>, service: &str) -> Option<Repli
         .map(|v| v.replies.clone())
 }
 
-async fn answer_http(mut stream: TcpStream, snap: &watch::Receiver<Arc<Snapshot>>, service: &str) {
+async fn answer_http(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    snap: &watch::Receiver<Arc<Snapshot>>,
+    service: &str,
+    tap: &Tap,
+) {
     let deadline = tokio::time::Instant::now() + HEAD_DEADLINE;
     // No buffer until the client sends something: idle connections stay cheap.
     match tokio::time::timeout_at(deadline, stream.readable()).await {
@@ -328,14 +351,16 @@ async fn answer_http(mut stream: TcpStream, snap: &watch::Receiver<Arc<Snapshot>
             h => break h,
         }
     };
-    drop(buf);
     let out: Vec<u8>;
+    let mut state = None;
+    let mut status = 400;
     let bytes: &[u8] = match head {
         Head::Request { head_only } => {
             // Read the state at answer time, not at accept time: the freshest decision wins.
             let Some(r) = current(snap, service) else {
                 return;
             };
+            (state, status) = (Some(r.state), r.status);
             out = if head_only {
                 r.head.to_vec()
             } else {
@@ -348,22 +373,38 @@ async fn answer_http(mut stream: TcpStream, snap: &watch::Receiver<Arc<Snapshot>
             &out
         }
         Head::TooLarge => {
+            status = 431;
             out = static_reply(431, "Request Header Fields Too Large");
             &out
         }
         Head::Partial => unreachable!("handled in the loop"),
     };
-    answer_and_close(stream, bytes).await;
+    // HAProxy's `http-check send-state` header: only located here (no allocation when absent),
+    // parsed by the observer.
+    let hap: Option<Vec<u8>> = state
+        .and_then(|_| haproxy_header(&buf[..len]))
+        .map(<[u8]>::to_vec);
+    drop(buf);
+    let acked = answer_and_close(stream, bytes).await;
+    tap.record(
+        peer.ip(),
+        ProbeKind::Http,
+        Answer::Http(status),
+        state,
+        acked,
+        hap.as_deref(),
+    );
 }
 
-/// Writes the answer, half-closes, and waits (bounded) for the client to close.
-async fn answer_and_close(mut stream: TcpStream, bytes: &[u8]) {
+/// Writes the answer, half-closes, and waits (bounded) for the client to close. Returns true
+/// when the client closed (FIN or reset) after the whole answer was written: a prober that
+/// closes has read the answer and acted on it (HAProxy updates the server, then closes), which
+/// is what `--wait` counts.
+async fn answer_and_close(mut stream: TcpStream, bytes: &[u8]) -> bool {
     let deadline = tokio::time::Instant::now() + LINGER;
-    if tokio::time::timeout_at(deadline, stream.write_all(bytes))
-        .await
-        .is_err()
-    {
-        return;
+    match tokio::time::timeout_at(deadline, stream.write_all(bytes)).await {
+        Ok(Ok(())) => {}
+        _ => return false,
     }
     let _ = stream.shutdown().await;
     let mut sink = [0u8; 512];
@@ -371,9 +412,11 @@ async fn answer_and_close(mut stream: TcpStream, bytes: &[u8]) {
     while drained < 65_536 {
         match tokio::time::timeout_at(deadline, stream.read(&mut sink)).await {
             Ok(Ok(n)) if n > 0 => drained += n,
-            _ => break,
+            Ok(_) => return true,
+            Err(_) => return false,
         }
     }
+    false
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 
 use crate::engine::{ServiceView, Snapshot};
 use crate::model::{from_micros, Override};
+use crate::probers::Prober;
 use serde::Serialize;
 use std::fmt::Write as _;
 
@@ -40,6 +41,13 @@ pub struct ServiceStatus {
     pub paused_by: String,
     pub paused_until: u64,
     pub output: String,
+    /// µs since the epoch of the last answered probe; 0 = never.
+    pub last_probe_time: u64,
+    pub probes_count: u64,
+    /// Silence alarm: µs of the last probe when no probe came for too long; 0 = not silent.
+    pub silent_since: u64,
+    /// Who probed lately, most recent first (at most 64), with HAProxy's view when sent.
+    pub probers: Vec<Prober>,
 }
 
 impl ServiceStatus {
@@ -72,6 +80,10 @@ impl ServiceStatus {
             paused_by: p.map_or(String::new(), |o| o.by.clone()),
             paused_until: p.map_or(0, |o| o.until),
             output: v.last.as_ref().map_or(String::new(), |r| r.output.clone()),
+            last_probe_time: v.probes.last_probe(),
+            probes_count: v.probes.probes_total(),
+            silent_since: v.silent_since.unwrap_or(0),
+            probers: v.probes.probers(),
         }
     }
 }
@@ -180,6 +192,35 @@ pub fn text(snap: &Snapshot, service: Option<&str>) -> Option<String> {
                     v.cfg.rise, v.cfg.fall
                 );
             }
+        }
+        if s.last_probe_time == 0 {
+            let _ = writeln!(out, "  probes:      none yet");
+        } else {
+            let _ = writeln!(
+                out,
+                "  probes:      {} answered, last at {}{}",
+                s.probes_count,
+                time(s.last_probe_time),
+                if s.silent_since != 0 {
+                    " [SILENT: no probe for longer than usual; is HAProxy still checking?]"
+                } else {
+                    ""
+                }
+            );
+        }
+        for p in &s.probers {
+            let _ = write!(
+                out,
+                "  prober:      {} {}, {} probes, last {}",
+                p.address,
+                p.kind,
+                p.count,
+                time(p.last_seen)
+            );
+            if let Some(h) = &p.haproxy {
+                let _ = write!(out, "; HAProxy {} {}: {}", h.node, h.name, h.state);
+            }
+            out.push('\n');
         }
         match &v.last {
             None => {

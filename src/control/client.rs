@@ -1,7 +1,7 @@
 //! `psentinel -c COMMAND [ARG...]`: sends one request, prints the answer, exits with its code.
 
-use super::proto::Code;
-use std::io::{Read, Write};
+use super::proto::{Code, PROGRESS};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 
@@ -40,13 +40,27 @@ pub fn run(socket: &Path, words: &[String]) -> u8 {
         eprintln!("psentinel: cannot send to {}: {e}", socket.display());
         return 1;
     }
+    // Progress lines (`--wait`) come first, as they happen: shown on stderr at once.
+    let mut reader = BufReader::new(stream);
+    let mut status = String::new();
+    loop {
+        status.clear();
+        if let Err(e) = reader.read_line(&mut status) {
+            eprintln!("psentinel: no answer from {}: {e}", socket.display());
+            return 1;
+        }
+        match status.strip_prefix(PROGRESS) {
+            Some(p) => eprint!("{p}"),
+            None => break,
+        }
+    }
     let mut reply = Vec::new();
-    if let Err(e) = stream.read_to_end(&mut reply) {
+    if let Err(e) = reader.read_to_end(&mut reply) {
         eprintln!("psentinel: no answer from {}: {e}", socket.display());
         return 1;
     }
-    let reply = String::from_utf8_lossy(&reply);
-    let (status, body) = reply.split_once('\n').unwrap_or((&reply, ""));
+    let body = String::from_utf8_lossy(&reply);
+    let status = status.trim_end_matches('\n');
     let Some(code) = Code::from_status_line(status) else {
         eprintln!(
             "psentinel: unexpected answer from {}: {status:?}",

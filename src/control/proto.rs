@@ -8,12 +8,21 @@
 //! text for people (or JSON for `status --json`), until the daemon closes the connection. The
 //! code is the client's exit status.
 //!
+//! Progress (`--wait`): before the status line the daemon may send any number of progress
+//! lines, each starting with [`PROGRESS`] (`+ `), as things happen. The status line comes when
+//! the outcome is known, so the code is still the first thing that is not progress and the
+//! client stays a loop of "print progress, then act as before". A command without `--wait`
+//! sends no progress lines; a client that does not know them can only get them by asking
+//! for `--wait`.
+//!
 //! The daemon parses the words ([`Command::parse`]), so the list of commands and their help
 //! live in one place, here, and an older client works with a newer daemon.
 
 use std::time::Duration;
 
 pub const MAX_LINE: usize = 65_536;
+/// Prefix of a progress line, sent before the status line (`--wait`).
+pub const PROGRESS: &str = "+ ";
 pub const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,6 +81,13 @@ pub enum Command {
     EnableTest(String),
     Reload,
     StopServer,
+    /// Prometheus text, as served on `metrics_listen`.
+    Metrics,
+    /// enable, disable, pause or run, then wait until HAProxy has acted ([`crate::wait`]).
+    Wait {
+        cmd: Box<Command>,
+        timeout: Duration,
+    },
 }
 
 /// name, usage, what it does.
@@ -89,22 +105,22 @@ pub const COMMANDS: &[(&str, &str, &str)] = &[
     ),
     (
         "enable",
-        "enable SERVICE",
+        "enable SERVICE [--wait [--timeout D]]",
         "lift a manual disable: probes answer from the check again",
     ),
     (
         "disable",
-        "disable SERVICE [--for DURATION] [REASON...]",
+        "disable SERVICE [--for DURATION] [--wait [--timeout D]] [REASON...]",
         "take SERVICE out: probes get 503 (disabled_status); --for 30m lifts it by itself",
     ),
     (
         "pause",
-        "pause [SERVICE | --all] [--for DURATION] [REASON...]",
+        "pause [SERVICE | --all] [--for DURATION] [--wait [--timeout D]] [REASON...]",
         "pause one pausable service, or without a name every pausable service (paused_status)",
     ),
     (
         "run",
-        "run [SERVICE]",
+        "run [SERVICE] [--wait [--timeout D]]",
         "resume one paused service, or without a name every pausable service",
     ),
     (
@@ -128,7 +144,16 @@ pub const COMMANDS: &[(&str, &str, &str)] = &[
         "re-read the configuration file (as SIGHUP); a bad file is refused",
     ),
     ("stop_server", "stop_server", "stop the daemon gracefully"),
+    (
+        "metrics",
+        "metrics",
+        "print the Prometheus metrics (as served on metrics_listen)",
+    ),
 ];
+
+/// Help's note on `--wait`, after the table.
+const WAIT_HELP: &str = "--wait: return when every HAProxy that probed in the last minute has acted (its \
+send-state header, else haproxy_fall/haproxy_rise answers read); exit 1 at --timeout (default 60s)\n";
 
 pub fn help_text(command: Option<&str>) -> Result<String, String> {
     match command {
@@ -138,6 +163,7 @@ pub fn help_text(command: Option<&str>) -> Result<String, String> {
                 out.push_str(&format!("  {usage:<52} {what}\n"));
             }
             out.push_str("DURATION: 90s, 30m, 2h, 1d ...\n");
+            out.push_str(WAIT_HELP);
             Ok(out)
         }
         Some(c) => COMMANDS
@@ -211,6 +237,36 @@ fn usage_of(name: &str) -> &'static str {
         .map_or("", |(_, u, _)| u)
 }
 
+/// Takes `--wait` and `--timeout D` out of `args` (before any `--`): (wait timeout, the rest).
+fn take_wait(args: &[String], usage: &str) -> Result<(Option<Duration>, Vec<String>), String> {
+    let mut wait = false;
+    let mut timeout = None;
+    let mut rest = Vec::new();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--" => {
+                rest.push(a.clone());
+                rest.extend(it.by_ref().cloned());
+            }
+            "--wait" => wait = true,
+            "--timeout" => {
+                let d = it
+                    .next()
+                    .ok_or("--timeout needs a DURATION, e.g. --timeout 2m")?;
+                timeout = Some(parse_duration(d)?);
+            }
+            t if t.starts_with("--timeout=") => timeout = Some(parse_duration(&t[10..])?),
+            _ => rest.push(a.clone()),
+        }
+    }
+    match (wait, timeout) {
+        (false, Some(_)) => Err(format!("--timeout goes with --wait; usage: {usage}")),
+        (false, None) => Ok((None, rest)),
+        (true, t) => Ok((Some(t.unwrap_or(crate::wait::DEFAULT_TIMEOUT)), rest)),
+    }
+}
+
 impl Command {
     /// Parses the request's words. The error is a usage message for a person.
     pub fn parse(words: &[String]) -> Result<Command, String> {
@@ -218,6 +274,17 @@ impl Command {
             return Err("empty command; 'help' lists the commands".into());
         };
         let usage = usage_of(name);
+        if matches!(name.as_str(), "enable" | "disable" | "pause" | "run") {
+            let (wait, rest) = take_wait(args, usage)?;
+            if let Some(timeout) = wait {
+                let mut inner = vec![name.clone()];
+                inner.extend(rest);
+                return Ok(Command::Wait {
+                    cmd: Box::new(Command::parse(&inner)?),
+                    timeout,
+                });
+            }
+        }
         let mut w = Words { rest: args };
         let service = |w: &mut Words| {
             w.next()
@@ -281,6 +348,7 @@ impl Command {
             "enable_test" => Command::EnableTest(service(&mut w)?),
             "reload" => Command::Reload,
             "stop_server" => Command::StopServer,
+            "metrics" => Command::Metrics,
             other => {
                 return Err(format!(
                     "unknown command '{other}'; 'help' lists the commands"
@@ -293,10 +361,13 @@ impl Command {
 
     /// Reading is open to anyone who can connect; everything else needs authorisation.
     pub fn changes_state(&self) -> bool {
-        !matches!(
-            self,
-            Command::Help(_) | Command::Version | Command::Status { .. }
-        )
+        match self {
+            Command::Wait { cmd, .. } => cmd.changes_state(),
+            c => !matches!(
+                c,
+                Command::Help(_) | Command::Version | Command::Status { .. } | Command::Metrics
+            ),
+        }
     }
 }
 
@@ -371,6 +442,43 @@ mod tests {
         ] {
             assert!(p(c).is_ok(), "{c}");
         }
+    }
+
+    #[test]
+    fn wait_wraps_the_four_commands() {
+        assert_eq!(
+            p("disable web --wait deploy --timeout 2m").unwrap(),
+            Command::Wait {
+                cmd: Box::new(Command::Disable {
+                    service: "web".into(),
+                    for_: None,
+                    reason: "deploy".into()
+                }),
+                timeout: Duration::from_secs(120)
+            }
+        );
+        assert_eq!(
+            p("enable web --wait").unwrap(),
+            Command::Wait {
+                cmd: Box::new(Command::Enable("web".into())),
+                timeout: Duration::from_secs(60)
+            }
+        );
+        assert!(matches!(p("run --wait").unwrap(), Command::Wait { .. }));
+        assert_eq!(
+            p("disable web -- --wait").unwrap(),
+            Command::Disable {
+                service: "web".into(),
+                for_: None,
+                reason: "--wait".into()
+            }
+        );
+        assert!(p("enable web --timeout 3s")
+            .unwrap_err()
+            .contains("--timeout goes with --wait"));
+        assert!(p("status --wait").is_err());
+        assert!(!p("metrics").unwrap().changes_state());
+        assert!(p("enable a --wait").unwrap().changes_state());
     }
 
     #[test]

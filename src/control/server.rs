@@ -8,6 +8,7 @@
 use super::proto::{self, Code, Command, MAX_LINE, REQUEST_DEADLINE};
 use crate::engine::{EngineError, Handle};
 use crate::status;
+use crate::wait::{Goal, Target};
 use anyhow::Context;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixListener as StdUnixListener;
@@ -153,6 +154,9 @@ async fn connection(
         Err(why) => (Code::Usage, why + "\n"),
         Ok(words) => match Command::parse(&words) {
             Err(why) => (Code::Usage, why + "\n"),
+            Ok(Command::Wait { cmd, timeout }) => {
+                execute_and_wait(*cmd, timeout, &mut stream, handle, auth, stop).await
+            }
             Ok(cmd) => execute(cmd, &stream, handle, auth, stop).await,
         },
     };
@@ -161,6 +165,113 @@ async fn connection(
     // A client that stopped reading loses its answer; it cannot hold the task forever.
     let _ = tokio::time::timeout(REQUEST_DEADLINE, stream.write_all(&out)).await;
     let _ = stream.shutdown().await;
+}
+
+/// `--wait`: the change first (a refusal ends it as usual), then progress lines while the
+/// probers catch up, then the status line with the outcome (see [`proto`]).
+async fn execute_and_wait(
+    cmd: Command,
+    timeout: std::time::Duration,
+    stream: &mut UnixStream,
+    handle: &Handle,
+    auth: &Arc<Auth>,
+    stop: &CancellationToken,
+) -> (Code, String) {
+    let (goal, names) = match &cmd {
+        Command::Disable { service, .. } => (Goal::Out, Some(vec![service.clone()])),
+        Command::Enable(s) => (Goal::In, Some(vec![s.clone()])),
+        Command::Pause { service, .. } => (Goal::Out, service.clone().map(|s| vec![s])),
+        Command::Run(service) => (Goal::In, service.clone().map(|s| vec![s])),
+        _ => {
+            return (
+                Code::Usage,
+                "--wait goes with enable, disable, pause, run\n".into(),
+            )
+        }
+    };
+    let (code, body) = execute(cmd, stream, handle, auth, stop).await;
+    if code != Code::Ok {
+        return (code, body);
+    }
+    let snap = handle.snapshot();
+    let names = names.unwrap_or_else(|| {
+        snap.services
+            .values()
+            .filter(|v| v.cfg.pausable)
+            .map(|v| v.cfg.name.clone())
+            .collect()
+    });
+    let mut targets = Vec::new();
+    for n in names {
+        let Some(v) = snap.services.get(&n) else {
+            return (
+                Code::Refused,
+                format!("{body}{n}: gone before the wait began\n"),
+            );
+        };
+        let now_up = v.state == crate::model::State::Up;
+        if (goal == Goal::In) != now_up {
+            // e.g. enabled but still paused or its check failing: HAProxy will not act.
+            return (
+                Code::Refused,
+                format!(
+                    "{body}{n} is {} ({}): HAProxy will not {}; not waiting\n",
+                    v.state,
+                    v.reason,
+                    if goal == Goal::In {
+                        "put it back"
+                    } else {
+                        "take it out"
+                    }
+                ),
+            );
+        }
+        targets.push(Target {
+            service: n,
+            stats: v.probes.clone(),
+            goal,
+            haproxy_fall: v.cfg.haproxy_fall,
+            haproxy_rise: v.cfg.haproxy_rise,
+        });
+    }
+    let (ptx, mut prx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let fut = crate::wait::wait(targets, timeout, ptx);
+    tokio::pin!(fut);
+    let mut client_gone = false;
+    let mut lines = body.lines().map(str::to_string).collect::<Vec<_>>();
+    let outcome = loop {
+        for l in lines.drain(..) {
+            let line = format!("{}{l}\n", proto::PROGRESS);
+            let w = tokio::time::timeout(REQUEST_DEADLINE, stream.write_all(line.as_bytes()));
+            if !matches!(w.await, Ok(Ok(()))) {
+                client_gone = true;
+            }
+        }
+        if client_gone {
+            // Nobody to tell: the change stands, the wait ends.
+            return (Code::Refused, "client gone\n".into());
+        }
+        tokio::select! {
+            r = &mut fut => break r,
+            Some(l) = prx.recv() => lines.push(l),
+        }
+    };
+    while let Ok(l) = prx.try_recv() {
+        let line = format!("{}{l}\n", proto::PROGRESS);
+        if tokio::time::timeout(REQUEST_DEADLINE, stream.write_all(line.as_bytes()))
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    match outcome {
+        Ok(msg) => (Code::Ok, msg + "\n"),
+        Err(msg) => {
+            tracing::warn!("--wait: {msg}");
+            (Code::Refused, msg + "\n")
+        }
+    }
 }
 
 async fn execute(
@@ -251,6 +362,8 @@ async fn execute(
             ),
             Err(e) => (Code::Refused, format!("{e}\n")),
         },
+        Command::Metrics => (Code::Ok, crate::metrics::render(&handle.snapshot())),
+        Command::Wait { .. } => (Code::Usage, "--wait cannot be nested\n".into()),
         Command::StopServer => {
             tracing::info!(psentinel_actor = %actor, "stop requested over the control socket");
             stop.cancel();

@@ -1,0 +1,698 @@
+//! Who is probing: per-service probe counters, the table of probers, HAProxy's own view
+//! (`http-check send-state`), and the silence alarm.
+//!
+//! # Why it is split in two
+//!
+//! A probe must never wait, so the probe responders touch only what costs nothing:
+//!
+//! - **Hot path** ([`Tap::record`], called by [`crate::probe`] once per answered connection):
+//!   two relaxed atomic adds and a store on the service's [`ProbeStats`] (answers by HTTP
+//!   status / agent word, last probe time), then a `try_send` of a small [`Seen`] record on a
+//!   bounded channel to the [`Observer`] task. No lock, no engine message, no allocation unless
+//!   HAProxy sent its state header (then one copy of that header's value, at most
+//!   [`MAX_HEADER`] bytes). When the observer falls behind, records are dropped and counted
+//!   (`psentinel_probe_events_dropped_total`), the answers are not.
+//! - **Observer** (one task per daemon): parses the HAProxy header, updates the bounded prober
+//!   table ([`MAX_PROBERS`] per service, the least recently seen evicted), keeps the recent
+//!   gaps between probes for the silence alarm, and wakes `--wait`ers through a `watch`.
+//!   The table sits behind a `std::sync::Mutex` that only the observer writes and only
+//!   readers off the hot path (`status`, metrics, waiters) read, each for a copy.
+//!
+//! [`ProbeStats`] is created by the engine per service and kept across reloads for services
+//! that stay, so counters and the prober table survive a reload; the engine hands it to the
+//! service's listener tasks (inside a [`Tap`]) and puts it in the [`crate::engine::ServiceView`]
+//! so that every reader of the snapshot finds it.
+//!
+//! # Silence alarm
+//!
+//! A service that was being probed (at least [`MIN_PROBES_FOR_SILENCE`] probes seen) and gets
+//! no probe for longer than `max(10 × median gap of its last probes, silence_min)` is silent:
+//! the observer logs a warning once and tells the engine (a message on a channel of its own,
+//! only on transitions), which shows it in `status` and STATUS=. The next probe clears it. The
+//! observer arms one timer, for the earliest deadline of all services: no polling while idle.
+
+use crate::model::{micros, Micros, State};
+use crate::probe::ProbeKind;
+use serde::Serialize;
+use std::collections::{BTreeMap, VecDeque};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, SystemTime};
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// Probers remembered per service; past this the least recently seen is forgotten.
+pub const MAX_PROBERS: usize = 64;
+/// Longest `X-Haproxy-Server-State` value kept (HAProxy's is about 80 bytes).
+pub const MAX_HEADER: usize = 256;
+/// Probes between the hot path and the observer; past this, records are dropped and counted.
+pub const CHANNEL: usize = 8192;
+/// Probe times kept per service for the median gap.
+const GAPS: usize = 16;
+/// A service counts as "being probed" once this many probes arrived.
+pub const MIN_PROBES_FOR_SILENCE: usize = 3;
+/// Distinct answers counted per service (HTTP statuses and agent words).
+const ANSWER_SLOTS: usize = 16;
+
+/// What a probe was answered with, for `psentinel_probes_total{kind,answer}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    Http(u16),
+    /// The agent word, by the state it stands for.
+    Agent(State),
+}
+
+impl Answer {
+    fn key(self) -> u32 {
+        match self {
+            Answer::Http(s) => u32::from(s),
+            Answer::Agent(st) => 100_000 + st as u32,
+        }
+    }
+
+    fn from_key(k: u32) -> Option<Answer> {
+        const STATES: [State; 5] = [
+            State::Up,
+            State::Down,
+            State::Disabled,
+            State::Paused,
+            State::Starting,
+        ];
+        match k {
+            0 => None,
+            k if k >= 100_000 => STATES
+                .iter()
+                .find(|s| **s as u32 == k - 100_000)
+                .map(|s| Answer::Agent(*s)),
+            k => u16::try_from(k).ok().map(Answer::Http),
+        }
+    }
+
+    /// ("http", "503") or ("agent", "maint").
+    pub fn labels(self) -> (&'static str, String) {
+        match self {
+            Answer::Http(s) => ("http", s.to_string()),
+            Answer::Agent(st) => (
+                "agent",
+                match st {
+                    State::Up => "up",
+                    State::Down | State::Starting => "down",
+                    State::Disabled => "maint",
+                    State::Paused => "drain",
+                }
+                .to_string(),
+            ),
+        }
+    }
+}
+
+struct Slot {
+    key: AtomicU32,
+    count: AtomicU64,
+}
+
+/// Per-service probe statistics. See the module doc for who writes what.
+pub struct ProbeStats {
+    pub service: Arc<str>,
+    slots: [Slot; ANSWER_SLOTS],
+    last_probe_us: AtomicU64,
+    dropped: AtomicU64,
+    table: Mutex<Vec<Prober>>,
+    /// Bumped by the observer after every change of the table: `--wait` waits on it.
+    changed: watch::Sender<u64>,
+}
+
+impl std::fmt::Debug for ProbeStats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProbeStats")
+            .field("service", &self.service)
+            .finish_non_exhaustive()
+    }
+}
+
+/// HAProxy's view of the server, from `X-Haproxy-Server-State`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HaproxyView {
+    /// `UP`, `UP 2/3` (going down), `DOWN`, `DOWN 1/2` (going up), `NOLB`, `MAINT`...
+    pub state: String,
+    /// `backend/server`.
+    pub name: String,
+    /// The HAProxy node (`node` in its global section, else its hostname).
+    pub node: String,
+}
+
+impl HaproxyView {
+    /// HAProxy sends traffic to the server (UP, whatever its counters say).
+    pub fn is_up(&self) -> bool {
+        self.state.split_whitespace().next() == Some("UP")
+    }
+}
+
+/// Parses `UP 2/3; name=bck/srv1; node=lb1; weight=1/1; scur=0/0; qcur=0`.
+pub fn parse_haproxy_state(raw: &str) -> Option<HaproxyView> {
+    let mut parts = raw.split(';').map(str::trim);
+    let state = parts.next().filter(|s| !s.is_empty())?.to_string();
+    let mut v = HaproxyView {
+        state,
+        name: String::new(),
+        node: String::new(),
+    };
+    for p in parts {
+        match p.split_once('=') {
+            Some(("name", n)) => v.name = n.to_string(),
+            Some(("node", n)) => v.node = n.to_string(),
+            _ => {}
+        }
+    }
+    Some(v)
+}
+
+/// One source of probes for one service.
+#[derive(Debug, Clone, Serialize)]
+pub struct Prober {
+    pub address: IpAddr,
+    /// `http` or `agent`.
+    pub kind: &'static str,
+    pub count: u64,
+    /// µs since the epoch.
+    pub last_seen: Micros,
+    /// Present when HAProxy sends `http-check send-state`.
+    pub haproxy: Option<HaproxyView>,
+    /// Whether the last answers said "up" (2xx, agent `up`); None before any state answer.
+    #[serde(skip)]
+    pub streak_up: Option<bool>,
+    /// How many answers in a row said `streak_up` and were read by the prober (it closed
+    /// after our answer): what HAProxy counts against its rise/fall.
+    #[serde(skip)]
+    pub streak: u32,
+}
+
+impl Prober {
+    /// Identity in the table: address, kind and HAProxy's server name (one HAProxy may check
+    /// this port for several backends, each with its own state).
+    fn same(&self, address: IpAddr, kind: &str, name: Option<&str>) -> bool {
+        self.address == address
+            && self.kind == kind
+            && self.haproxy.as_ref().map(|h| h.name.as_str()) == name
+    }
+
+    /// A short name for people: `127.0.0.1 (lb1 bck/srv1)`.
+    pub fn label(&self) -> String {
+        match &self.haproxy {
+            Some(h) => format!("{} ({} {})", self.address, h.node, h.name),
+            None if self.kind == "agent" => format!("{} (agent-check)", self.address),
+            None => self.address.to_string(),
+        }
+    }
+}
+
+/// One answered probe, from the hot path to the observer.
+pub struct Seen {
+    stats: Arc<ProbeStats>,
+    address: IpAddr,
+    kind: ProbeKind,
+    /// The state the answer stood for; None for a 400/431.
+    state: Option<State>,
+    /// The prober closed after reading our answer: it has acted on it.
+    acked: bool,
+    at: Micros,
+    haproxy: Option<Box<str>>,
+}
+
+impl ProbeStats {
+    pub fn new(service: &str) -> Arc<ProbeStats> {
+        Arc::new(ProbeStats {
+            service: Arc::from(service),
+            slots: std::array::from_fn(|_| Slot {
+                key: AtomicU32::new(0),
+                count: AtomicU64::new(0),
+            }),
+            last_probe_us: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+            table: Mutex::new(Vec::new()),
+            changed: watch::channel(0).0,
+        })
+    }
+
+    /// Lock-free: find the answer's slot or claim an empty one.
+    fn count(&self, a: Answer) {
+        let key = a.key();
+        for s in &self.slots {
+            let k = s.key.load(Relaxed);
+            if k == key {
+                s.count.fetch_add(1, Relaxed);
+                return;
+            }
+            if k == 0 {
+                match s.key.compare_exchange(0, key, Relaxed, Relaxed) {
+                    Ok(_) => {
+                        s.count.fetch_add(1, Relaxed);
+                        return;
+                    }
+                    Err(k) if k == key => {
+                        s.count.fetch_add(1, Relaxed);
+                        return;
+                    }
+                    Err(_) => continue,
+                }
+            }
+        }
+        // More distinct answers than slots (statuses change by reload): not counted by kind.
+    }
+
+    /// Answers so far, sorted.
+    pub fn answers(&self) -> Vec<(Answer, u64)> {
+        let mut v: Vec<(Answer, u64)> = self
+            .slots
+            .iter()
+            .filter_map(|s| {
+                Answer::from_key(s.key.load(Relaxed)).map(|a| (a, s.count.load(Relaxed)))
+            })
+            .collect();
+        v.sort_by_key(|(a, _)| a.key());
+        v
+    }
+
+    pub fn probes_total(&self) -> u64 {
+        self.answers().iter().map(|(_, c)| c).sum()
+    }
+
+    /// µs since the epoch of the last answered probe; 0 = never.
+    pub fn last_probe(&self) -> Micros {
+        self.last_probe_us.load(Relaxed)
+    }
+
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Relaxed)
+    }
+
+    /// A copy of the prober table, most recently seen first.
+    pub fn probers(&self) -> Vec<Prober> {
+        let mut v = self.table.lock().expect("prober table").clone();
+        v.sort_by(|a, b| b.last_seen.cmp(&a.last_seen));
+        v
+    }
+
+    /// Woken after every change of the prober table.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    /// Observer side: folds one probe into the table.
+    fn observe(&self, seen: &Seen) {
+        let kind = match seen.kind {
+            ProbeKind::Http => "http",
+            ProbeKind::Agent => "agent",
+        };
+        let view = seen.haproxy.as_deref().and_then(parse_haproxy_state);
+        let name = view.as_ref().map(|v| v.name.as_str());
+        {
+            let mut t = self.table.lock().expect("prober table");
+            let i = match t.iter().position(|p| p.same(seen.address, kind, name)) {
+                Some(i) => i,
+                None => {
+                    if t.len() >= MAX_PROBERS {
+                        let oldest = (0..t.len())
+                            .min_by_key(|&i| t[i].last_seen)
+                            .expect("table is full");
+                        t.swap_remove(oldest);
+                    }
+                    t.push(Prober {
+                        address: seen.address,
+                        kind,
+                        count: 0,
+                        last_seen: 0,
+                        haproxy: None,
+                        streak_up: None,
+                        streak: 0,
+                    });
+                    t.len() - 1
+                }
+            };
+            let p = &mut t[i];
+            p.count += 1;
+            p.last_seen = p.last_seen.max(seen.at);
+            if view.is_some() {
+                p.haproxy = view;
+            }
+            if let Some(st) = seen.state {
+                let up = st == State::Up;
+                if p.streak_up != Some(up) {
+                    // A different answer: HAProxy's count starts again (at 1 if it read it).
+                    p.streak_up = Some(up);
+                    p.streak = 0;
+                }
+                if seen.acked {
+                    p.streak = p.streak.saturating_add(1);
+                }
+            }
+        }
+        self.changed.send_modify(|n| *n = n.wrapping_add(1));
+    }
+}
+
+/// What the hot path holds for one service: its stats and the way to the observer.
+#[derive(Clone)]
+pub struct Tap {
+    pub stats: Arc<ProbeStats>,
+    tx: mpsc::Sender<Seen>,
+}
+
+impl Tap {
+    pub fn new(stats: Arc<ProbeStats>, tx: mpsc::Sender<Seen>) -> Tap {
+        Tap { stats, tx }
+    }
+
+    /// One answered probe. Never blocks, never locks.
+    pub fn record(
+        &self,
+        address: IpAddr,
+        kind: ProbeKind,
+        answer: Answer,
+        state: Option<State>,
+        acked: bool,
+        haproxy: Option<&[u8]>,
+    ) {
+        let at = micros(SystemTime::now());
+        self.stats.count(answer);
+        self.stats.last_probe_us.fetch_max(at, Relaxed);
+        let seen = Seen {
+            stats: self.stats.clone(),
+            address: canonical(address),
+            kind,
+            state,
+            acked,
+            at,
+            haproxy: haproxy.map(|h| {
+                let h = &h[..h.len().min(MAX_HEADER)];
+                String::from_utf8_lossy(h).into()
+            }),
+        };
+        if self.tx.try_send(seen).is_err() {
+            self.stats.dropped.fetch_add(1, Relaxed);
+        }
+    }
+}
+
+/// `::ffff:127.0.0.1` (a dual-stack socket's view of an IPv4 peer) shown as `127.0.0.1`.
+fn canonical(a: IpAddr) -> IpAddr {
+    match a {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(a, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// Finds the value of `X-Haproxy-Server-State` in a request head, without allocating.
+/// The cheapest test first: most probes have no such header.
+pub fn haproxy_header(head: &[u8]) -> Option<&[u8]> {
+    const NAME: &[u8] = b"x-haproxy-server-state:";
+    let mut rest = head;
+    while let Some(nl) = rest.iter().position(|&b| b == b'\n') {
+        rest = &rest[nl + 1..];
+        if rest.len() >= NAME.len() && rest[..NAME.len()].eq_ignore_ascii_case(NAME) {
+            let v = &rest[NAME.len()..];
+            let end = v.iter().position(|&b| b == b'\n').unwrap_or(v.len());
+            return Some(v[..end].trim_ascii());
+        }
+        if rest.starts_with(b"\r\n") || rest.starts_with(b"\n") {
+            return None;
+        }
+    }
+    None
+}
+
+/// A silence alarm transition, for the engine: `Some(last probe µs)` = silent since then.
+#[derive(Debug)]
+pub struct Silence {
+    pub service: String,
+    pub since: Option<Micros>,
+}
+
+/// The observer's per-service memory for the silence alarm.
+struct Watch {
+    stats: Weak<ProbeStats>,
+    times: VecDeque<Instant>,
+    deadline: Option<Instant>,
+    silent: bool,
+}
+
+/// `max(10 × median gap, floor)`; None until enough probes were seen.
+pub fn silence_threshold(times: &VecDeque<Instant>, floor: Duration) -> Option<Duration> {
+    if times.len() < MIN_PROBES_FOR_SILENCE {
+        return None;
+    }
+    let mut gaps: Vec<Duration> = times
+        .iter()
+        .zip(times.iter().skip(1))
+        .map(|(a, b)| b.saturating_duration_since(*a))
+        .collect();
+    gaps.sort();
+    let median = gaps[gaps.len() / 2];
+    Some((median * 10).max(floor))
+}
+
+/// The task that owns the prober tables' writes and the silence timers.
+pub struct Observer {
+    rx: mpsc::Receiver<Seen>,
+    silence_tx: mpsc::UnboundedSender<Silence>,
+    floor: Duration,
+    watches: BTreeMap<Arc<str>, Watch>,
+}
+
+impl Observer {
+    /// The sender goes to the probe responders (inside [`Tap`]s), the receiver of silence
+    /// transitions to the engine.
+    pub fn new(
+        floor: Duration,
+    ) -> (
+        Observer,
+        mpsc::Sender<Seen>,
+        mpsc::UnboundedReceiver<Silence>,
+    ) {
+        let (tx, rx) = mpsc::channel(CHANNEL);
+        let (silence_tx, silence_rx) = mpsc::unbounded_channel();
+        (
+            Observer {
+                rx,
+                silence_tx,
+                floor,
+                watches: BTreeMap::new(),
+            },
+            tx,
+            silence_rx,
+        )
+    }
+
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        loop {
+            let next = self
+                .watches
+                .values()
+                .filter(|w| !w.silent)
+                .filter_map(|w| w.deadline)
+                .min();
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                seen = self.rx.recv() => match seen {
+                    Some(s) => self.on_seen(s),
+                    None => return,
+                },
+                _ = async { match next {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                } } => self.on_deadline(),
+            }
+        }
+    }
+
+    fn on_seen(&mut self, seen: Seen) {
+        seen.stats.observe(&seen);
+        let now = Instant::now();
+        let stats = &seen.stats;
+        let w = self
+            .watches
+            .entry(stats.service.clone())
+            .or_insert_with(|| Watch {
+                stats: Arc::downgrade(stats),
+                times: VecDeque::with_capacity(GAPS),
+                deadline: None,
+                silent: false,
+            });
+        if !std::ptr::eq(w.stats.as_ptr(), Arc::as_ptr(stats)) {
+            // The service was removed and added again: a new history.
+            *w = Watch {
+                stats: Arc::downgrade(stats),
+                times: VecDeque::with_capacity(GAPS),
+                deadline: None,
+                silent: false,
+            };
+        }
+        if w.times.len() == GAPS {
+            w.times.pop_front();
+        }
+        w.times.push_back(now);
+        w.deadline = silence_threshold(&w.times, self.floor).map(|t| now + t);
+        if w.silent {
+            w.silent = false;
+            tracing::info!(
+                psentinel_service = %stats.service,
+                "{}: probes resumed from {}",
+                stats.service,
+                seen.address
+            );
+            self.tell(&stats.service, None);
+        }
+    }
+
+    fn on_deadline(&mut self) {
+        let now = Instant::now();
+        self.watches.retain(|_, w| w.stats.strong_count() > 0);
+        let mut fired = Vec::new();
+        for (name, w) in self.watches.iter_mut() {
+            let Some(at) = w.deadline.filter(|at| *at <= now && !w.silent) else {
+                continue;
+            };
+            w.silent = true;
+            w.deadline = None;
+            let last = w.times.back().copied().unwrap_or(now);
+            let threshold = at.saturating_duration_since(last);
+            let since = w.stats.upgrade().map_or(0, |s| s.last_probe());
+            tracing::warn!(
+                psentinel_service = %name,
+                "{name}: no probe for {:.1}s (threshold {:.1}s): is HAProxy still checking it?",
+                now.saturating_duration_since(last).as_secs_f64(),
+                threshold.as_secs_f64()
+            );
+            fired.push((name.clone(), since));
+        }
+        for (name, since) in fired {
+            self.tell(&name, Some(since));
+        }
+    }
+
+    fn tell(&self, service: &str, since: Option<Micros>) {
+        if self
+            .silence_tx
+            .send(Silence {
+                service: service.to_string(),
+                since,
+            })
+            .is_err()
+        {
+            tracing::debug!("engine gone; silence transition of {service} not shown");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn haproxy_state_header() {
+        let v =
+            parse_haproxy_state("UP 2/3; name=bck/srv1; node=lb1; weight=1/1; scur=0/0; qcur=0")
+                .unwrap();
+        assert_eq!(
+            v,
+            HaproxyView {
+                state: "UP 2/3".into(),
+                name: "bck/srv1".into(),
+                node: "lb1".into()
+            }
+        );
+        assert!(v.is_up());
+        assert!(!parse_haproxy_state("DOWN 1/2; name=b/s").unwrap().is_up());
+        assert!(!parse_haproxy_state("NOLB; name=b/s").unwrap().is_up());
+        assert!(parse_haproxy_state("").is_none());
+
+        let head = b"OPTIONS / HTTP/1.0\r\nHost: x\r\nX-Haproxy-Server-State: UP; name=b/s\r\n\r\n";
+        assert_eq!(haproxy_header(head), Some(&b"UP; name=b/s"[..]));
+        let head = b"OPTIONS / HTTP/1.0\r\nx-haproxy-server-state:DOWN\n\n";
+        assert_eq!(haproxy_header(head), Some(&b"DOWN"[..]));
+        assert_eq!(
+            haproxy_header(b"OPTIONS / HTTP/1.0\r\n\r\nX-Haproxy-Server-State: UP\r\n"),
+            None
+        );
+        assert_eq!(haproxy_header(b"GET / HTTP/1.0\r\n\r\n"), None);
+    }
+
+    #[test]
+    fn answers_count_lock_free_slots() {
+        let s = ProbeStats::new("web");
+        for _ in 0..3 {
+            s.count(Answer::Http(200));
+        }
+        s.count(Answer::Http(503));
+        s.count(Answer::Agent(State::Disabled));
+        assert_eq!(
+            s.answers(),
+            vec![
+                (Answer::Http(200), 3),
+                (Answer::Http(503), 1),
+                (Answer::Agent(State::Disabled), 1)
+            ]
+        );
+        assert_eq!(
+            Answer::Agent(State::Disabled).labels(),
+            ("agent", "maint".into())
+        );
+        assert_eq!(s.probes_total(), 5);
+    }
+
+    fn seen(s: &Arc<ProbeStats>, ip: [u8; 4], state: State, acked: bool, at: u64) -> Seen {
+        Seen {
+            stats: s.clone(),
+            address: IpAddr::from(ip),
+            kind: ProbeKind::Http,
+            state: Some(state),
+            acked,
+            at,
+            haproxy: None,
+        }
+    }
+
+    #[test]
+    fn table_is_bounded_and_counts_streaks() {
+        let s = ProbeStats::new("web");
+        for i in 0..(MAX_PROBERS as u64 + 5) {
+            let ip = [10, 0, (i / 256) as u8, (i % 256) as u8];
+            s.observe(&seen(&s, ip, State::Up, true, 1000 + i));
+        }
+        let t = s.probers();
+        assert_eq!(t.len(), MAX_PROBERS);
+        assert!(
+            t.iter().all(|p| p.last_seen >= 1005),
+            "the oldest were evicted"
+        );
+        let s = ProbeStats::new("web");
+        s.observe(&seen(&s, [1, 1, 1, 1], State::Up, true, 1));
+        s.observe(&seen(&s, [1, 1, 1, 1], State::Disabled, true, 2));
+        s.observe(&seen(&s, [1, 1, 1, 1], State::Disabled, false, 3));
+        s.observe(&seen(&s, [1, 1, 1, 1], State::Down, true, 4));
+        let p = &s.probers()[0];
+        assert_eq!((p.count, p.streak_up, p.streak), (4, Some(false), 2));
+        s.observe(&seen(&s, [1, 1, 1, 1], State::Up, false, 5));
+        let p = &s.probers()[0];
+        assert_eq!((p.streak_up, p.streak), (Some(true), 0));
+    }
+
+    #[test]
+    fn threshold_is_ten_median_gaps_with_a_floor() {
+        let t0 = Instant::now();
+        let ms = |v: &[u64]| -> VecDeque<Instant> {
+            v.iter().map(|m| t0 + Duration::from_millis(*m)).collect()
+        };
+        assert_eq!(silence_threshold(&ms(&[0, 100]), Duration::ZERO), None);
+        assert_eq!(
+            silence_threshold(&ms(&[0, 100, 200, 5000]), Duration::ZERO),
+            Some(Duration::from_millis(1000))
+        );
+        assert_eq!(
+            silence_threshold(&ms(&[0, 100, 200]), Duration::from_secs(30)),
+            Some(Duration::from_secs(30))
+        );
+    }
+}
