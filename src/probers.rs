@@ -291,7 +291,7 @@ impl ProbeStats {
     /// A copy of the prober table, most recently seen first.
     pub fn probers(&self) -> Vec<Prober> {
         let mut v = self.table.lock().expect("prober table").clone();
-        v.sort_by(|a, b| b.last_seen.cmp(&a.last_seen));
+        v.sort_by_key(|p| std::cmp::Reverse(p.last_seen));
         v
     }
 

@@ -120,10 +120,15 @@ impl Daemon {
     /// Config written, daemon not started yet (to add scripts into `dir` first, or start it
     /// with other options).
     pub fn prepare(services: &str) -> Daemon {
+        Daemon::prepare_general(services, "")
+    }
+
+    /// Like `prepare`, with `extra` lines (`key=value\n`) added to `[general]`.
+    pub fn prepare_general(services: &str, extra: &str) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
         let cfg = dir.path().join("psentinel.cfg");
         let services = services.replace("{dir}", &dir.path().display().to_string());
-        std::fs::write(&cfg, format!("{services}\n{}", general(dir.path()))).unwrap();
+        std::fs::write(&cfg, format!("{services}\n{}{extra}", general(dir.path()))).unwrap();
         let notify = Notify::new(dir.path());
         Daemon {
             sock: dir.path().join("psentinel.sock"),

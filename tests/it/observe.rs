@@ -1,0 +1,366 @@
+//! Observability against real peers: HAProxy probing (with and without `http-check
+//! send-state`), `--wait` checked against HAProxy's own `show stat`, the silence alarm when
+//! HAProxy stops and starts, metrics parsed by `promtool` and scraped by a real Prometheus.
+
+use crate::support::*;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// Fails (never skips) with what to install when a tool is missing.
+fn need(tool: &str, package: &str) {
+    let found = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
+        .unwrap_or(false);
+    assert!(
+        found,
+        "{tool} not found: install the Debian package '{package}' (make deps)"
+    );
+}
+
+/// A child process killed and reaped on drop.
+struct Proc(Option<Child>);
+
+impl Proc {
+    fn stop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A minimal HAProxy: one backend `bck`, one server `srv1` checked on `port` every 200 ms,
+/// fall 3, rise 2; node name `lb1`; an admin stats socket to read `show stat`.
+struct Haproxy {
+    cfg: PathBuf,
+    sock: PathBuf,
+    proc: Proc,
+}
+
+impl Haproxy {
+    fn start(dir: &Path, port: u16, send_state: bool) -> Haproxy {
+        need("haproxy", "haproxy");
+        let cfg = dir.join("haproxy.cfg");
+        let sock = dir.join("haproxy-admin.sock");
+        std::fs::write(
+            &cfg,
+            format!(
+                "global\n    node lb1\n    stats socket {} level admin\n\
+                 defaults\n    mode http\n    timeout connect 1s\n    timeout client 5s\n    timeout server 5s\n\
+                 backend bck\n    option httpchk\n{}    server srv1 127.0.0.1:{port} check inter 200ms fall 3 rise 2\n",
+                sock.display(),
+                if send_state { "    http-check send-state\n" } else { "" }
+            ),
+        )
+        .unwrap();
+        let mut h = Haproxy {
+            cfg,
+            sock,
+            proc: Proc(None),
+        };
+        h.spawn();
+        h
+    }
+
+    fn spawn(&mut self) {
+        let _ = std::fs::remove_file(&self.sock);
+        let child = Command::new("haproxy")
+            .arg("-f")
+            .arg(&self.cfg)
+            .arg("-db")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start haproxy");
+        self.proc = Proc(Some(child));
+        eventually("haproxy stats socket", DEADLINE, || {
+            UnixStream::connect(&self.sock).ok()
+        });
+    }
+
+    /// `show stat` status of bck/srv1: UP, DOWN, `UP 1/3`, MAINT...
+    fn status(&self) -> String {
+        let mut s = UnixStream::connect(&self.sock).unwrap();
+        s.write_all(b"show stat\n").unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out.lines()
+            .find(|l| l.starts_with("bck,srv1,"))
+            .and_then(|l| l.split(',').nth(17))
+            .unwrap_or_else(|| panic!("no bck/srv1 in show stat:\n{out}"))
+            .to_string()
+    }
+
+    fn wait_status(&self, want: &str) {
+        eventually(&format!("HAProxy reporting {want}"), DEADLINE, || {
+            (self.status() == want).then_some(())
+        });
+    }
+}
+
+/// The probers of `service` from `status --json`.
+fn probers(d: &Daemon, service: &str) -> Vec<serde_json::Value> {
+    d.svc(service)["probers"].as_array().unwrap().clone()
+}
+
+fn disable_wait_enable_wait(send_state: bool) {
+    let port = free_port();
+    let d = Daemon::start(&format!("[web]\nport={port}\nhaproxy_fall=3\n"));
+    let hap = Haproxy::start(d.dir.path(), port, send_state);
+    hap.wait_status("UP");
+    if send_state {
+        eventually("HAProxy's view in status", DEADLINE, || {
+            probers(&d, "web")
+                .iter()
+                .find(|p| p["haproxy"]["state"] == "UP")
+                .cloned()
+        });
+    }
+
+    let (code, out, err) = d.ctl(&["disable", "web", "--wait", "--timeout", "20s", "deploy"]);
+    let after = hap.status();
+    assert_eq!(code, 0, "disable --wait: {out}{err}");
+    assert!(
+        !after.starts_with("UP"),
+        "disable --wait returned while HAProxy still says {after}; {err}"
+    );
+    assert!(err.contains("web disabled"), "{err}");
+    if send_state {
+        assert!(err.contains("HAProxy lb1 reports"), "{err}");
+    } else {
+        assert!(err.contains("answers in a row saying out"), "{err}");
+    }
+    assert!(out.contains("every recent prober (1) has acted"), "{out}");
+
+    let (code, out, err) = d.ctl(&["enable", "web", "--wait", "--timeout=20s"]);
+    let after = hap.status();
+    assert_eq!(code, 0, "enable --wait: {out}{err}");
+    assert!(
+        after.starts_with("UP"),
+        "enable --wait returned while HAProxy still says {after}; {err}"
+    );
+
+    let p = probers(&d, "web");
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert_eq!(p[0]["address"], "127.0.0.1");
+    assert!(p[0]["count"].as_u64().unwrap() >= 5, "{p:?}");
+    if send_state {
+        assert_eq!(p[0]["haproxy"]["node"], "lb1");
+        assert_eq!(p[0]["haproxy"]["name"], "bck/srv1");
+        let text = d.ok(&["status", "web"]);
+        assert!(text.contains("HAProxy lb1 bck/srv1: UP"), "{text}");
+    } else {
+        assert!(p[0]["haproxy"].is_null(), "{p:?}");
+    }
+}
+
+#[test]
+fn disable_wait_returns_after_haproxy_marks_down_with_send_state() {
+    disable_wait_enable_wait(true);
+}
+
+#[test]
+fn disable_wait_returns_after_haproxy_marks_down_without_send_state() {
+    disable_wait_enable_wait(false);
+}
+
+#[test]
+fn wait_times_out_naming_the_prober_that_lags() {
+    let port = free_port();
+    // HAProxy rises after 2 answers, but we claim 50: the wait cannot be satisfied in 1 s.
+    let d = Daemon::start(&format!("[web]\nport={port}\nhaproxy_rise=50\n"));
+    let hap = Haproxy::start(d.dir.path(), port, false);
+    hap.wait_status("UP");
+    d.ok(&["disable", "web", "--wait", "--timeout", "20s"]);
+    let (code, out, err) = d.ctl(&["enable", "web", "--wait", "--timeout", "1s"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains("timed out after 1s; not caught up: 127.0.0.1 (") && err.contains("of 50"),
+        "{err}"
+    );
+    assert_eq!(d.svc("web")["enabled"], true, "the change stands");
+    // Nobody probing: nothing to wait for.
+    let quiet = free_port();
+    let d2 = Daemon::start(&format!("[quiet]\nport={quiet}\n"));
+    let out = d2.ok(&["disable", "quiet", "--wait"]);
+    assert!(out.contains("nothing to wait for"), "{out}");
+}
+
+#[test]
+fn silence_alarm_fires_when_haproxy_stops_and_clears_when_it_returns() {
+    let port = free_port();
+    let d = Daemon::prepare_general(&format!("[web]\nport={port}\n"), "silence_min=1\n");
+    let d = d.started(&[]);
+    let mut hap = Haproxy::start(d.dir.path(), port, true);
+    hap.wait_status("UP");
+    eventually("a few probes", DEADLINE, || {
+        (d.svc("web")["probes_count"].as_u64().unwrap() >= 5).then_some(())
+    });
+    hap.proc.stop();
+    let i = d.log.wait("web: no probe for");
+    assert!(d.log.all()[i].contains("WARN"), "{}", d.log.all()[i]);
+    d.notify
+        .lines
+        .wait("STATUS=1 service: 1 up; not probed any more: web");
+    assert_ne!(d.svc("web")["silent_since"], 0);
+    let text = d.ok(&["status"]);
+    assert!(text.contains("not probed any more: web"), "{text}");
+    assert!(text.contains("[SILENT"), "{text}");
+    let before = d.log.len();
+    hap.spawn();
+    d.log.wait_from(before, "web: probes resumed", DEADLINE);
+    eventually("STATUS= without the alarm", DEADLINE, || {
+        let all = d.notify.lines.all();
+        let last = all.iter().rev().find(|l| l.starts_with("STATUS="))?;
+        (last == "STATUS=1 service: 1 up").then_some(())
+    });
+    eventually("silence cleared in status", DEADLINE, || {
+        (d.svc("web")["silent_since"] == 0).then_some(())
+    });
+    assert_eq!(
+        d.log
+            .all()
+            .iter()
+            .filter(|l| l.contains("web: no probe for"))
+            .count(),
+        1,
+        "warned once"
+    );
+}
+
+/// GET on 127.0.0.1:port, HTTP/1.0: (status, body).
+fn http_get(port: u16, target: &str) -> (u16, String) {
+    let raw = raw(
+        port,
+        format!("GET {target} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes(),
+    );
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("bad answer {raw:?}"));
+    (status, body.to_string())
+}
+
+fn promtool_check(text: &str) {
+    need("promtool", "prometheus");
+    let mut c = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    c.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = c.wait_with_output().unwrap();
+    assert!(
+        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+        "promtool check metrics: {}{}\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The value of an instant query's first result, if any.
+fn prom_query(port: u16, query: &str) -> Option<String> {
+    let enc: String = query
+        .bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'_' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.write_all(format!("GET /api/v1/query?query={enc} HTTP/1.0\r\n\r\n").as_bytes())
+        .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    let body = out.split_once("\r\n\r\n")?.1;
+    let v: serde_json::Value = serde_json::from_str(body).ok()?;
+    v["data"]["result"][0]["value"][1]
+        .as_str()
+        .map(String::from)
+}
+
+#[test]
+fn metrics_parse_with_promtool_and_prometheus_sees_a_disable() {
+    need("prometheus", "prometheus");
+    let (port, mport) = (free_port(), free_port());
+    let d = Daemon::prepare_general(
+        &format!("[web]\nport={port}\ncheck_script=true\ncheck_script_interval=0.2\n"),
+        &format!("metrics_listen=127.0.0.1:{mport}\n"),
+    );
+    let d = d.started(&[]);
+    wait_status(port, 200);
+    raw(
+        port,
+        b"OPTIONS / HTTP/1.0\r\nX-Haproxy-Server-State: UP; name=bck/srv1; node=lb1; weight=1/1; scur=0/0; qcur=0\r\n\r\n",
+    );
+    eventually("the prober table filled", DEADLINE, || {
+        (!probers(&d, "web").is_empty()).then_some(())
+    });
+
+    let (status, body) = http_get(mport, "/metrics");
+    assert_eq!(status, 200, "{body}");
+    promtool_check(&body);
+    for needle in [
+        "psentinel_build_info{version=\"",
+        "psentinel_service_state{service=\"web\",state=\"up\"} 1",
+        "psentinel_service_state{service=\"web\",state=\"disabled\"} 0",
+        "psentinel_probes_total{service=\"web\",kind=\"http\",answer=\"200\"}",
+        "psentinel_checks_total{service=\"web\",result=\"pass\"}",
+        "psentinel_prober_haproxy_up{service=\"web\",address=\"127.0.0.1\",haproxy_node=\"lb1\",haproxy_server=\"bck/srv1\"} 1",
+        "psentinel_reloads_total 0",
+    ] {
+        assert!(body.contains(needle), "no {needle:?} in\n{body}");
+    }
+    let ctl = d.ok(&["metrics"]);
+    promtool_check(&ctl);
+    assert!(ctl.contains("psentinel_service_state{service=\"web\",state=\"up\"} 1"));
+    assert_eq!(http_get(mport, "/other").0, 404);
+
+    let qport = free_port();
+    let prom_cfg = d.path("prometheus.yml");
+    std::fs::write(
+        &prom_cfg,
+        format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
+             scrape_configs:\n  - job_name: psentinel\n    static_configs:\n      - targets: ['127.0.0.1:{mport}']\n"
+        ),
+    )
+    .unwrap();
+    let _prom = Proc(Some(
+        Command::new("prometheus")
+            .arg(format!("--config.file={}", prom_cfg.display()))
+            .arg(format!("--storage.tsdb.path={}", d.path("tsdb").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{qport}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start prometheus"),
+    ));
+    let up = r#"psentinel_service_state{service="web",state="up"}"#;
+    let disabled = r#"psentinel_service_state{service="web",state="disabled"}"#;
+    let wait = Duration::from_secs(60);
+    eventually("Prometheus scraping web up", wait, || {
+        (prom_query(qport, up).as_deref() == Some("1")).then_some(())
+    });
+    d.ok(&["disable", "web", "metrics test"]);
+    eventually("Prometheus seeing web disabled", wait, || {
+        (prom_query(qport, disabled).as_deref() == Some("1")).then_some(())
+    });
+    assert_eq!(prom_query(qport, up).as_deref(), Some("0"));
+}
