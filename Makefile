@@ -16,9 +16,10 @@ TMPFILESDIR := $(PREFIX)/lib/tmpfiles.d
 DBUSDIR     := $(PREFIX)/share/dbus-1/system.d
 
 # Everything the test suite needs from Debian: real HAProxy and dbus-daemon
-# as peers, sysbox (systemd-nspawn + debootstrap) for a real systemd.
+# as peers, sysbox (systemd-nspawn + debootstrap) for a real systemd,
+# prometheus (promtool and the server) to parse and scrape /metrics.
 APT_PACKAGES := haproxy dbus systemd-container debootstrap debian-archive-keyring \
-                jq socat curl libglib2.0-bin
+                jq socat curl libglib2.0-bin prometheus
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
 .PHONY: all build install deps check test run-example

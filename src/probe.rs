@@ -55,6 +55,12 @@
 //! copy and a write. An idle connection costs a task and no buffer until bytes arrive.
 //! Connections per port are capped at [`MAX_CONNS`]; past the cap a connection is answered at
 //! once without waiting for its request, so a flood of idle clients cannot lock out HAProxy.
+//!
+//! After each answer the responder records it through the service's [`Tap`]
+//! ([`crate::probers`]): atomic counters and a non-blocking hand-off of (peer, answer, whether
+//! the peer closed after reading it, HAProxy's `X-Haproxy-Server-State` if sent) to the
+//! observer task. The header is only located here, without allocating when absent; the
+//! observer parses it.
 
 use crate::engine::Snapshot;
 use crate::model::State;

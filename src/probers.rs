@@ -679,6 +679,52 @@ mod tests {
         assert_eq!((p.streak_up, p.streak), (Some(true), 0));
     }
 
+    /// The hot path's cost per probe: `cargo test --release --lib record_cost -- --ignored
+    /// --nocapture`. A measurement, not an assertion.
+    #[test]
+    #[ignore]
+    fn record_cost() {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let (obs, tx, _silence) = Observer::new(Duration::from_secs(30));
+            let stop = CancellationToken::new();
+            tokio::spawn(obs.run(stop.clone()));
+            let tap = Tap::new(ProbeStats::new("web"), tx);
+            let hdr = b"UP 2/3; name=bck/srv1; node=lb1; weight=1/1; scur=0/0; qcur=0";
+            let head =
+                b"OPTIONS / HTTP/1.0\r\nX-Haproxy-Server-State: UP 2/3; name=bck/srv1\r\n\r\n";
+            let ip: IpAddr = "127.0.0.1".parse().unwrap();
+            for (what, with_header) in [("plain", false), ("send-state", true)] {
+                let n = 1_000_000u32;
+                let t = std::time::Instant::now();
+                for _ in 0..n {
+                    let h = with_header.then(|| haproxy_header(head).unwrap_or(hdr));
+                    tap.record(
+                        ip,
+                        ProbeKind::Http,
+                        Answer::Http(200),
+                        Some(State::Up),
+                        true,
+                        h,
+                    );
+                    if tap.tx.capacity() < 16 {
+                        tokio::task::yield_now().await;
+                    }
+                }
+                let ns = t.elapsed().as_nanos() / u128::from(n);
+                println!(
+                    "Tap::record {what}: {ns} ns/probe, dropped {}",
+                    tap.stats.dropped()
+                );
+            }
+            stop.cancel();
+        });
+    }
+
     #[test]
     fn threshold_is_ten_median_gaps_with_a_floor() {
         let t0 = Instant::now();

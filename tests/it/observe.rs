@@ -114,11 +114,22 @@ fn probers(d: &Daemon, service: &str) -> Vec<serde_json::Value> {
     d.svc(service)["probers"].as_array().unwrap().clone()
 }
 
+/// HAProxy starts with the server UP before its first check: wait until it has probed.
+fn wait_probed(d: &Daemon, service: &str) {
+    eventually("HAProxy probing", DEADLINE, || {
+        probers(d, service)
+            .first()
+            .filter(|p| p["count"].as_u64().unwrap() >= 2)
+            .map(|_| ())
+    });
+}
+
 fn disable_wait_enable_wait(send_state: bool) {
     let port = free_port();
     let d = Daemon::start(&format!("[web]\nport={port}\nhaproxy_fall=3\n"));
     let hap = Haproxy::start(d.dir.path(), port, send_state);
     hap.wait_status("UP");
+    wait_probed(&d, "web");
     if send_state {
         eventually("HAProxy's view in status", DEADLINE, || {
             probers(&d, "web")
@@ -182,6 +193,7 @@ fn wait_times_out_naming_the_prober_that_lags() {
     let d = Daemon::start(&format!("[web]\nport={port}\nhaproxy_rise=50\n"));
     let hap = Haproxy::start(d.dir.path(), port, false);
     hap.wait_status("UP");
+    wait_probed(&d, "web");
     d.ok(&["disable", "web", "--wait", "--timeout", "20s"]);
     let (code, out, err) = d.ctl(&["enable", "web", "--wait", "--timeout", "1s"]);
     assert_eq!(code, 1, "{out}{err}");
@@ -297,9 +309,9 @@ fn prom_query(port: u16, query: &str) -> Option<String> {
 #[test]
 fn metrics_parse_with_promtool_and_prometheus_sees_a_disable() {
     need("prometheus", "prometheus");
-    let (port, mport) = (free_port(), free_port());
+    let (port, aport, mport) = (free_port(), free_port(), free_port());
     let d = Daemon::prepare_general(
-        &format!("[web]\nport={port}\ncheck_script=true\ncheck_script_interval=0.2\n"),
+        &format!("[web]\nport={port}\nagent_port={aport}\ncheck_script=true\ncheck_script_interval=0.2\n"),
         &format!("metrics_listen=127.0.0.1:{mport}\n"),
     );
     let d = d.started(&[]);
@@ -308,8 +320,9 @@ fn metrics_parse_with_promtool_and_prometheus_sees_a_disable() {
         port,
         b"OPTIONS / HTTP/1.0\r\nX-Haproxy-Server-State: UP; name=bck/srv1; node=lb1; weight=1/1; scur=0/0; qcur=0\r\n\r\n",
     );
+    assert_eq!(raw(aport, b""), "up ready\n");
     eventually("the prober table filled", DEADLINE, || {
-        (!probers(&d, "web").is_empty()).then_some(())
+        (probers(&d, "web").len() == 2).then_some(())
     });
 
     let (status, body) = http_get(mport, "/metrics");
@@ -323,6 +336,7 @@ fn metrics_parse_with_promtool_and_prometheus_sees_a_disable() {
         "psentinel_checks_total{service=\"web\",result=\"pass\"}",
         "psentinel_prober_haproxy_up{service=\"web\",address=\"127.0.0.1\",haproxy_node=\"lb1\",haproxy_server=\"bck/srv1\"} 1",
         "psentinel_reloads_total 0",
+        "psentinel_probes_total{service=\"web\",kind=\"agent\",answer=\"up\"} 1",
     ] {
         assert!(body.contains(needle), "no {needle:?} in\n{body}");
     }
