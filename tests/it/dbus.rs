@@ -284,6 +284,13 @@ fn objects_properties_methods_and_errors() {
     assert_eq!(st["port"]["type"], "q");
     assert_eq!(st["state"]["data"], "up");
     assert_eq!(st["http_status"]["data"], 200);
+    // Who is probing (issue 8) flows into Status() as aa{sv}.
+    probe(web);
+    eventually("a prober in Status()", DEADLINE, || {
+        let st = bus.call(&app, SERVICE_IF, "Status", &[]);
+        let p = st[0]["probers"]["data"][0].clone();
+        (p["address"]["data"] == "127.0.0.1" && p["haproxy_state"]["data"] == "").then_some(())
+    });
 
     // RunCheck runs the script and returns its exit status and output.
     let r = bus.call(&app, SERVICE_IF, "RunCheck", &[]);
