@@ -15,7 +15,9 @@
 //! bumped by the observer after each probe) and re-evaluates. A prober that stops probing
 //! keeps the wait from finishing; at the timeout the answer names every prober not caught up.
 
-use crate::model::micros;
+use crate::control::proto::Command;
+use crate::engine::Snapshot;
+use crate::model::{micros, State};
 use crate::probers::{ProbeStats, Prober};
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -41,6 +43,66 @@ pub struct Target {
     pub goal: Goal,
     pub haproxy_fall: u32,
     pub haproxy_rise: u32,
+}
+
+/// What a `--wait` command waits for, known before the command runs (which consumes it).
+pub struct Want {
+    goal: Goal,
+    /// None: every pausable service (`pause`/`run` without a name).
+    names: Option<Vec<String>>,
+}
+
+impl Want {
+    /// None for a command that does not take `--wait`.
+    pub fn of(cmd: &Command) -> Option<Want> {
+        let (goal, names) = match cmd {
+            Command::Disable { service, .. } => (Goal::Out, Some(vec![service.clone()])),
+            Command::Enable(s) => (Goal::In, Some(vec![s.clone()])),
+            Command::Pause { service, .. } => (Goal::Out, service.clone().map(|s| vec![s])),
+            Command::Run(service) => (Goal::In, service.clone().map(|s| vec![s])),
+            _ => return None,
+        };
+        Some(Want { goal, names })
+    }
+
+    /// The services to wait for, from the snapshot after the change. Err when HAProxy will
+    /// not act (enabled but still paused or failing its check...): waiting would be in vain.
+    pub fn targets(self, snap: &Snapshot) -> Result<Vec<Target>, String> {
+        let names = self.names.unwrap_or_else(|| {
+            snap.services
+                .values()
+                .filter(|v| v.cfg.pausable)
+                .map(|v| v.cfg.name.clone())
+                .collect()
+        });
+        let mut targets = Vec::new();
+        for n in names {
+            let v = snap
+                .services
+                .get(&n)
+                .ok_or_else(|| format!("{n}: gone before the wait began"))?;
+            if (self.goal == Goal::In) != (v.state == State::Up) {
+                return Err(format!(
+                    "{n} is {} ({}): HAProxy will not {}; not waiting",
+                    v.state,
+                    v.reason,
+                    if self.goal == Goal::In {
+                        "put it back"
+                    } else {
+                        "take it out"
+                    }
+                ));
+            }
+            targets.push(Target {
+                service: n,
+                stats: v.probes.clone(),
+                goal: self.goal,
+                haproxy_fall: v.cfg.haproxy_fall,
+                haproxy_rise: v.cfg.haproxy_rise,
+            });
+        }
+        Ok(targets)
+    }
 }
 
 type Key = (IpAddr, &'static str, Option<String>);

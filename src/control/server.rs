@@ -8,7 +8,7 @@
 use super::proto::{self, Code, Command, MAX_LINE, REQUEST_DEADLINE};
 use crate::engine::{EngineError, Handle};
 use crate::status;
-use crate::wait::{Goal, Target};
+use crate::wait::Want;
 use anyhow::Context;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixListener as StdUnixListener;
@@ -177,63 +177,20 @@ async fn execute_and_wait(
     auth: &Arc<Auth>,
     stop: &CancellationToken,
 ) -> (Code, String) {
-    let (goal, names) = match &cmd {
-        Command::Disable { service, .. } => (Goal::Out, Some(vec![service.clone()])),
-        Command::Enable(s) => (Goal::In, Some(vec![s.clone()])),
-        Command::Pause { service, .. } => (Goal::Out, service.clone().map(|s| vec![s])),
-        Command::Run(service) => (Goal::In, service.clone().map(|s| vec![s])),
-        _ => {
-            return (
-                Code::Usage,
-                "--wait goes with enable, disable, pause, run\n".into(),
-            )
-        }
+    let Some(want) = Want::of(&cmd) else {
+        return (
+            Code::Usage,
+            "--wait goes with enable, disable, pause, run\n".into(),
+        );
     };
     let (code, body) = execute(cmd, stream, handle, auth, stop).await;
     if code != Code::Ok {
         return (code, body);
     }
-    let snap = handle.snapshot();
-    let names = names.unwrap_or_else(|| {
-        snap.services
-            .values()
-            .filter(|v| v.cfg.pausable)
-            .map(|v| v.cfg.name.clone())
-            .collect()
-    });
-    let mut targets = Vec::new();
-    for n in names {
-        let Some(v) = snap.services.get(&n) else {
-            return (
-                Code::Refused,
-                format!("{body}{n}: gone before the wait began\n"),
-            );
-        };
-        let now_up = v.state == crate::model::State::Up;
-        if (goal == Goal::In) != now_up {
-            // e.g. enabled but still paused or its check failing: HAProxy will not act.
-            return (
-                Code::Refused,
-                format!(
-                    "{body}{n} is {} ({}): HAProxy will not {}; not waiting\n",
-                    v.state,
-                    v.reason,
-                    if goal == Goal::In {
-                        "put it back"
-                    } else {
-                        "take it out"
-                    }
-                ),
-            );
-        }
-        targets.push(Target {
-            service: n,
-            stats: v.probes.clone(),
-            goal,
-            haproxy_fall: v.cfg.haproxy_fall,
-            haproxy_rise: v.cfg.haproxy_rise,
-        });
-    }
+    let targets = match want.targets(&handle.snapshot()) {
+        Ok(t) => t,
+        Err(why) => return (Code::Refused, format!("{body}{why}\n")),
+    };
     let (ptx, mut prx) = tokio::sync::mpsc::unbounded_channel::<String>();
     let fut = crate::wait::wait(targets, timeout, ptx);
     tokio::pin!(fut);
