@@ -289,6 +289,19 @@ fn metrics_parse_with_promtool_and_prometheus_sees_a_disable() {
     assert!(ctl.contains("psentinel_service_state{service=\"web\",state=\"up\"} 1"));
     assert_eq!(http_get(mport, "/other").0, 404);
 
+    // A reload keeps the counters and probers of services that stay.
+    d.ok(&["reload"]);
+    let after = d.ok(&["metrics"]);
+    assert!(after.contains("psentinel_reloads_total 1"), "{after}");
+    assert!(
+        after.contains("psentinel_probers{service=\"web\"} 3"),
+        "{after}"
+    );
+    assert!(
+        after.contains("psentinel_probes_total{service=\"web\",kind=\"agent\",answer=\"up\"} 1"),
+        "{after}"
+    );
+
     let qport = free_port();
     let prom_cfg = d.path("prometheus.yml");
     std::fs::write(
