@@ -394,7 +394,9 @@ impl Engine {
             config_file: self.cfg.file.clone(),
             reloads: self.reloads,
         };
-        self.snap_tx.send_replace(Arc::new(snap));
+        let snap = Arc::new(snap);
+        let old = self.snap_tx.send_replace(snap.clone());
+        crate::logging::log_state_changes(&old, &snap);
     }
 
     fn persist(&mut self) {
@@ -445,6 +447,10 @@ impl Engine {
         let now = micros(SystemTime::now());
         let mut old = std::mem::take(&mut self.services);
         let (mut added, mut kept) = (Vec::new(), 0usize);
+        // Accept loops start only once the snapshot that knows their service is published:
+        // connections already waiting (socket activation, restart) would otherwise meet a
+        // snapshot without the service and be closed unanswered.
+        let mut to_spawn: Vec<(String, ListenKey, Arc<TcpListener>)> = Vec::new();
         for (name, cfg) in &new.services {
             let cfg = Arc::new(cfg.clone());
             let prev = old.remove(name);
@@ -479,8 +485,7 @@ impl Engine {
                     .or_else(|| fresh.get(&key))
                     .expect("bound in phase 1")
                     .clone();
-                svc.listeners
-                    .insert(key, self.spawn_listener(socket, name, key.1));
+                to_spawn.push((name.clone(), key, socket));
             }
             drop(listeners); // ports this service no longer uses
             if svc.runner.is_none() {
@@ -511,6 +516,12 @@ impl Engine {
             ..new
         };
         self.publish();
+        for (name, key, socket) in to_spawn {
+            let listener = self.spawn_listener(socket, &name, key.1);
+            if let Some(svc) = self.services.get_mut(&name) {
+                svc.listeners.insert(key, listener);
+            }
+        }
         self.persist();
         Ok(format!(
             "{} services ({} kept, added: [{}], removed: [{}])",
@@ -649,28 +660,14 @@ impl Engine {
         if svc.runner.as_ref().map(|r| r.id) != Some(done.runner) {
             return; // a runner replaced by a reload finished late
         }
-        let before = svc.view.state;
         let passed = done.result.exit.passed();
         svc.health.observe(passed, svc.cfg.rise, svc.cfg.fall);
         let exit = done.result.exit.clone();
         svc.last = Some(done.result);
         svc.checks_count += 1;
         svc.refresh_view();
-        let after = svc.view.state;
-        if before != after {
-            tracing::info!(
-                psentinel_service = %done.service,
-                psentinel_state = after.as_str(),
-                psentinel_exit_status = exit.status_code(),
-                "{}: {} -> {} ({})",
-                done.service,
-                before,
-                after,
-                svc.view.reason
-            );
-        } else {
-            tracing::debug!(psentinel_service = %done.service, "check finished: {exit}");
-        }
+        // A change of state is logged by publish() (logging::log_state_changes).
+        tracing::debug!(psentinel_service = %done.service, "check finished: {exit}");
         self.health_dirty = true;
         self.publish();
     }

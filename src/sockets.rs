@@ -55,13 +55,23 @@ impl Sockets {
             }
         }
         if fds.len() > 0 {
-            tracing::debug!(
-                tcp = ?s.tcp.keys().collect::<Vec<_>>(),
-                unix = ?s.unix.keys().collect::<Vec<_>>(),
-                "sockets passed by systemd"
+            tracing::info!(
+                "systemd passed {} sockets: {}",
+                fds.len(),
+                s.describe()
             );
         }
         s
+    }
+
+    /// "tcp [::]:48080, unix /run/psentinel/psentinel.sock": for the log.
+    fn describe(&self) -> String {
+        let mut parts: Vec<String> = self.tcp.keys().map(|a| format!("tcp {a}")).collect();
+        parts.extend(self.unix.keys().map(|p| format!("unix {}", p.display())));
+        if self.other > 0 {
+            parts.push(format!("{} of another kind", self.other));
+        }
+        parts.join(", ")
     }
 
     /// The passed Unix socket bound at `path`, if systemd passed one.

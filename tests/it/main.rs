@@ -10,3 +10,4 @@ mod core;
 mod dbus;
 mod haproxy;
 mod manual;
+mod systemd;

@@ -14,7 +14,13 @@ pub fn sysbox_path() -> PathBuf {
     if let Some(p) = std::env::var_os("PSENTINEL_SYSBOX") {
         return p.into();
     }
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/sysbox/sysbox")
+    // ../shared from /work/main, ../../shared from a worktree /work/wt/NAME.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    root.ancestors()
+        .skip(1)
+        .map(|d| d.join("shared/sysbox/sysbox"))
+        .find(|p| p.exists())
+        .unwrap_or_else(|| root.join("../shared/sysbox/sysbox"))
 }
 
 pub struct Sysbox {
