@@ -19,7 +19,7 @@ DBUSDIR     := $(PREFIX)/share/dbus-1/system.d
 
 # Everything the test suite needs from Debian: real HAProxy and dbus-daemon
 # as peers, sysbox (systemd-nspawn + debootstrap) for a real systemd.
-APT_PACKAGES := haproxy dbus systemd-container debootstrap debian-archive-keyring \
+APT_PACKAGES := haproxy dbus systemd systemd-container debootstrap debian-archive-keyring \
                 jq socat curl libglib2.0-bin
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
