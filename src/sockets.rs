@@ -61,11 +61,7 @@ impl Sockets {
             }
         }
         if fds.len() > 0 {
-            tracing::info!(
-                "systemd passed {} sockets: {}",
-                fds.len(),
-                s.describe()
-            );
+            tracing::info!("systemd passed {} sockets: {}", fds.len(), s.describe());
         }
         s
     }

@@ -67,10 +67,13 @@ fn notify_ready_status_watchdog_reload_stopping() {
 /// (systemd-socket-activate execs it on the first connection) and gets its answer.
 #[test]
 fn socket_activate_adopts_sockets_by_address() {
-    let ssa = ["/usr/bin/systemd-socket-activate", "/lib/systemd/systemd-socket-activate"]
-        .into_iter()
-        .find(|p| Path::new(p).exists())
-        .expect("systemd-socket-activate not found: apt-get install systemd");
+    let ssa = [
+        "/usr/bin/systemd-socket-activate",
+        "/lib/systemd/systemd-socket-activate",
+    ]
+    .into_iter()
+    .find(|p| Path::new(p).exists())
+    .expect("systemd-socket-activate not found: apt-get install systemd");
     let mut d = Daemon::prepare("");
     let (http_a, agent_a, http_b, any_c, unused, self_bound) = (
         free_port(),
@@ -108,7 +111,11 @@ fn socket_activate_adopts_sockets_by_address() {
     let mut first = support::eventually("systemd-socket-activate listening", DEADLINE, || {
         std::net::TcpStream::connect(("127.0.0.1", http_b)).ok()
     });
-    assert_eq!(d.notify.lines.len(), 0, "the daemon ran before the first probe");
+    assert_eq!(
+        d.notify.lines.len(),
+        0,
+        "the daemon ran before the first probe"
+    );
     first.set_read_timeout(Some(DEADLINE)).unwrap();
     first.write_all(b"OPTIONS * HTTP/1.0\r\n\r\n").unwrap();
     let mut answer = String::new();
@@ -127,11 +134,17 @@ fn socket_activate_adopts_sockets_by_address() {
     // The control socket is the passed one: binding it ourselves would have failed (it is
     // in use), and the daemon would not be running.
     let out = d.ok(&["status"]);
-    assert!(out.contains("a") && out.contains(&http_a.to_string()), "{out}");
+    assert!(
+        out.contains("a") && out.contains(&http_a.to_string()),
+        "{out}"
+    );
     let st = d.stop();
     assert!(st.success(), "exit status {st}");
     // Passed sockets belong to whoever passed them: the socket file stays.
-    assert!(d.sock.exists(), "the daemon removed a socket it did not create");
+    assert!(
+        d.sock.exists(),
+        "the daemon removed a socket it did not create"
+    );
 }
 
 #[test]
@@ -148,7 +161,10 @@ fn make_install_stages_everything_and_keeps_the_config() {
         "usr/share/dbus-1/system.d/org.psentinel.PSentinel1.conf",
         "etc/psentinel/psentinel.cfg",
     ] {
-        assert!(stage.path().join(f).is_file(), "make install did not stage {f}");
+        assert!(
+            stage.path().join(f).is_file(),
+            "make install did not stage {f}"
+        );
     }
     let cfg = stage.path().join("etc/psentinel/psentinel.cfg");
     std::fs::write(&cfg, "# the operator's\n").unwrap();
@@ -223,7 +239,13 @@ fn box_probe(b: &Sysbox, port: u16) -> String {
     ));
     if !err.is_empty() {
         let log = b.sh("journalctl -b --no-pager -n 40 -u psentinel.socket -u psentinel.service");
-        eprintln!("probe of {port} in box {}: {}\n{}{}", b.name, err.trim(), log.1, log.2);
+        eprintln!(
+            "probe of {port} in box {}: {}\n{}{}",
+            b.name,
+            err.trim(),
+            log.1,
+            log.2
+        );
     }
     out.trim().to_string()
 }
@@ -238,10 +260,12 @@ fn wait_status_text(b: &Sysbox, want: &str) {
 
 /// The journal of psentinel.service as JSON objects (journalctl -o json, one per line).
 fn journal(b: &Sysbox, filter: &str) -> Vec<serde_json::Value> {
-    b.ok(&format!("journalctl -u psentinel.service -o json --no-pager {filter}"))
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-        .collect()
+    b.ok(&format!(
+        "journalctl -u psentinel.service -o json --no-pager {filter}"
+    ))
+    .lines()
+    .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+    .collect()
 }
 
 /// Waits until `n` journal lines of psentinel.service contain `text`.
@@ -263,7 +287,10 @@ fn sysbox_activation_status_journal_stop() {
         "systemd-analyze verify /usr/lib/systemd/system/psentinel.socket \
          /usr/lib/systemd/system/psentinel.service",
     );
-    assert!(code == 0 && out.is_empty() && err.is_empty(), "systemd-analyze verify: {out}{err}");
+    assert!(
+        code == 0 && out.is_empty() && err.is_empty(),
+        "systemd-analyze verify: {out}{err}"
+    );
     let sec = b.ok("systemd-analyze security --no-pager psentinel.service");
     let exposure: f64 = sec
         .lines()
@@ -277,7 +304,10 @@ fn sysbox_activation_status_journal_stop() {
     // The generator put every probe and agent port into the socket unit.
     let dropin = b.ok("cat /run/systemd/generator/psentinel.socket.d/50-ports.conf");
     for port in 48080..=48083 {
-        assert!(dropin.contains(&format!("ListenStream={port}\n")), "{dropin}");
+        assert!(
+            dropin.contains(&format!("ListenStream={port}\n")),
+            "{dropin}"
+        );
     }
 
     b.ok("systemctl start psentinel.socket");
@@ -293,7 +323,10 @@ fn sysbox_activation_status_journal_stop() {
 
     // The client reaches the daemon through the socket systemd passed it.
     let status = b.ok("psentinel -c status");
-    assert!(status.contains("ourapp") && status.contains("db"), "{status}");
+    assert!(
+        status.contains("ourapp") && status.contains("db"),
+        "{status}"
+    );
     b.ok("psentinel -c disable spare maintenance");
     wait_status_text(&b, "3 services: 1 disabled, 1 down, 1 up");
     assert_eq!(box_probe(&b, 48083), "503");
@@ -311,13 +344,24 @@ fn sysbox_activation_status_journal_stop() {
                 && e["_TRANSPORT"] == "journal"
         })
     };
-    assert!(has("db", "down", Some("1")), "no db down entry: {changes:#?}");
-    assert!(has("ourapp", "up", Some("0")), "no ourapp up entry: {changes:#?}");
-    assert!(has("spare", "disabled", None), "no spare disabled entry: {changes:#?}");
+    assert!(
+        has("db", "down", Some("1")),
+        "no db down entry: {changes:#?}"
+    );
+    assert!(
+        has("ourapp", "up", Some("0")),
+        "no ourapp up entry: {changes:#?}"
+    );
+    assert!(
+        has("spare", "disabled", None),
+        "no spare disabled entry: {changes:#?}"
+    );
     let ourapp = journal(&b, "PSENTINEL_SERVICE=ourapp");
     assert!(!ourapp.is_empty());
     assert!(
-        ourapp.iter().all(|e| e["MESSAGE"].as_str().unwrap().contains("ourapp")),
+        ourapp
+            .iter()
+            .all(|e| e["MESSAGE"].as_str().unwrap().contains("ourapp")),
         "{ourapp:#?}"
     );
 
@@ -440,7 +484,10 @@ fn sysbox_restart_and_reload_keep_serving() {
     let pid = b.prop("psentinel.service", "MainPID");
 
     // A bad configuration is refused; the running one keeps serving.
-    b.write("/etc/psentinel/psentinel.cfg", "[broken]\nport = not-a-port\n");
+    b.write(
+        "/etc/psentinel/psentinel.cfg",
+        "[broken]\nport = not-a-port\n",
+    );
     b.ok("systemctl reload psentinel.service");
     wait_journal(&b, "reload refused", 1);
     assert_eq!(b.prop("psentinel.service", "ActiveState"), "active");
