@@ -77,7 +77,7 @@ pub async fn run(
         Err(e) => tracing::error!("control socket task: {e}"),
         Ok(Ok(())) => {}
     }
-    crate::probe::drain(DRAIN_GRACE).await;
+    crate::probe::finish_in_flight(DRAIN_GRACE).await;
     Ok(())
 }
 

@@ -245,7 +245,7 @@ fn static_reply(status: u16, reason: &str) -> Vec<u8> {
 }
 
 /// Every probe connection being answered, process-wide, so that shutdown waits for them
-/// ([`drain`]): a probe accepted just before SIGTERM is answered, not reset, and the ones
+/// ([`finish_in_flight`]): a probe accepted just before SIGTERM is answered, not reset, and the ones
 /// still waiting in the backlog of a socket systemd holds are answered by the next process.
 fn in_flight() -> &'static TaskTracker {
     static TRACKER: OnceLock<TaskTracker> = OnceLock::new();
@@ -254,7 +254,7 @@ fn in_flight() -> &'static TaskTracker {
 
 /// On shutdown, after the accept loops stopped: waits up to `limit` for the probe
 /// connections being answered.
-pub async fn drain(limit: Duration) {
+pub async fn finish_in_flight(limit: Duration) {
     let t = in_flight();
     t.close();
     if tokio::time::timeout(limit, t.wait()).await.is_err() {
