@@ -2,6 +2,8 @@
 #
 #   make && sudo make install        build, then install under PREFIX
 #   make install DESTDIR=pkg/        staged install for packaging
+#   make install BIN=target/debug/psentinel   install another build (the tests do)
+#   PREFIX=/usr/local: units and generator are rewritten to run $(PREFIX)/bin/psentinel
 #   make test                        what CI runs (.ci/run)
 
 PREFIX     ?= /usr
@@ -18,7 +20,7 @@ DBUSDIR     := $(PREFIX)/share/dbus-1/system.d
 # Everything the test suite needs from Debian: real HAProxy and dbus-daemon
 # as peers, sysbox (systemd-nspawn + debootstrap) for a real systemd,
 # prometheus (promtool and the server) to parse and scrape /metrics.
-APT_PACKAGES := haproxy dbus systemd-container debootstrap debian-archive-keyring \
+APT_PACKAGES := haproxy dbus systemd systemd-container debootstrap debian-archive-keyring \
                 jq socat curl libglib2.0-bin prometheus
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
@@ -36,9 +38,12 @@ build:
 install:
 	@test -x $(BIN) || { echo "$(BIN) missing: run 'make' first" >&2; exit 1; }
 	install -Dm0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/psentinel
-	install -Dm0644 systemd/psentinel.service $(DESTDIR)$(UNITDIR)/psentinel.service
-	install -Dm0644 systemd/psentinel.socket $(DESTDIR)$(UNITDIR)/psentinel.socket
-	install -Dm0755 systemd/psentinel-generator $(DESTDIR)$(GENERATORDIR)/psentinel-generator
+	install -d $(DESTDIR)$(UNITDIR) $(DESTDIR)$(GENERATORDIR)
+	sed 's|/usr/bin/psentinel|$(PREFIX)/bin/psentinel|g' systemd/psentinel.service >$(DESTDIR)$(UNITDIR)/psentinel.service
+	install -m0644 systemd/psentinel.socket $(DESTDIR)$(UNITDIR)/psentinel.socket
+	sed 's|/usr/bin/psentinel|$(PREFIX)/bin/psentinel|g' systemd/psentinel-generator >$(DESTDIR)$(GENERATORDIR)/psentinel-generator
+	chmod 0644 $(DESTDIR)$(UNITDIR)/psentinel.service
+	chmod 0755 $(DESTDIR)$(GENERATORDIR)/psentinel-generator
 	install -Dm0644 systemd/sysusers.d/psentinel.conf $(DESTDIR)$(SYSUSERSDIR)/psentinel.conf
 	install -Dm0644 systemd/tmpfiles.d/psentinel.conf $(DESTDIR)$(TMPFILESDIR)/psentinel.conf
 	install -Dm0644 dbus/org.psentinel.PSentinel1.conf $(DESTDIR)$(DBUSDIR)/org.psentinel.PSentinel1.conf

@@ -16,6 +16,9 @@ use tokio_util::sync::CancellationToken;
 
 /// How long the engine gets to stop its checks and save state on shutdown.
 const STOP_GRACE: Duration = Duration::from_secs(5);
+/// How long probes accepted before the stop get to be answered (HAProxy sends its request
+/// with the connection; only a silent client takes this long).
+const DRAIN_GRACE: Duration = Duration::from_secs(2);
 
 /// Serves until `shutdown` is cancelled (SIGTERM, SIGINT, `stop_server`).
 /// `on_ready` is called once every port answers and the saved state is restored.
@@ -86,6 +89,7 @@ pub async fn run(
         Err(e) => tracing::error!("control socket task: {e}"),
         Ok(Ok(())) => {}
     }
+    crate::probe::finish_in_flight(DRAIN_GRACE).await;
     Ok(())
 }
 

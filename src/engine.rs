@@ -430,7 +430,9 @@ impl Engine {
             config_file: self.cfg.file.clone(),
             reloads: self.reloads,
         };
-        self.snap_tx.send_replace(Arc::new(snap));
+        let snap = Arc::new(snap);
+        let old = self.snap_tx.send_replace(snap.clone());
+        crate::logging::log_state_changes(&old, &snap);
     }
 
     fn persist(&mut self) {
@@ -481,6 +483,10 @@ impl Engine {
         let now = micros(SystemTime::now());
         let mut old = std::mem::take(&mut self.services);
         let (mut added, mut kept) = (Vec::new(), 0usize);
+        // Accept loops start only once the snapshot that knows their service is published:
+        // connections already waiting (socket activation, restart) would otherwise meet a
+        // snapshot without the service and be closed unanswered.
+        let mut to_spawn: Vec<(String, ListenKey, Arc<TcpListener>)> = Vec::new();
         for (name, cfg) in &new.services {
             let cfg = Arc::new(cfg.clone());
             let prev = old.remove(name);
@@ -515,9 +521,7 @@ impl Engine {
                     .or_else(|| fresh.get(&key))
                     .expect("bound in phase 1")
                     .clone();
-                let tap = Tap::new(svc.probes.clone(), self.seen_tx.clone());
-                svc.listeners
-                    .insert(key, self.spawn_listener(socket, name, key.1, tap));
+                to_spawn.push((name.clone(), key, socket));
             }
             drop(listeners); // ports this service no longer uses
             if svc.runner.is_none() {
@@ -548,6 +552,16 @@ impl Engine {
             ..new
         };
         self.publish();
+        for (name, key, socket) in to_spawn {
+            let Some(probes) = self.services.get(&name).map(|s| s.probes.clone()) else {
+                continue;
+            };
+            let tap = Tap::new(probes, self.seen_tx.clone());
+            let listener = self.spawn_listener(socket, &name, key.1, tap);
+            if let Some(svc) = self.services.get_mut(&name) {
+                svc.listeners.insert(key, listener);
+            }
+        }
         self.persist();
         Ok(format!(
             "{} services ({} kept, added: [{}], removed: [{}])",
@@ -708,7 +722,6 @@ impl Engine {
         if svc.runner.as_ref().map(|r| r.id) != Some(done.runner) {
             return; // a runner replaced by a reload finished late
         }
-        let before = svc.view.state;
         let passed = done.result.exit.passed();
         svc.health.observe(passed, svc.cfg.rise, svc.cfg.fall);
         let exit = done.result.exit.clone();
@@ -716,21 +729,8 @@ impl Engine {
         svc.checks_count += 1;
         svc.checks_by_result.add(&exit);
         svc.refresh_view();
-        let after = svc.view.state;
-        if before != after {
-            tracing::info!(
-                psentinel_service = %done.service,
-                psentinel_state = after.as_str(),
-                psentinel_exit_status = exit.status_code(),
-                "{}: {} -> {} ({})",
-                done.service,
-                before,
-                after,
-                svc.view.reason
-            );
-        } else {
-            tracing::debug!(psentinel_service = %done.service, "check finished: {exit}");
-        }
+        // A change of state is logged by publish() (logging::log_state_changes).
+        tracing::debug!(psentinel_service = %done.service, "check finished: {exit}");
         self.health_dirty = true;
         self.publish();
     }

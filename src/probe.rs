@@ -66,12 +66,13 @@ use crate::engine::Snapshot;
 use crate::model::State;
 use crate::probers::{haproxy_header, Answer, Tap};
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 pub const MAX_HEAD: usize = 8192;
 pub const HEAD_DEADLINE: Duration = Duration::from_secs(5);
@@ -255,6 +256,27 @@ fn static_reply(status: u16, reason: &str) -> Vec<u8> {
     http_response(status, reason, &format!("{reason}\n"), true).to_vec()
 }
 
+/// Every probe connection being answered, process-wide, so that shutdown waits for them
+/// ([`finish_in_flight`]): a probe accepted just before SIGTERM is answered, not reset, and the ones
+/// still waiting in the backlog of a socket systemd holds are answered by the next process.
+fn in_flight() -> &'static TaskTracker {
+    static TRACKER: OnceLock<TaskTracker> = OnceLock::new();
+    TRACKER.get_or_init(TaskTracker::new)
+}
+
+/// On shutdown, after the accept loops stopped: waits up to `limit` for the probe
+/// connections being answered.
+pub async fn finish_in_flight(limit: Duration) {
+    let t = in_flight();
+    t.close();
+    if tokio::time::timeout(limit, t.wait()).await.is_err() {
+        tracing::warn!(
+            "{} probe connections still unanswered after {limit:?}; closing them",
+            t.len()
+        );
+    }
+}
+
 /// Accept loop of one probe port. Ends on shutdown or when the engine aborts it (reload).
 pub async fn serve(
     listener: Arc<TcpListener>,
@@ -285,7 +307,7 @@ pub async fn serve(
                 let snap = snap.clone();
                 let service = service.clone();
                 let tap = tap.clone();
-                tokio::spawn(async move {
+                in_flight().spawn(async move {
                     match kind {
                         ProbeKind::Http => answer_http(stream, peer, &snap, &service, &tap).await,
                         ProbeKind::Agent => {

@@ -22,13 +22,19 @@ pub struct Sockets {
     unix: BTreeMap<PathBuf, StdUnixListener>,
     /// Passed sockets of a kind we do not use (UDP...), for the warning.
     other: usize,
+    /// Started by socket activation: a port we must bind ourselves is one the socket unit
+    /// does not hold yet.
+    activated: bool,
 }
 
 impl Sockets {
     /// Takes the sockets systemd passed (LISTEN_FDS), if any.
     pub fn from_env() -> Sockets {
         let mut fds = listenfd::ListenFd::from_env();
-        let mut s = Sockets::default();
+        let mut s = Sockets {
+            activated: fds.len() > 0,
+            ..Sockets::default()
+        };
         for i in 0..fds.len() {
             if let Ok(Some(l)) = fds.take_tcp_listener(i) {
                 match l.local_addr() {
@@ -55,13 +61,19 @@ impl Sockets {
             }
         }
         if fds.len() > 0 {
-            tracing::debug!(
-                tcp = ?s.tcp.keys().collect::<Vec<_>>(),
-                unix = ?s.unix.keys().collect::<Vec<_>>(),
-                "sockets passed by systemd"
-            );
+            tracing::info!("systemd passed {} sockets: {}", fds.len(), s.describe());
         }
         s
+    }
+
+    /// "tcp [::]:48080, unix /run/psentinel/psentinel.sock": for the log.
+    fn describe(&self) -> String {
+        let mut parts: Vec<String> = self.tcp.keys().map(|a| format!("tcp {a}")).collect();
+        parts.extend(self.unix.keys().map(|p| format!("unix {}", p.display())));
+        if self.other > 0 {
+            parts.push(format!("{} of another kind", self.other));
+        }
+        parts.join(", ")
     }
 
     /// The passed Unix socket bound at `path`, if systemd passed one.
@@ -82,6 +94,13 @@ impl Sockets {
         if let Some(l) = passed {
             l.set_nonblocking(true)?;
             return tokio::net::TcpListener::from_std(l);
+        }
+        if self.activated {
+            tracing::warn!(
+                "{addr} is not in psentinel.socket: psentinel binds it itself, and probes on it \
+                 are refused while psentinel restarts; `systemctl daemon-reload && systemctl \
+                 restart psentinel.socket psentinel.service` adds it"
+            );
         }
         match bind(addr) {
             // No IPv6 on this host: "every address" means every IPv4 address.

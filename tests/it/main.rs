@@ -11,3 +11,4 @@ mod dbus;
 mod haproxy;
 mod manual;
 mod observe;
+mod systemd;

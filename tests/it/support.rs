@@ -148,7 +148,21 @@ impl Daemon {
 
     /// Starts the process without waiting for READY=1.
     pub fn spawn(&mut self, extra_env: &[(&str, &str)]) {
-        let mut cmd = Command::new(BIN);
+        self.spawn_via(&[], extra_env);
+    }
+
+    /// Starts `WRAPPER... psentinel -D -f CFG`, without waiting for READY=1: for a wrapper
+    /// that ends by exec'ing its arguments (systemd-socket-activate; `sh -c '...; exec "$0"
+    /// "$@"'`), so the daemon keeps the wrapper's pid.
+    pub fn spawn_via(&mut self, wrapper: &[&str], extra_env: &[(&str, &str)]) {
+        let mut cmd = match wrapper.split_first() {
+            None => Command::new(BIN),
+            Some((prog, args)) => {
+                let mut c = Command::new(prog);
+                c.args(args).arg(BIN);
+                c
+            }
+        };
         cmd.arg("-D")
             .arg("-f")
             .arg(&self.cfg)

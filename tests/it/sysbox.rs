@@ -14,7 +14,13 @@ pub fn sysbox_path() -> PathBuf {
     if let Some(p) = std::env::var_os("PSENTINEL_SYSBOX") {
         return p.into();
     }
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/sysbox/sysbox")
+    // ../shared from /work/main, ../../shared from a worktree /work/wt/NAME.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    root.ancestors()
+        .skip(1)
+        .map(|d| d.join("shared/sysbox/sysbox"))
+        .find(|p| p.exists())
+        .unwrap_or_else(|| root.join("../shared/sysbox/sysbox"))
 }
 
 pub struct Sysbox {
@@ -90,10 +96,13 @@ impl Sysbox {
         );
     }
 
-    /// Writes `content` to `dest` inside the box.
+    /// Writes `content` to `dest` inside the box, mode 0644 (readable by services that run
+    /// as their own user; cp keeps the mode, and a temp file's is 0600).
     pub fn write(&self, dest: &str, content: &str) {
+        use std::os::unix::fs::PermissionsExt;
         let tmp = tempfile::NamedTempFile::new().unwrap();
         std::fs::write(tmp.path(), content).unwrap();
+        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o644)).unwrap();
         self.cp(tmp.path(), dest);
     }
 

@@ -1,0 +1,546 @@
+//! psentinel as a systemd service.
+//!
+//! Fast tests, no container: the sd_notify protocol on a fake NOTIFY_SOCKET, and socket
+//! adoption with `systemd-socket-activate` passing the sockets in a shuffled order.
+//!
+//! Under a real systemd (sysbox, one box per test): `make install` into a staging dir, the
+//! staged tree copied into the box, sysusers/tmpfiles applied, then socket activation, Type,
+//! STATUS, journald fields, restart without a refused probe, reload, the watchdog.
+
+use crate::support::{self, free_port, raw, Daemon, DEADLINE};
+use crate::sysbox::Sysbox;
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::Command;
+
+/// `MESSAGE_ID=` of state changes (src/logging.rs, README).
+const MSG_STATE_CHANGED: &str = "92e5bc9aa0014850ae339116af3cd97a";
+
+fn kill(sig: &str, pid: u32) {
+    let st = Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success(), "kill {sig} {pid}");
+}
+
+#[test]
+fn notify_ready_status_watchdog_reload_stopping() {
+    let mut d = Daemon::prepare("");
+    let (p, q) = (free_port(), free_port());
+    d.rewrite(&format!(
+        "[ok]\nport={p}\ncheck_script=/bin/true\n[spare]\nport={q}\npausable=yes\n"
+    ));
+    // WATCHDOG_PID must be the daemon's own pid: exec keeps the shell's.
+    d.spawn_via(
+        &["sh", "-c", "export WATCHDOG_PID=$$; exec \"$0\" \"$@\""],
+        &[("WATCHDOG_USEC", "400000")],
+    );
+    let n = d.notify.lines.clone();
+    let ready = n.wait("READY=1");
+    // READY=1 means every port answers now.
+    assert_eq!(support::probe_status(q), 200);
+    n.wait("STATUS=2 services: 2 up");
+    let w = n.wait_from(ready, "WATCHDOG=1", DEADLINE);
+    n.wait_from(w + 1, "WATCHDOG=1", DEADLINE);
+
+    d.ok(&["pause", "spare"]);
+    n.wait("STATUS=2 services: 1 paused, 1 up");
+    d.ok(&["disable", "spare", "maintenance"]);
+    n.wait("STATUS=2 services: 1 disabled, 1 up");
+
+    let before = n.len();
+    kill("-HUP", d.pid());
+    let r = n.wait_from(before, "RELOADING=1", DEADLINE);
+    n.wait_from(r, "READY=1", DEADLINE);
+    d.log.wait("configuration reloaded");
+    // The manual state survived the reload.
+    assert_eq!(support::probe_status(q), 503);
+
+    let st = d.stop();
+    assert!(st.success(), "exit status {st}");
+    n.wait_from(r, "STOPPING=1", DEADLINE);
+}
+
+/// A passed socket is found by its address, whatever its position; what is not passed is
+/// bound; a passed socket nobody uses is reported. The first probe starts the daemon
+/// (systemd-socket-activate execs it on the first connection) and gets its answer.
+#[test]
+fn socket_activate_adopts_sockets_by_address() {
+    let ssa = [
+        "/usr/bin/systemd-socket-activate",
+        "/lib/systemd/systemd-socket-activate",
+    ]
+    .into_iter()
+    .find(|p| Path::new(p).exists())
+    .expect("systemd-socket-activate not found: apt-get install systemd");
+    let mut d = Daemon::prepare("");
+    let (http_a, agent_a, http_b, any_c, unused, self_bound) = (
+        free_port(),
+        free_port(),
+        free_port(),
+        free_port(),
+        free_port(),
+        free_port(),
+    );
+    d.rewrite(&format!(
+        "[a]\nport={http_a}\nagent_port={agent_a}\nbind=127.0.0.1\n\
+         [b]\nport={http_b}\nbind=127.0.0.1\n\
+         [c]\nport={any_c}\n\
+         [d]\nport={self_bound}\nbind=127.0.0.1\n"
+    ));
+    let sock = d.sock.display().to_string();
+    let notify = format!("NOTIFY_SOCKET={}", d.notify.path.display());
+    // Not the configuration's order: agent first, the control socket in the middle, an
+    // address-less port (= every address, [::]), one no service wants; `d` not passed.
+    let listen = [
+        format!("127.0.0.1:{agent_a}"),
+        format!("127.0.0.1:{unused}"),
+        sock.clone(),
+        format!("{any_c}"),
+        format!("127.0.0.1:{http_b}"),
+        format!("127.0.0.1:{http_a}"),
+    ];
+    let mut wrapper = vec![ssa, "-E", &notify];
+    for l in &listen {
+        wrapper.extend(["-l", l.as_str()]);
+    }
+    d.spawn_via(&wrapper, &[]);
+    // Nothing runs until the first connection. The first connection that gets through (once
+    // systemd-socket-activate listens) starts the daemon, and is answered by it.
+    let mut first = support::eventually("systemd-socket-activate listening", DEADLINE, || {
+        std::net::TcpStream::connect(("127.0.0.1", http_b)).ok()
+    });
+    assert_eq!(
+        d.notify.lines.len(),
+        0,
+        "the daemon ran before the first probe"
+    );
+    first.set_read_timeout(Some(DEADLINE)).unwrap();
+    first.write_all(b"OPTIONS * HTTP/1.0\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    first.read_to_string(&mut answer).unwrap();
+    assert_eq!(support::parse_reply(answer).status, 200);
+    d.notify.lines.wait("READY=1");
+    d.log.wait("systemd passed 6 sockets");
+    d.log.wait(&format!(
+        "systemd passed a socket on 127.0.0.1:{unused} that no service in the configuration uses"
+    ));
+    assert_eq!(support::probe_status(http_a), 200);
+    let agent = raw(agent_a, b"");
+    assert!(agent.starts_with("up"), "agent-check answer {agent:?}");
+    assert_eq!(support::probe_status(any_c), 200);
+    assert_eq!(support::probe_status(self_bound), 200);
+    // The control socket is the passed one: binding it ourselves would have failed (it is
+    // in use), and the daemon would not be running.
+    let out = d.ok(&["status"]);
+    assert!(
+        out.contains("a") && out.contains(&http_a.to_string()),
+        "{out}"
+    );
+    let st = d.stop();
+    assert!(st.success(), "exit status {st}");
+    // Passed sockets belong to whoever passed them: the socket file stays.
+    assert!(
+        d.sock.exists(),
+        "the daemon removed a socket it did not create"
+    );
+}
+
+#[test]
+fn make_install_stages_everything_and_keeps_the_config() {
+    let stage = tempfile::tempdir().unwrap();
+    make_install(stage.path());
+    for f in [
+        "usr/bin/psentinel",
+        "usr/lib/systemd/system/psentinel.service",
+        "usr/lib/systemd/system/psentinel.socket",
+        "usr/lib/systemd/system-generators/psentinel-generator",
+        "usr/lib/sysusers.d/psentinel.conf",
+        "usr/lib/tmpfiles.d/psentinel.conf",
+        "usr/share/dbus-1/system.d/org.psentinel.PSentinel1.conf",
+        "etc/psentinel/psentinel.cfg",
+    ] {
+        assert!(
+            stage.path().join(f).is_file(),
+            "make install did not stage {f}"
+        );
+    }
+    let cfg = stage.path().join("etc/psentinel/psentinel.cfg");
+    std::fs::write(&cfg, "# the operator's\n").unwrap();
+    make_install(stage.path());
+    assert_eq!(
+        std::fs::read_to_string(&cfg).unwrap(),
+        "# the operator's\n",
+        "make install overwrote an existing configuration"
+    );
+}
+
+/// `make install DESTDIR=stage PREFIX=/usr` with the binary this test suite was built with.
+fn make_install(stage: &Path) {
+    let out = Command::new("make")
+        .arg("-C")
+        .arg(env!("CARGO_MANIFEST_DIR"))
+        .args(["-s", "install", "PREFIX=/usr"])
+        .arg(format!("DESTDIR={}", stage.display()))
+        .arg(format!("BIN={}", support::BIN))
+        .output()
+        .expect("run make (apt-get install make)");
+    assert!(
+        out.status.success(),
+        "make install: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+// ---- under a real systemd -------------------------------------------------------------
+
+/// The box configuration: one service whose check passes, one whose check fails (with an
+/// agent port), one without a check (answers 200 from the first probe on).
+const BOX_CFG: &str = "\
+[ourapp]
+port = 48080
+check_script = /bin/true
+check_script_interval = 2
+
+[db]
+port = 48081
+agent_port = 48082
+check_script = /bin/false
+check_script_interval = 2
+
+[spare]
+port = 48083
+pausable = yes
+
+[general]
+# D-Bus is tested on its own; this suite is about systemd.
+dbus = off
+";
+
+/// Boots a box with psentinel installed by `make install`, configured with `cfg`, its user
+/// and directories created, units loaded (the generator has run). Nothing started yet.
+fn installed_box(test: &str, cfg: &str) -> Sysbox {
+    let stage = tempfile::tempdir().unwrap();
+    make_install(stage.path());
+    let b = Sysbox::up(test);
+    b.cp(&stage.path().join("usr"), "/");
+    b.cp(&stage.path().join("etc"), "/");
+    b.write("/etc/psentinel/psentinel.cfg", cfg);
+    b.ok("systemd-sysusers && systemd-tmpfiles --create psentinel.conf && systemctl daemon-reload");
+    b
+}
+
+/// HTTP status of an `OPTIONS *` probe from inside the box; "000" when not answered.
+fn box_probe(b: &Sysbox, port: u16) -> String {
+    let (_, out, err) = b.sh(&format!(
+        "curl -sS -o /dev/null -w '%{{http_code}}' --max-time 10 -X OPTIONS http://127.0.0.1:{port}/"
+    ));
+    if !err.is_empty() {
+        let log = b.sh("journalctl -b --no-pager -n 40 -u psentinel.socket -u psentinel.service");
+        eprintln!(
+            "probe of {port} in box {}: {}\n{}{}",
+            b.name,
+            err.trim(),
+            log.1,
+            log.2
+        );
+    }
+    out.trim().to_string()
+}
+
+fn wait_status_text(b: &Sysbox, want: &str) {
+    b.wait_for(
+        &format!("StatusText={want}"),
+        30,
+        &format!("test \"$(systemctl show -P StatusText psentinel.service)\" = '{want}'"),
+    );
+}
+
+/// The journal of psentinel.service as JSON objects (journalctl -o json, one per line).
+fn journal(b: &Sysbox, filter: &str) -> Vec<serde_json::Value> {
+    b.ok(&format!(
+        "journalctl -u psentinel.service -o json --no-pager {filter}"
+    ))
+    .lines()
+    .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+    .collect()
+}
+
+/// Waits until `n` journal lines of psentinel.service contain `text`.
+fn wait_journal(b: &Sysbox, text: &str, n: usize) {
+    b.wait_for(
+        &format!("{n} journal lines with {text:?}"),
+        30,
+        &format!(
+            "test $(journalctl -u psentinel.service -o cat --no-pager | grep -cF '{text}') -ge {n}"
+        ),
+    );
+}
+
+#[test]
+fn sysbox_activation_status_journal_stop() {
+    let b = installed_box("activation", BOX_CFG);
+
+    let (code, out, err) = b.sh(
+        "systemd-analyze verify /usr/lib/systemd/system/psentinel.socket \
+         /usr/lib/systemd/system/psentinel.service",
+    );
+    assert!(
+        code == 0 && out.is_empty() && err.is_empty(),
+        "systemd-analyze verify: {out}{err}"
+    );
+    let sec = b.ok("systemd-analyze security --no-pager psentinel.service");
+    let exposure: f64 = sec
+        .lines()
+        .find_map(|l| l.strip_prefix("→ Overall exposure level for psentinel.service: "))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no exposure level in:\n{sec}"));
+    eprintln!("systemd-analyze security psentinel.service: exposure {exposure}");
+    assert!(exposure <= 2.5, "exposure {exposure} > 2.5:\n{sec}");
+
+    // The generator put every probe and agent port into the socket unit.
+    let dropin = b.ok("cat /run/systemd/generator/psentinel.socket.d/50-ports.conf");
+    for port in 48080..=48083 {
+        assert!(
+            dropin.contains(&format!("ListenStream={port}\n")),
+            "{dropin}"
+        );
+    }
+
+    b.ok("systemctl start psentinel.socket");
+    assert_eq!(b.prop("psentinel.service", "ActiveState"), "inactive");
+    // The first probe starts the service and gets its answer.
+    assert_eq!(box_probe(&b, 48083), "200");
+    assert_eq!(b.prop("psentinel.service", "ActiveState"), "active");
+    assert_eq!(b.prop("psentinel.service", "Type"), "notify");
+    assert_eq!(b.prop("psentinel.service", "NRestarts"), "0");
+    wait_status_text(&b, "3 services: 1 down, 2 up");
+    assert_eq!(box_probe(&b, 48080), "200");
+    assert_eq!(box_probe(&b, 48081), "500");
+
+    // The client reaches the daemon through the socket systemd passed it.
+    let status = b.ok("psentinel -c status");
+    assert!(
+        status.contains("ourapp") && status.contains("db"),
+        "{status}"
+    );
+    b.ok("psentinel -c disable spare maintenance");
+    wait_status_text(&b, "3 services: 1 disabled, 1 down, 1 up");
+    assert_eq!(box_probe(&b, 48083), "503");
+
+    // journald: native entries with our fields, selectable per service.
+    wait_journal(&b, "spare: up -> disabled", 1);
+    let changes = journal(&b, &format!("MESSAGE_ID={MSG_STATE_CHANGED}"));
+    let has = |svc: &str, state: &str, exit: Option<&str>| {
+        changes.iter().any(|e| {
+            e["PSENTINEL_SERVICE"] == svc
+                && e["PSENTINEL_STATE"] == state
+                && exit.map_or(true, |x| e["PSENTINEL_EXIT_STATUS"] == x)
+                && e["_SYSTEMD_UNIT"] == "psentinel.service"
+                && e["SYSLOG_IDENTIFIER"] == "psentinel"
+                && e["_TRANSPORT"] == "journal"
+        })
+    };
+    assert!(
+        has("db", "down", Some("1")),
+        "no db down entry: {changes:#?}"
+    );
+    assert!(
+        has("ourapp", "up", Some("0")),
+        "no ourapp up entry: {changes:#?}"
+    );
+    assert!(
+        has("spare", "disabled", None),
+        "no spare disabled entry: {changes:#?}"
+    );
+    let ourapp = journal(&b, "PSENTINEL_SERVICE=ourapp");
+    assert!(!ourapp.is_empty());
+    assert!(
+        ourapp
+            .iter()
+            .all(|e| e["MESSAGE"].as_str().unwrap().contains("ourapp")),
+        "{ourapp:#?}"
+    );
+
+    // Clean stop: STOPPING=1, exit 0, the ports are let go.
+    b.ok("systemctl stop psentinel.socket psentinel.service");
+    assert_eq!(b.prop("psentinel.service", "ActiveState"), "inactive");
+    assert_eq!(b.prop("psentinel.service", "Result"), "success");
+    assert_eq!(b.prop("psentinel.service", "ExecMainStatus"), "0");
+    wait_journal(&b, "stopping", 1);
+    let (code, _, err) = b.sh("curl -sS --max-time 10 -X OPTIONS http://127.0.0.1:48080/");
+    assert_eq!(code, 7, "a probe after the stop was not refused: {err}");
+}
+
+/// Probes 48080 from 8 threads inside the box while `systemctl restart` runs 3 times (more
+/// would hit systemd's default start limit, 5 starts in 10 s);
+/// prints one line: `sent=N answered=N refused=N failed=N max_ms=N pids=P1,...
+/// restart_ms=T1,...` (python3-minimal in the box has no json module).
+const RESTART_PROBER: &str = r#"
+import socket, subprocess, threading, time
+counts = {"sent": 0, "answered": 0, "refused": 0, "failed": 0, "max_ms": 0}
+lock = threading.Lock()
+stop = threading.Event()
+whys = set()
+def probe():
+    while not stop.is_set():
+        t0 = time.monotonic()
+        try:
+            s = socket.create_connection(("127.0.0.1", 48080), timeout=20)
+            s.settimeout(20)
+            s.sendall(b"OPTIONS * HTTP/1.0\r\n\r\n")
+            data = b""
+            while True:
+                c = s.recv(4096)
+                if not c:
+                    break
+                data += c
+            s.close()
+            k = "answered" if data.startswith(b"HTTP/1.0 ") else "failed"
+            why = "empty reply" if k == "failed" else ""
+        except ConnectionRefusedError:
+            k = "refused"
+            why = ""
+        except OSError as e:
+            k = "failed"
+            why = type(e).__name__
+        ms = int((time.monotonic() - t0) * 1000)
+        with lock:
+            counts["sent"] += 1
+            counts[k] += 1
+            counts["max_ms"] = max(counts["max_ms"], ms)
+            if why:
+                whys.add(why.replace(" ", "_"))
+threads = [threading.Thread(target=probe, daemon=True) for _ in range(8)]
+for t in threads:
+    t.start()
+pids, took = [], []
+try:
+    for _ in range(3):
+        t0 = time.monotonic()
+        subprocess.run(["systemctl", "restart", "psentinel.service"], check=True, timeout=60)
+        took.append(str(int((time.monotonic() - t0) * 1000)))
+        pids.append(subprocess.run(["systemctl", "show", "-P", "MainPID", "psentinel.service"],
+                                   check=True, capture_output=True, text=True).stdout.strip())
+finally:
+    stop.set()
+    for t in threads:
+        t.join(30)
+print(" ".join(f"{k}={v}" for k, v in counts.items()), "pids=" + ",".join(pids),
+      "restart_ms=" + ",".join(took), "why=" + ",".join(sorted(whys)))
+"#;
+
+#[test]
+fn sysbox_restart_and_reload_keep_serving() {
+    let b = installed_box("restart", BOX_CFG);
+    b.ok("systemctl start psentinel.socket");
+    assert_eq!(box_probe(&b, 48083), "200");
+    b.ok("psentinel -c disable spare maintenance");
+    wait_status_text(&b, "3 services: 1 disabled, 1 down, 1 up");
+
+    // Restart: probes wait in the backlog of the sockets systemd holds; none is refused.
+    let pid0 = b.prop("psentinel.service", "MainPID");
+    b.write("/tmp/prober.py", RESTART_PROBER);
+    let out = b.ok("timeout 180 python3 /tmp/prober.py");
+    eprintln!("restart x3 under probes: {}", out.trim());
+    let c: std::collections::HashMap<&str, &str> = out
+        .split_whitespace()
+        .filter_map(|kv| kv.split_once('='))
+        .collect();
+    let n = |k: &str| -> u64 { c[k].parse().unwrap() };
+    assert!(n("sent") > 0 && n("answered") == n("sent"), "{out}");
+    assert_eq!(n("refused"), 0, "probes refused during restart: {out}");
+    assert_eq!(n("failed"), 0, "probes not answered during restart: {out}");
+    let pids: Vec<&str> = c["pids"].split(',').collect();
+    let distinct: std::collections::HashSet<&&str> = pids.iter().collect();
+    assert!(
+        !pids.contains(&pid0.as_str()) && distinct.len() == pids.len(),
+        "MainPID did not change at each restart: {pid0} {out}"
+    );
+    // The manual state came back with the new process.
+    assert_eq!(box_probe(&b, 48083), "503");
+    wait_status_text(&b, "3 services: 1 disabled, 1 down, 1 up");
+
+    // Reload: db removed, fresh added (a port the socket unit does not hold: bound by the
+    // daemon), ourapp and the disabled spare kept.
+    let pid = b.prop("psentinel.service", "MainPID");
+    let reloaded = BOX_CFG.replace(
+        "[db]\nport = 48081\nagent_port = 48082\ncheck_script = /bin/false\n",
+        "[fresh]\nport = 48090\n",
+    );
+    assert_ne!(reloaded, BOX_CFG);
+    b.write("/etc/psentinel/psentinel.cfg", &reloaded);
+    b.ok("systemctl reload psentinel.service");
+    wait_journal(&b, "configuration reloaded", 1);
+    wait_status_text(&b, "3 services: 1 disabled, 2 up");
+    assert_eq!(box_probe(&b, 48090), "200");
+    assert_eq!(box_probe(&b, 48083), "503");
+    let status = b.ok("psentinel -c status spare");
+    assert!(status.contains("maintenance"), "{status}");
+    assert_eq!(b.prop("psentinel.service", "MainPID"), pid);
+    wait_journal(&b, "[::]:48090 is not in psentinel.socket", 1);
+
+    // What an operator does for a new port: daemon-reload (the generator adds it to the
+    // socket unit) and restart the socket and the service; then systemd holds it too.
+    b.ok("systemctl daemon-reload");
+    let dropin = b.ok("cat /run/systemd/generator/psentinel.socket.d/50-ports.conf");
+    assert!(dropin.contains("ListenStream=48090\n"), "{dropin}");
+    b.ok("systemctl restart psentinel.socket psentinel.service");
+    wait_journal(&b, "tcp [::]:48090", 1);
+    assert_eq!(box_probe(&b, 48090), "200");
+    assert_eq!(box_probe(&b, 48083), "503");
+    let pid = b.prop("psentinel.service", "MainPID");
+
+    // A bad configuration is refused; the running one keeps serving.
+    b.write(
+        "/etc/psentinel/psentinel.cfg",
+        "[broken]\nport = not-a-port\n",
+    );
+    b.ok("systemctl reload psentinel.service");
+    wait_journal(&b, "reload refused", 1);
+    assert_eq!(b.prop("psentinel.service", "ActiveState"), "active");
+    assert_eq!(b.prop("psentinel.service", "MainPID"), pid);
+    assert_eq!(box_probe(&b, 48090), "200");
+    assert_eq!(box_probe(&b, 48083), "503");
+    assert_eq!(
+        b.prop("psentinel.service", "StatusText"),
+        "3 services: 1 disabled, 2 up"
+    );
+}
+
+#[test]
+fn sysbox_frozen_daemon_is_restarted_by_the_watchdog() {
+    let b = installed_box("watchdog", BOX_CFG);
+    // The shipped WatchdogSec (10s) works the same; 2s keeps the test short.
+    b.write(
+        "/etc/systemd/system/psentinel.service.d/watchdog.conf",
+        "[Service]\nWatchdogSec=2s\n",
+    );
+    b.ok("systemctl daemon-reload && systemctl start psentinel.socket");
+    assert_eq!(box_probe(&b, 48083), "200");
+    assert_eq!(b.prop("psentinel.service", "WatchdogUSec"), "2s");
+    let pid = b.prop("psentinel.service", "MainPID");
+    let n0: u32 = b.prop("psentinel.service", "NRestarts").parse().unwrap();
+
+    b.ok(&format!("kill -STOP {pid}"));
+    b.wait_for(
+        "a watchdog restart",
+        60,
+        &format!(
+            "test \"$(systemctl show -P NRestarts psentinel.service)\" -gt {n0} && \
+             test \"$(systemctl show -P ActiveState psentinel.service)\" = active && \
+             test \"$(systemctl show -P MainPID psentinel.service)\" != {pid}"
+        ),
+    );
+    let journal = b.ok("journalctl --no-pager -o cat -u psentinel.service");
+    assert!(journal.contains("Watchdog timeout"), "{journal}");
+    // The new process answers, on the same sockets.
+    assert_eq!(box_probe(&b, 48083), "200");
+    let new_pid = b.prop("psentinel.service", "MainPID");
+    let status: serde_json::Value =
+        serde_json::from_str(&b.ok("psentinel -c status --json")).unwrap();
+    assert_eq!(status["pid"].to_string(), new_pid, "{status}");
+}
