@@ -28,14 +28,6 @@ use tokio_util::sync::CancellationToken;
 const MAX_CONNS: usize = 64;
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-const STATES: [State; 5] = [
-    State::Up,
-    State::Down,
-    State::Disabled,
-    State::Paused,
-    State::Starting,
-];
-
 /// A label value, escaped as the text format wants (`\\`, `\"`, `\n`).
 fn esc(v: &str) -> String {
     let mut s = String::with_capacity(v.len());
@@ -48,6 +40,25 @@ fn esc(v: &str) -> String {
         }
     }
     s
+}
+
+/// One sample of a per-prober family: the same labels for every such family.
+fn prober_sample(
+    f: &mut Family,
+    name: &str,
+    service: &str,
+    p: &crate::probers::Prober,
+    value: impl std::fmt::Display,
+) {
+    let addr = p.address.to_string();
+    let server = p.haproxy.as_ref().map_or("", |h| h.name.as_str());
+    let labels = [
+        ("service", service),
+        ("address", addr.as_str()),
+        ("kind", p.kind),
+        ("haproxy_server", server),
+    ];
+    f.sample(name, &labels, value);
 }
 
 fn secs(us: u64) -> f64 {
@@ -119,7 +130,7 @@ pub fn render(snap: &Snapshot) -> String {
         "1 for the state the service is in (what probes answer), 0 for the others.",
     );
     for v in &services {
-        for st in STATES {
+        for st in State::ALL {
             f.sample(
                 n,
                 &[("service", &v.cfg.name), ("state", st.as_str())],
@@ -257,18 +268,7 @@ pub fn render(snap: &Snapshot) -> String {
     let mut f = Family::new(o, n, "counter", "Probes from one prober.");
     for (v, t) in &tables {
         for p in t {
-            let addr = p.address.to_string();
-            let server = p.haproxy.as_ref().map_or("", |h| h.name.as_str());
-            f.sample(
-                n,
-                &[
-                    ("service", &v.cfg.name),
-                    ("address", &addr),
-                    ("kind", p.kind),
-                    ("haproxy_server", server),
-                ],
-                p.count,
-            );
+            prober_sample(&mut f, n, &v.cfg.name, p, p.count);
         }
     }
     let n = "psentinel_prober_last_seen_timestamp_seconds";
@@ -280,18 +280,7 @@ pub fn render(snap: &Snapshot) -> String {
     );
     for (v, t) in &tables {
         for p in t {
-            let addr = p.address.to_string();
-            let server = p.haproxy.as_ref().map_or("", |h| h.name.as_str());
-            f.sample(
-                n,
-                &[
-                    ("service", &v.cfg.name),
-                    ("address", &addr),
-                    ("kind", p.kind),
-                    ("haproxy_server", server),
-                ],
-                secs(p.last_seen),
-            );
+            prober_sample(&mut f, n, &v.cfg.name, p, secs(p.last_seen));
         }
     }
     let n = "psentinel_prober_haproxy_up";

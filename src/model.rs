@@ -37,6 +37,14 @@ pub enum State {
 }
 
 impl State {
+    pub const ALL: [State; 5] = [
+        State::Up,
+        State::Down,
+        State::Disabled,
+        State::Paused,
+        State::Starting,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             State::Up => "up",

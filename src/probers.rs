@@ -73,16 +73,9 @@ impl Answer {
     }
 
     fn from_key(k: u32) -> Option<Answer> {
-        const STATES: [State; 5] = [
-            State::Up,
-            State::Down,
-            State::Disabled,
-            State::Paused,
-            State::Starting,
-        ];
         match k {
             0 => None,
-            k if k >= 100_000 => STATES
+            k if k >= 100_000 => State::ALL
                 .iter()
                 .find(|s| **s as u32 == k - 100_000)
                 .map(|s| Answer::Agent(*s)),
