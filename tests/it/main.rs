@@ -12,3 +12,4 @@ mod haproxy;
 mod manual;
 mod observe;
 mod systemd;
+mod packages;

@@ -1,0 +1,334 @@
+//! The packages: the .deb's whole life on a real systemd (install, probes, upgrade, purge)
+//! in a sysbox with no network, its contents and lintian; the .rpm's file list.
+//!
+//! The packages are release builds, slow to make: `make test` builds them once (`make deb
+//! rpm`) before running the tests, and the tests only look for them here, failing with
+//! "run make deb" when they are missing. (After changing the code, `make deb` again: a test
+//! run alone does not rebuild them.)
+
+use crate::sysbox::Sysbox;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// What both packages ship (Cargo.toml's asset lists, made by `make install`); `ZSH` is
+/// where the format's zsh looks for completions.
+const FILES: &[&str] = &[
+    "/usr/bin/psentinel",
+    "/usr/lib/systemd/system/psentinel.service",
+    "/usr/lib/systemd/system/psentinel.socket",
+    "/usr/lib/systemd/system-generators/psentinel-generator",
+    "/usr/lib/sysusers.d/psentinel.conf",
+    "/usr/lib/tmpfiles.d/psentinel.conf",
+    "/usr/share/dbus-1/system.d/org.psentinel.PSentinel1.conf",
+    "/etc/psentinel/psentinel.cfg",
+    "/usr/share/man/man8/psentinel.8.gz",
+    "/usr/share/bash-completion/completions/psentinel",
+    "ZSH/_psentinel",
+    "/usr/share/fish/vendor_completions.d/psentinel.fish",
+    "/usr/share/doc/psentinel/README.md",
+    "/usr/share/doc/psentinel/examples/psentinel.cfg",
+    "/usr/share/doc/psentinel/examples/case1-ourapp.cfg",
+    "/usr/share/doc/psentinel/examples/case2-pgpool.cfg",
+    "/usr/share/doc/psentinel/examples/checks/always-ok.sh",
+    "/usr/share/doc/psentinel/examples/checks/flaky.sh",
+];
+
+fn expected(zsh: &str, extra: &[&str]) -> BTreeSet<String> {
+    FILES
+        .iter()
+        .chain(extra)
+        .map(|f| f.replace("ZSH", zsh))
+        .collect()
+}
+
+/// The package `make deb` / `make rpm` built for this version, or a failure saying so.
+fn built(dir: &str, prefix: &str, suffix: &str, make: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
+    let found = std::fs::read_dir(&dir).ok().and_then(|entries| {
+        entries.flatten().map(|e| e.path()).find(|p| {
+            let name = p.file_name().unwrap().to_string_lossy();
+            name.starts_with(prefix) && name.ends_with(suffix)
+        })
+    });
+    found.unwrap_or_else(|| {
+        panic!(
+            "no {prefix}*{suffix} in {}: run `{make}` first (`make test` does)",
+            dir.display()
+        )
+    })
+}
+
+fn deb() -> PathBuf {
+    built(
+        "target/debian",
+        &format!("psentinel_{VERSION}-1_"),
+        ".deb",
+        "make deb",
+    )
+}
+
+fn rpm() -> PathBuf {
+    built(
+        "target/generate-rpm",
+        &format!("psentinel-{VERSION}-1."),
+        ".rpm",
+        "make rpm",
+    )
+}
+
+/// Runs a host tool; panics with its output (and what to install) unless it succeeds.
+fn host(program: &str, args: &[&str], package: &str) -> String {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{program}: {e} (apt-get install {package}, or make deps)"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?}: {}\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn deb_ships_the_files_as_conffile_with_only_base_dependencies() {
+    let deb = deb();
+    let d = deb.to_str().unwrap();
+    // `dpkg-deb -c`: tar listing, ./path last; directories end in /.
+    let files: BTreeSet<String> = host("dpkg-deb", &["-c", d], "dpkg")
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(5))
+        .filter(|p| !p.ends_with('/'))
+        .map(|p| p.trim_start_matches('.').to_string())
+        .collect();
+    let want = expected(
+        "/usr/share/zsh/vendor-completions",
+        &[
+            "/usr/share/doc/psentinel/copyright",
+            "/usr/share/doc/psentinel/changelog.Debian.gz",
+        ],
+    );
+    assert_eq!(files, want, "{d}: files");
+
+    let conffiles = host("dpkg-deb", &["-I", d, "conffiles"], "dpkg");
+    assert_eq!(conffiles.trim(), "/etc/psentinel/psentinel.cfg");
+
+    let depends = host("dpkg-deb", &["-f", d, "Depends"], "dpkg");
+    let names: BTreeSet<&str> = depends
+        .split(',')
+        .map(|d| d.split_whitespace().next().unwrap_or(""))
+        .collect();
+    assert_eq!(
+        names,
+        BTreeSet::from(["libc6", "systemd", "dbus"]),
+        "Depends: {depends}"
+    );
+}
+
+#[test]
+fn deb_has_no_lintian_errors() {
+    let deb = deb();
+    let out = Command::new("lintian")
+        .args(["--fail-on", "error", "--no-tag-display-limit"])
+        .arg(&deb)
+        .output()
+        .expect("lintian: apt-get install lintian (or make deps)");
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && !report.lines().any(|l| l.starts_with("E:")),
+        "lintian {}: {}\n{report}{}",
+        deb.display(),
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn rpm_ships_the_same_files_config_noreplace() {
+    let rpm = rpm();
+    let r = rpm.to_str().unwrap();
+    let files: BTreeSet<String> = host("rpm", &["-qlp", r], "rpm")
+        .lines()
+        .map(String::from)
+        .collect();
+    assert_eq!(files, expected("/usr/share/zsh/site-functions", &[]), "{r}");
+
+    // c = %config, n = noreplace: an edited configuration survives an upgrade.
+    let flags = host(
+        "rpm",
+        &["-qp", "--qf", "[%{FILENAMES} %{FILEFLAGS:fflags}\n]", r],
+        "rpm",
+    );
+    assert!(
+        flags.lines().any(|l| l == "/etc/psentinel/psentinel.cfg cn"),
+        "{r}: psentinel.cfg is not %config(noreplace):\n{flags}"
+    );
+    let requires = host("rpm", &["-qp", "--requires", r], "rpm");
+    for dep in ["systemd", "dbus"] {
+        assert!(
+            requires.lines().any(|l| l.split_whitespace().next() == Some(dep)),
+            "{r}: no Requires: {dep}:\n{requires}"
+        );
+    }
+}
+
+/// A copy of the .deb with a higher version, for a real upgrade (same files).
+fn bumped(deb: &Path, dir: &Path, version: &str) -> PathBuf {
+    let tree = dir.join("tree");
+    let out = dir.join(format!("psentinel_{version}.deb"));
+    let (d, t) = (deb.to_str().unwrap(), tree.to_str().unwrap());
+    host("dpkg-deb", &["-R", d, t], "dpkg");
+    let control = tree.join("DEBIAN/control");
+    let text = std::fs::read_to_string(&control).unwrap();
+    let text: String = text
+        .lines()
+        .map(|l| {
+            if l.starts_with("Version:") {
+                format!("Version: {version}\n")
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    std::fs::write(&control, text).unwrap();
+    host(
+        "dpkg-deb",
+        &["--root-owner-group", "-b", t, out.to_str().unwrap()],
+        "dpkg",
+    );
+    out
+}
+
+fn wait_code(b: &Sysbox, port: u16, code: u16) {
+    b.wait_for(
+        &format!("probe on port {port} answering {code}"),
+        30,
+        &format!(
+            "test \"$(curl -s -o /dev/null -w '%{{http_code}}' -X OPTIONS http://127.0.0.1:{port}/)\" = {code}"
+        ),
+    );
+}
+
+fn main_pid(b: &Sysbox) -> String {
+    b.prop("psentinel.service", "MainPID")
+}
+
+const TEST_CFG: &str = "\
+# edited by the operator (packages test)
+[web]
+port = 48090
+check_script = /usr/local/lib/psentinel/check-web.sh
+check_script_interval = 60
+";
+
+#[test]
+fn deb_installs_upgrades_and_purges_on_systemd() {
+    let deb = deb();
+    let tmp = tempfile::tempdir().unwrap();
+    let upgrade_version = format!("{VERSION}-1+up1");
+    let deb2 = bumped(&deb, tmp.path(), &upgrade_version);
+    let b = Sysbox::up("packages");
+    b.cp(&deb, "/tmp/psentinel.deb");
+    b.cp(&deb2, "/tmp/psentinel-up.deb");
+
+    // Fresh install, no network: the socket and the service enabled and running, as
+    // psentinel, answering on the packaged example configuration.
+    b.ok("dpkg -i /tmp/psentinel.deb");
+    b.ok("getent passwd psentinel && test -d /var/lib/psentinel");
+    for unit in ["psentinel.socket", "psentinel.service"] {
+        assert_eq!(b.prop(unit, "UnitFileState"), "enabled", "{unit}");
+    }
+    b.wait_for(
+        "psentinel.service active",
+        30,
+        "systemctl is-active psentinel.service",
+    );
+    let pid = main_pid(&b);
+    assert_eq!(
+        b.ok(&format!("ps -o user= -p {pid}")).trim(),
+        "psentinel",
+        "MainPID {pid}"
+    );
+    wait_code(&b, 48080, 200);
+    assert!(b.ok("psentinel -c status").contains("example"));
+
+    // The operator's own configuration and check script: a new port, so daemon-reload
+    // (the generator) and a restart of the socket, as psentinel.cfg's header says.
+    b.ok("mkdir -p /usr/local/lib/psentinel && printf '#!/bin/sh\\nid -un\\n' > /usr/local/lib/psentinel/check-web.sh && chmod 755 /usr/local/lib/psentinel/check-web.sh");
+    b.write("/etc/psentinel/psentinel.cfg", TEST_CFG);
+    b.ok("systemctl daemon-reload && systemctl restart psentinel.socket psentinel.service");
+    assert!(
+        b.ok("systemctl cat psentinel.socket").contains("48090"),
+        "generator did not add port 48090"
+    );
+    wait_code(&b, 48090, 200);
+    let status = b.ok("psentinel -c status web --json");
+    let json: serde_json::Value = serde_json::from_str(&status).expect(&status);
+    let web = &json["services"][0];
+    assert_eq!(web["last_exit_status"], 0, "{status}");
+    assert_eq!(
+        web["output"].as_str().unwrap_or("").trim(),
+        "psentinel",
+        "the check runs as psentinel: {status}"
+    );
+    b.ok("psentinel -c disable web upgrading");
+    wait_code(&b, 48090, 503);
+
+    // Upgrade: the service restarts, the edited configuration and the manual disable stay.
+    let before = main_pid(&b);
+    b.ok("dpkg -i /tmp/psentinel-up.deb");
+    assert_eq!(
+        b.ok("dpkg-query -W -f='${Version}' psentinel"),
+        upgrade_version
+    );
+    assert_eq!(
+        b.ok("cat /etc/psentinel/psentinel.cfg"),
+        TEST_CFG,
+        "edited configuration replaced on upgrade"
+    );
+    b.wait_for(
+        "psentinel.service restarted",
+        30,
+        &format!(
+            "p=$(systemctl show -P MainPID psentinel.service); [ \"$p\" != 0 ] && [ \"$p\" != {before} ] && systemctl is-active psentinel.service"
+        ),
+    );
+    wait_code(&b, 48090, 503);
+    assert!(b.ok("psentinel -c status web").contains("upgrading"));
+
+    // A unit the operator disabled stays disabled across a reinstall.
+    b.ok("systemctl disable psentinel.service psentinel.socket");
+    b.ok("dpkg -i /tmp/psentinel-up.deb");
+    for unit in ["psentinel.socket", "psentinel.service"] {
+        assert_eq!(b.prop(unit, "UnitFileState"), "disabled", "{unit}");
+    }
+
+    // Purge: nothing of the package's left, no unit, no process.
+    let listed = b.ok("dpkg -L psentinel");
+    b.ok("dpkg --purge psentinel");
+    let left: Vec<&str> = listed
+        .lines()
+        .filter(|p| p.contains("psentinel"))
+        .filter(|p| b.sh(&format!("test -e '{p}'")).0 == 0)
+        .collect();
+    assert!(left.is_empty(), "left behind after purge: {left:?}");
+    b.ok("! test -e /etc/psentinel && ! test -e /var/lib/psentinel && ! test -e /run/psentinel");
+    b.ok("! dpkg -s psentinel 2>/dev/null");
+    let links = b.sh("find /etc/systemd /run/systemd/generator /var/lib/systemd/deb-systemd-helper-enabled -name '*psentinel*'").1;
+    assert_eq!(links.trim(), "", "unit links left behind");
+    assert_eq!(
+        b.sh("systemctl list-unit-files 'psentinel*' --no-legend").1.trim(),
+        "",
+        "units still known to systemd"
+    );
+    b.wait_for(
+        "no psentinel process",
+        30,
+        "! pgrep -u psentinel >/dev/null",
+    );
+}
