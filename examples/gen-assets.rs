@@ -76,10 +76,12 @@ fn man_page(w: &mut Vec<u8>) -> std::io::Result<()> {
     writeln!(
         w,
         "{}",
-        text("psentinel -c COMMAND [ARG...] sends one command to the running daemon over its \
+        text(
+            "psentinel -c COMMAND [ARG...] sends one command to the running daemon over its \
               control socket. Anyone who can connect may read (help, version, status); \
               every other command is allowed to root, the daemon's own user and members of \
-              control_group only.")
+              control_group only."
+        )
     )?;
     for (_, usage, what) in COMMANDS {
         writeln!(w, ".TP\n\\fB{}\\fR\n{}", text(usage), text(what))?;
@@ -107,9 +109,11 @@ fn man_page(w: &mut Vec<u8>) -> std::io::Result<()> {
     writeln!(
         w,
         "{}",
-        text("SIGTERM and SIGINT stop the daemon gracefully (checks are killed, state saved); \
+        text(
+            "SIGTERM and SIGINT stop the daemon gracefully (checks are killed, state saved); \
               SIGHUP re-reads the configuration, and a bad file is refused while the \
-              running one stays.")
+              running one stays."
+        )
     )?;
 
     writeln!(w, ".SH FILES")?;
