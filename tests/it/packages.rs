@@ -32,16 +32,27 @@ const FILES: &[&str] = &[
     "/usr/share/doc/psentinel/examples/psentinel.cfg",
     "/usr/share/doc/psentinel/examples/case1-ourapp.cfg",
     "/usr/share/doc/psentinel/examples/case2-pgpool.cfg",
-    "/usr/share/doc/psentinel/examples/checks/always-ok.sh",
-    "/usr/share/doc/psentinel/examples/checks/flaky.sh",
 ];
 
+/// Plus every example check script and HAProxy configuration in the source tree.
 fn expected(zsh: &str, extra: &[&str]) -> BTreeSet<String> {
-    FILES
+    let mut want: BTreeSet<String> = FILES
         .iter()
         .chain(extra)
         .map(|f| f.replace("ZSH", zsh))
-        .collect()
+        .collect();
+    for (dir, ext) in [("checks", "sh"), ("haproxy", "cfg")] {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("examples")
+            .join(dir);
+        for e in std::fs::read_dir(&src).unwrap().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.ends_with(&format!(".{ext}")) {
+                want.insert(format!("/usr/share/doc/psentinel/examples/{dir}/{name}"));
+            }
+        }
+    }
+    want
 }
 
 /// The package `make deb` / `make rpm` built for this version, or a failure saying so.
@@ -272,6 +283,12 @@ fn deb_installs_upgrades_and_purges_on_systemd() {
     );
     wait_code(&b, 48080, 200);
     assert!(b.ok("psentinel -c status").contains("example"));
+    // The bus took the new policy: the daemon (user psentinel) owns its name.
+    b.wait_for(
+        "org.psentinel.PSentinel1 on the system bus",
+        30,
+        "busctl --system status org.psentinel.PSentinel1 >/dev/null",
+    );
 
     // The operator's own configuration and check script: a new port, so daemon-reload
     // (the generator) and a restart of the socket, as psentinel.cfg's header says.
