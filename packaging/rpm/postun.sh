@@ -8,3 +8,11 @@ if [ -d /run/systemd/system ]; then
             ReloadConfig >/dev/null 2>&1 || :
     fi
 fi
+# cargo-generate-rpm packages files only, so rpm owns none of their directories: remove
+# them when empty (an .rpmsave keeps /etc/psentinel).
+if [ "$1" -eq 0 ]; then
+    for d in /usr/share/doc/psentinel/examples/checks /usr/share/doc/psentinel/examples/haproxy \
+             /usr/share/doc/psentinel/examples /usr/share/doc/psentinel /etc/psentinel; do
+        rmdir "$d" 2>/dev/null || :
+    done
+fi
