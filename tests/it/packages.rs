@@ -317,6 +317,7 @@ fn deb_installs_upgrades_and_purges_on_systemd() {
 
     // Upgrade: the service restarts, the edited configuration and the manual disable stay.
     let before = main_pid(&b);
+    let socket_since = b.prop("psentinel.socket", "ActiveEnterTimestampMonotonic");
     b.ok("dpkg -i /tmp/psentinel-up.deb");
     assert_eq!(
         b.ok("dpkg-query -W -f='${Version}' psentinel"),
@@ -336,6 +337,12 @@ fn deb_installs_upgrades_and_purges_on_systemd() {
     );
     wait_code(&b, 48090, 503);
     assert!(b.ok("psentinel -c status web").contains("upgrading"));
+    // Only the service restarted: the socket held the ports all along.
+    assert_eq!(
+        b.prop("psentinel.socket", "ActiveEnterTimestampMonotonic"),
+        socket_since,
+        "psentinel.socket was restarted by the upgrade"
+    );
 
     // A unit the operator disabled stays disabled across a reinstall.
     b.ok("systemctl disable psentinel.service psentinel.socket");
