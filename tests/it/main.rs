@@ -11,5 +11,5 @@ mod dbus;
 mod haproxy;
 mod manual;
 mod observe;
-mod systemd;
 mod packages;
+mod systemd;
