@@ -13,3 +13,4 @@ mod manual;
 mod observe;
 mod packages;
 mod systemd;
+mod hostile;
