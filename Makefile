@@ -6,6 +6,8 @@
 #   PREFIX=/usr/local: units and generator are rewritten to run $(PREFIX)/bin/psentinel
 #   make deb / make rpm              packages, built from a staged install
 #   make test                        what CI runs (.ci/run)
+#   make bench                       probe throughput, latency, CPU, footprint (bench/)
+#   make fuzz                        each fuzz target for FUZZ_SECS seconds (fuzz/)
 
 PREFIX     ?= /usr
 SYSCONFDIR ?= /etc
@@ -44,7 +46,7 @@ APT_PACKAGES := haproxy dbus systemd systemd-container debootstrap debian-archiv
                 jq socat curl libglib2.0-bin prometheus lintian rpm
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: all build assets install deb rpm lintian deps check test run-example
+.PHONY: all build assets install deb rpm lintian deps check test run-example bench bench-deps fuzz
 
 all: build assets
 
@@ -149,3 +151,28 @@ test: deps check deb rpm
 run-example:
 	mkdir -p target/run
 	$(CARGO) run -- -D -f examples/psentinel-dev.cfg
+
+# Not part of the test suite: numbers, not verdicts. nginx is the comparison, valgrind
+# counts instructions; both are optional (the report says what was left out).
+# `make bench BENCH=throughput` (or callgrind, footprint) runs one part.
+BENCH ?= all
+bench-deps:
+	@for p in nginx-light valgrind; do \
+		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$p; \
+	done
+
+bench: build
+	cd bench && $(CARGO) run --release --locked -- $(BENCH)
+
+# cargo-fuzz with the nightly toolchain (libFuzzer needs -Z flags); new corpus entries go to
+# fuzz/corpus/<target> (ignored by git), seeds stay in fuzz/seeds/<target>.
+FUZZ_SECS    ?= 60
+FUZZ_TARGETS := parse_head control_command config
+fuzz:
+	@$(CARGO) fuzz --version >/dev/null 2>&1 || $(CARGO) install cargo-fuzz --locked
+	@for t in $(FUZZ_TARGETS); do \
+		mkdir -p fuzz/corpus/$$t && \
+		echo "fuzzing $$t for $(FUZZ_SECS) s" && \
+		$(CARGO) +nightly fuzz run $$t fuzz/corpus/$$t fuzz/seeds/$$t -- -max_total_time=$(FUZZ_SECS) || exit 1; \
+	done
