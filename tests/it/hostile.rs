@@ -43,9 +43,15 @@ fn fds(pid: impl std::fmt::Display) -> Vec<String> {
 /// Children of `pid` (all its threads) and their states (`Z` = zombie).
 fn children(pid: u32) -> Vec<(u32, char)> {
     let mut out = Vec::new();
-    for t in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap().flatten() {
+    for t in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+    {
         let list = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
-        for c in list.split_whitespace().filter_map(|c| c.parse::<u32>().ok()) {
+        for c in list
+            .split_whitespace()
+            .filter_map(|c| c.parse::<u32>().ok())
+        {
             let stat = std::fs::read_to_string(format!("/proc/{c}/stat")).unwrap_or_default();
             let state = stat
                 .rsplit_once(") ")
@@ -71,7 +77,10 @@ fn processes_with(token: &str, daemon: u32) -> Vec<String> {
     let mut out = Vec::new();
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
         let name = e.file_name();
-        let Some(pid) = name.to_str().filter(|n| n.bytes().all(|b| b.is_ascii_digit())) else {
+        let Some(pid) = name
+            .to_str()
+            .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        else {
             continue;
         };
         let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
@@ -147,9 +156,14 @@ fn five_thousand_idle_connections_cost_little_and_do_not_delay_a_probe() {
     // 5 s read deadline, even on a loaded machine.
     let t0 = Instant::now();
     let openers: Vec<_> = (0..8)
-        .map(|_| std::thread::spawn(move || (0..IDLE / 8).map(|_| connect(port)).collect::<Vec<_>>()))
+        .map(|_| {
+            std::thread::spawn(move || (0..IDLE / 8).map(|_| connect(port)).collect::<Vec<_>>())
+        })
         .collect();
-    let mut idle: Vec<TcpStream> = openers.into_iter().flat_map(|t| t.join().unwrap()).collect();
+    let mut idle: Vec<TcpStream> = openers
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
     let opened = t0.elapsed();
     // Accepted (a task each) once the daemon holds a descriptor for each of them.
     let mut held = 0;
@@ -166,7 +180,10 @@ fn five_thousand_idle_connections_cost_little_and_do_not_delay_a_probe() {
     let rss1 = status_kb(pid, "VmRSS");
     let per_conn = (rss1.saturating_sub(rss0) * 1024) as f64 / held as f64;
     let (r, on_port) = timed_probe(port);
-    assert_eq!(r.status, 200, "a probe is answered while {IDLE} clients idle");
+    assert_eq!(
+        r.status, 200,
+        "a probe is answered while {IDLE} clients idle"
+    );
     let (r, on_other) = timed_probe(other);
     assert_eq!(r.status, 200);
     eprintln!(
@@ -373,12 +390,18 @@ fn control_socket_silent_huge_and_unknown_clients_get_clear_bounded_errors() {
     let out = control_raw(&d.sock, b"\xff\xfe\x00status\n");
     assert!(out.starts_with("2 usage\n"), "{out:?}");
     let out = control_raw(&d.sock, b"disable target 'unterminated\n");
-    assert!(out.starts_with("2 usage\n") && out.contains("quote"), "{out:?}");
+    assert!(
+        out.starts_with("2 usage\n") && out.contains("quote"),
+        "{out:?}"
+    );
 
     let mut answer = String::new();
     silent.set_read_timeout(Some(DEADLINE)).unwrap();
     silent.read_to_string(&mut answer).unwrap();
-    eprintln!("the silent control client was answered after {:?}", t0.elapsed());
+    eprintln!(
+        "the silent control client was answered after {:?}",
+        t0.elapsed()
+    );
     assert!(
         answer.starts_with("2 usage\n") && answer.contains("no command received"),
         "{answer:?}"
@@ -453,11 +476,7 @@ fn check_that_daemonizes_leaves_nothing_behind() {
 
 #[test]
 fn check_that_ignores_sigterm_is_killed_at_timeout_plus_grace() {
-    let (d, port, token) = check_daemon(
-        "trap '' TERM\n/bin/sh {dir}/stray.sh",
-        "0.2",
-        "0.5",
-    );
+    let (d, port, token) = check_daemon("trap '' TERM\n/bin/sh {dir}/stray.sh", "0.2", "0.5");
     let s = wait_checks(&d, 2);
     assert_eq!(s["last_exit_status"], 124, "timed out: {s}");
     assert_eq!(probe_status(port), 500);
@@ -560,8 +579,15 @@ fn ten_thousand_check_runs_leak_no_descriptors_and_no_zombies() {
     eprintln!("{RUNS} check runs in {:?}", t0.elapsed());
     set_checks("disable_test");
     let fds1 = idle_fds(&d);
-    assert_eq!(fds1, fds0, "descriptors after {RUNS} checks: {:?}", fds(pid));
-    eventually("no zombies", DEADLINE, || zombies(pid).is_empty().then_some(()));
+    assert_eq!(
+        fds1,
+        fds0,
+        "descriptors after {RUNS} checks: {:?}",
+        fds(pid)
+    );
+    eventually("no zombies", DEADLINE, || {
+        zombies(pid).is_empty().then_some(())
+    });
     for p in ports {
         assert_eq!(probe_status(p), 200);
     }
