@@ -144,6 +144,9 @@ fn five_thousand_idle_connections_cost_little_and_do_not_delay_a_probe() {
     raise_nofile(IDLE as u64 + 1_000);
     let (d, port, other) = two_services();
     let pid = d.pid();
+    // A round trip on the control socket first: every start-up task has run by then (some
+    // open descriptors of their own after READY=1).
+    d.ok(&["version"]);
     let before = fds(pid).len();
     assert_eq!(probe_status(port), 200);
     let fds0 = eventually("the probe's connection closed", DEADLINE, || {
@@ -215,6 +218,7 @@ fn garbage_of_every_kind_in_bulk_is_bounded_and_leaves_no_descriptors() {
     let (d, port, other) = two_services();
     let pid = d.pid();
     assert_eq!(probe_status(port), 200);
+    d.ok(&["version"]); // every start-up task has run (some open descriptors after READY=1)
     let fds0 = fds(pid).len();
     let rss0 = status_kb(pid, "VmRSS");
 
@@ -288,6 +292,7 @@ fn ten_thousand_probes_at_once_are_all_answered() {
     raise_nofile((THREADS * EACH) as u64 + 1_000);
     let (d, port, other) = two_services();
     let pid = d.pid();
+    d.ok(&["version"]); // every start-up task has run (some open descriptors after READY=1)
     let fds0 = fds(pid).len();
     let t0 = Instant::now();
     // Each thread opens all its connections and sends its requests first, then reads the
@@ -578,11 +583,17 @@ fn ten_thousand_check_runs_leak_no_descriptors_and_no_zombies() {
     });
     eprintln!("{RUNS} check runs in {:?}", t0.elapsed());
     set_checks("disable_test");
-    let fds1 = idle_fds(&d);
-    assert_eq!(
-        fds1,
-        fds0,
-        "descriptors after {RUNS} checks: {:?}",
+    // Eventually: a control connection or a check's /dev/null may still be closing.
+    let mut fds1 = 0;
+    let same = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        eventually("descriptors back to where they were", DEADLINE, || {
+            fds1 = idle_fds(&d);
+            (fds1 <= fds0).then_some(())
+        })
+    }));
+    assert!(
+        same.is_ok(),
+        "{fds1} descriptors after {RUNS} checks, {fds0} before: {:?}",
         fds(pid)
     );
     eventually("no zombies", DEADLINE, || {
