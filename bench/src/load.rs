@@ -32,6 +32,15 @@ impl Kind {
 
 /// One probe: connect, send, read to EOF; Ok(latency) when the answer was a 200.
 pub fn probe(addr: SocketAddr, kind: Kind) -> Result<Duration, String> {
+    probe_expecting(addr, kind, b"200")
+}
+
+/// Like [`probe`], accepting any HTTP status (a service still starting answers 503).
+pub fn probe_any(addr: SocketAddr, kind: Kind) -> Result<Duration, String> {
+    probe_expecting(addr, kind, b"")
+}
+
+fn probe_expecting(addr: SocketAddr, kind: Kind, status: &[u8]) -> Result<Duration, String> {
     let t0 = Instant::now();
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(10))
         .map_err(|e| format!("connect {addr}: {e}"))?;
@@ -50,7 +59,7 @@ pub fn probe(addr: SocketAddr, kind: Kind) -> Result<Duration, String> {
     }
     let dt = t0.elapsed();
     let head = &buf[..got];
-    if head.starts_with(b"HTTP/1.") && head.get(9..12) == Some(b"200") {
+    if head.starts_with(b"HTTP/1.") && head.get(9..).is_some_and(|h| h.starts_with(status)) {
         Ok(dt)
     } else {
         Err(format!(
