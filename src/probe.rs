@@ -51,8 +51,10 @@
 //!
 //! # Cost
 //!
-//! Answers are pre-rendered in the snapshot ([`Replies`]): a probe costs an accept, a read, a
-//! copy and a write. An idle connection costs a task and no buffer until bytes arrive.
+//! Answers are pre-rendered in the snapshot ([`Replies`]): a probe costs an accept, a read
+//! (tried at once, before waiting on the reactor), a write of the shared bytes, and the wait
+//! for the prober's close. An idle connection costs a task and no buffer until bytes arrive
+//! (1 KiB reads on the stack, never held across an await). `bench/` measures all this.
 //! Connections per port are capped at [`MAX_CONNS`]; past the cap a connection is answered at
 //! once without waiting for its request, so a flood of idle clients cannot lock out HAProxy.
 //!
@@ -65,10 +67,13 @@
 use crate::engine::Snapshot;
 use crate::model::State;
 use crate::probers::{haproxy_header, Answer, Tap};
+use nix::errno::Errno;
+use nix::sys::socket::{recv, send, MsgFlags};
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -252,8 +257,44 @@ fn find(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)
 }
 
-fn static_reply(status: u16, reason: &str) -> Vec<u8> {
-    http_response(status, reason, &format!("{reason}\n"), true).to_vec()
+fn static_reply(status: u16, reason: &str) -> Arc<[u8]> {
+    http_response(status, reason, &format!("{reason}\n"), true)
+}
+
+/// Bytes taken per read. A probe's head fits (HAProxy sends 20 to 200 bytes); a longer head
+/// is collected on the heap, up to [`MAX_HEAD`]. Lives on the stack and never across an
+/// await, so an idle connection's task holds no buffer.
+const CHUNK: usize = 1024;
+
+/// What a read without waiting found.
+enum Got {
+    Nothing,
+    Bytes(usize),
+    Eof,
+    Failed,
+}
+
+/// Reads what is already there, straight from the socket. tokio's own `try_read` answers
+/// "would block" without asking the kernel until the reactor has seen the socket readable,
+/// which for a connection just accepted costs a trip through epoll and a task wake-up.
+fn read_now(stream: &TcpStream, buf: &mut [u8]) -> Got {
+    match recv(stream.as_raw_fd(), buf, MsgFlags::MSG_DONTWAIT) {
+        Ok(0) => Got::Eof,
+        Ok(n) => Got::Bytes(n),
+        Err(Errno::EAGAIN | Errno::EINTR) => Got::Nothing,
+        Err(_) => Got::Failed,
+    }
+}
+
+/// Writes what the socket takes now; returns how much (a fresh connection's send buffer takes
+/// a whole answer).
+fn write_now(stream: &TcpStream, bytes: &[u8]) -> usize {
+    send(
+        stream.as_raw_fd(),
+        bytes,
+        MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
+    )
+    .unwrap_or(0)
 }
 
 /// Every probe connection being answered, process-wide, so that shutdown waits for them
@@ -300,8 +341,7 @@ pub async fn serve(
                 }
             },
         };
-        let _ = stream.set_nodelay(true);
-        let reply = current(&snap, &service);
+        // No set_nodelay: one write, then close; Nagle never delays a first write.
         match conns.clone().try_acquire_owned() {
             Ok(permit) => {
                 let snap = snap.clone();
@@ -311,7 +351,7 @@ pub async fn serve(
                     match kind {
                         ProbeKind::Http => answer_http(stream, peer, &snap, &service, &tap).await,
                         ProbeKind::Agent => {
-                            if let Some(r) = reply {
+                            if let Some(r) = current(&snap, &service) {
                                 let acked = answer_and_close(stream, &r.agent).await;
                                 tap.record(
                                     peer.ip(),
@@ -329,14 +369,16 @@ pub async fn serve(
             }
             Err(_) => {
                 // Over the cap: answer now, from what is already readable, without a task.
-                let mut scratch = [0u8; 1024];
-                let _ = stream.try_read(&mut scratch);
-                if let Some(r) = reply {
+                // Straight to the socket: tokio's try_read/try_write would see no readiness yet
+                // on a connection just accepted and do nothing.
+                let mut scratch = [0u8; CHUNK];
+                let _ = read_now(&stream, &mut scratch);
+                if let Some(r) = current(&snap, &service) {
                     let (bytes, answer) = match kind {
                         ProbeKind::Http => (&r.full, Answer::Http(r.status)),
                         ProbeKind::Agent => (&r.agent, Answer::Agent(r.state)),
                     };
-                    let _ = stream.try_write(bytes);
+                    write_now(&stream, bytes);
                     tap.record(peer.ip(), kind, answer, Some(r.state), false, None);
                 }
             }
@@ -352,68 +394,76 @@ fn current(snap: &watch::Receiver<Arc<Snapshot>>, service: &str) -> Option<Repli
 }
 
 async fn answer_http(
-    mut stream: TcpStream,
+    stream: TcpStream,
     peer: SocketAddr,
     snap: &watch::Receiver<Arc<Snapshot>>,
     service: &str,
     tap: &Tap,
 ) {
     let deadline = tokio::time::Instant::now() + HEAD_DEADLINE;
-    // No buffer until the client sends something: idle connections stay cheap.
-    match tokio::time::timeout_at(deadline, stream.readable()).await {
-        Ok(Ok(())) => {}
-        _ => return,
-    }
-    let mut buf = vec![0u8; MAX_HEAD];
-    let mut len = 0;
+    let mut buf: Vec<u8> = Vec::new();
+    let mut eof = false;
+    // By the time this task runs the request has usually arrived: look once before waiting on
+    // the reactor (later reads go through tokio, which must see "would block" to wait again).
+    let mut look_first = true;
     let head = loop {
-        let n = match tokio::time::timeout_at(deadline, stream.read(&mut buf[len..])).await {
-            Err(_) => return, // deadline: an incomplete request gets no answer
-            Ok(Err(_)) => return,
-            Ok(Ok(n)) => n,
-        };
-        len += n;
-        match parse_head(&buf[..len], n == 0) {
-            Head::Partial if n > 0 => continue,
-            Head::Partial => return,
-            h => break h,
+        if eof || !buf.is_empty() {
+            match parse_head(&buf, eof) {
+                Head::Partial => {}
+                h => break h,
+            }
+        }
+        if std::mem::take(&mut look_first) {
+            let mut chunk = [0u8; CHUNK];
+            match read_now(&stream, &mut chunk) {
+                Got::Bytes(n) => buf.extend_from_slice(&chunk[..n]),
+                Got::Eof => eof = true,
+                Got::Nothing => {}
+                Got::Failed => return,
+            }
+            continue;
+        }
+        // No buffer is held while waiting: idle connections stay cheap.
+        match tokio::time::timeout_at(deadline, stream.readable()).await {
+            Ok(Ok(())) => {}
+            _ => return, // deadline: an incomplete request gets no answer
+        }
+        let mut chunk = [0u8; CHUNK];
+        match stream.try_read(&mut chunk) {
+            Ok(0) => eof = true,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(_) => return,
         }
     };
-    let out: Vec<u8>;
     let mut state = None;
     let mut status = 400;
-    let bytes: &[u8] = match head {
+    // The pre-rendered answer itself, shared: no copy per probe.
+    let bytes: Arc<[u8]> = match head {
         Head::Request { head_only } => {
             // Read the state at answer time, not at accept time: the freshest decision wins.
             let Some(r) = current(snap, service) else {
                 return;
             };
             (state, status) = (Some(r.state), r.status);
-            out = if head_only {
-                r.head.to_vec()
+            if head_only {
+                r.head
             } else {
-                r.full.to_vec()
-            };
-            &out
+                r.full
+            }
         }
-        Head::Garbage => {
-            out = static_reply(400, "Bad Request");
-            &out
-        }
+        Head::Garbage => static_reply(400, "Bad Request"),
         Head::TooLarge => {
             status = 431;
-            out = static_reply(431, "Request Header Fields Too Large");
-            &out
+            static_reply(431, "Request Header Fields Too Large")
         }
         Head::Partial => unreachable!("handled in the loop"),
     };
     // HAProxy's `http-check send-state` header: only located here (no allocation when absent),
     // parsed by the observer.
-    let hap: Option<Vec<u8>> = state
-        .and_then(|_| haproxy_header(&buf[..len]))
-        .map(<[u8]>::to_vec);
+    let hap: Option<Vec<u8>> = state.and_then(|_| haproxy_header(&buf)).map(<[u8]>::to_vec);
     drop(buf);
-    let acked = answer_and_close(stream, bytes).await;
+    let acked = answer_and_close(stream, &bytes).await;
     tap.record(
         peer.ip(),
         ProbeKind::Http,
@@ -427,21 +477,33 @@ async fn answer_http(
 /// Writes the answer, half-closes, and waits (bounded) for the client to close. Returns true
 /// when the client closed (FIN or reset) after the whole answer was written: a prober that
 /// closes has read the answer and acted on it (HAProxy updates the server, then closes), which
-/// is what `--wait` counts.
+/// is what `--wait` counts. The wait also keeps unread request bytes from turning our close
+/// into a reset that could destroy the answer in flight.
 async fn answer_and_close(mut stream: TcpStream, bytes: &[u8]) -> bool {
     let deadline = tokio::time::Instant::now() + LINGER;
-    match tokio::time::timeout_at(deadline, stream.write_all(bytes)).await {
-        Ok(Ok(())) => {}
-        _ => return false,
+    // One send usually takes it all; the rest, if any, through tokio.
+    let sent = write_now(&stream, bytes);
+    if sent < bytes.len() {
+        match tokio::time::timeout_at(deadline, stream.write_all(&bytes[sent..])).await {
+            Ok(Ok(())) => {}
+            _ => return false,
+        }
     }
     let _ = stream.shutdown().await;
-    let mut sink = [0u8; 512];
     let mut drained = 0usize;
     while drained < 65_536 {
-        match tokio::time::timeout_at(deadline, stream.read(&mut sink)).await {
-            Ok(Ok(n)) if n > 0 => drained += n,
-            Ok(_) => return true,
+        match tokio::time::timeout_at(deadline, stream.readable()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return true,
             Err(_) => return false,
+        }
+        // Not held across the await above: a lingering connection holds no buffer either.
+        let mut sink = [0u8; CHUNK];
+        match stream.try_read(&mut sink) {
+            Ok(0) => return true,
+            Ok(n) => drained += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(_) => return true, // a reset: the client closed too
         }
     }
     false
