@@ -5,8 +5,8 @@ use crate::load::{self, Kind};
 use crate::servers::{self, Scratch};
 use std::net::SocketAddr;
 use std::os::unix::net::UnixDatagram;
-use std::path::Path;
 use std::os::unix::process::CommandExt;
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
