@@ -170,6 +170,8 @@ bench: build
 FUZZ_SECS    ?= 60
 FUZZ_TARGETS := parse_head control_command config
 fuzz:
+	@rustup toolchain list 2>/dev/null | grep -q '^nightly' || { \
+		echo "make fuzz needs the nightly toolchain (sanitizer flags): rustup toolchain install nightly" >&2; exit 1; }
 	@$(CARGO) fuzz --version >/dev/null 2>&1 || $(CARGO) install cargo-fuzz --locked
 	@for t in $(FUZZ_TARGETS); do \
 		mkdir -p fuzz/corpus/$$t && \
