@@ -51,6 +51,8 @@ pub const MAX_HEADER: usize = 256;
 pub const CHANNEL: usize = 8192;
 /// Probe times kept per service for the median gap.
 const GAPS: usize = 16;
+/// Probes folded in one go by the observer before it looks at its timers again.
+const BATCH: usize = 256;
 /// A service counts as "being probed" once this many probes arrived.
 pub const MIN_PROBES_FOR_SILENCE: usize = 3;
 /// Distinct answers counted per service (HTTP statuses and agent words).
@@ -436,13 +438,16 @@ pub fn silence_threshold(times: &VecDeque<Instant>, floor: Duration) -> Option<D
     if times.len() < MIN_PROBES_FOR_SILENCE {
         return None;
     }
-    let mut gaps: Vec<Duration> = times
-        .iter()
-        .zip(times.iter().skip(1))
-        .map(|(a, b)| b.saturating_duration_since(*a))
-        .collect();
-    gaps.sort();
-    let median = gaps[gaps.len() / 2];
+    // On the stack: this runs once per probe.
+    let mut gaps = [Duration::ZERO; GAPS];
+    let mut n = 0;
+    for (a, b) in times.iter().zip(times.iter().skip(1)).take(GAPS) {
+        gaps[n] = b.saturating_duration_since(*a);
+        n += 1;
+    }
+    let gaps = &mut gaps[..n];
+    gaps.sort_unstable();
+    let median = gaps[n / 2];
     Some((median * 10).max(floor))
 }
 
@@ -489,7 +494,17 @@ impl Observer {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 seen = self.rx.recv() => match seen {
-                    Some(s) => self.on_seen(s),
+                    Some(s) => {
+                        self.on_seen(s);
+                        // Under load, fold what is already queued before recomputing the
+                        // next silence deadline (a walk over every service).
+                        for _ in 0..BATCH {
+                            match self.rx.try_recv() {
+                                Ok(s) => self.on_seen(s),
+                                Err(_) => break,
+                            }
+                        }
+                    }
                     None => return,
                 },
                 _ = async { match next {
