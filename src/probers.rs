@@ -431,6 +431,40 @@ struct Watch {
     times: VecDeque<Instant>,
     deadline: Option<Instant>,
     silent: bool,
+    /// The last computed threshold and the probes since: the median of the gaps moves slowly,
+    /// so it is recomputed every [`RECOMPUTE_EVERY`] probes, not on each (it was the observer's
+    /// largest cost per probe).
+    threshold: Option<Duration>,
+    since_computed: u32,
+}
+
+const RECOMPUTE_EVERY: u32 = 8;
+
+impl Watch {
+    fn new(stats: &Arc<ProbeStats>) -> Watch {
+        Watch {
+            stats: Arc::downgrade(stats),
+            times: VecDeque::with_capacity(GAPS),
+            deadline: None,
+            silent: false,
+            threshold: None,
+            since_computed: 0,
+        }
+    }
+
+    /// Records a probe at `now` and re-arms the silence deadline.
+    fn probed(&mut self, now: Instant, floor: Duration) {
+        if self.times.len() == GAPS {
+            self.times.pop_front();
+        }
+        self.times.push_back(now);
+        self.since_computed += 1;
+        if self.threshold.is_none() || self.since_computed >= RECOMPUTE_EVERY {
+            self.threshold = silence_threshold(&self.times, floor);
+            self.since_computed = 0;
+        }
+        self.deadline = self.threshold.map(|t| now + t);
+    }
 }
 
 /// `max(10 × median gap, floor)`; None until enough probes were seen.
@@ -522,26 +556,12 @@ impl Observer {
         let w = self
             .watches
             .entry(stats.service.clone())
-            .or_insert_with(|| Watch {
-                stats: Arc::downgrade(stats),
-                times: VecDeque::with_capacity(GAPS),
-                deadline: None,
-                silent: false,
-            });
+            .or_insert_with(|| Watch::new(stats));
         if !std::ptr::eq(w.stats.as_ptr(), Arc::as_ptr(stats)) {
             // The service was removed and added again: a new history.
-            *w = Watch {
-                stats: Arc::downgrade(stats),
-                times: VecDeque::with_capacity(GAPS),
-                deadline: None,
-                silent: false,
-            };
+            *w = Watch::new(stats);
         }
-        if w.times.len() == GAPS {
-            w.times.pop_front();
-        }
-        w.times.push_back(now);
-        w.deadline = silence_threshold(&w.times, self.floor).map(|t| now + t);
+        w.probed(now, self.floor);
         if w.silent {
             w.silent = false;
             tracing::info!(
