@@ -65,6 +65,19 @@ impl Want {
         Some(Want { goal, names })
     }
 
+    /// The D-Bus `WaitForHAProxy`: wait for HAProxy to act on the service's current state —
+    /// put back when it is up, taken out otherwise.
+    pub fn current(service: &str, snap: &Snapshot) -> Want {
+        let up = snap
+            .services
+            .get(service)
+            .is_some_and(|v| v.state == State::Up);
+        Want {
+            goal: if up { Goal::In } else { Goal::Out },
+            names: Some(vec![service.to_string()]),
+        }
+    }
+
     /// The services to wait for, from the snapshot after the change. Err when HAProxy will
     /// not act (enabled but still paused or failing its check...): waiting would be in vain.
     pub fn targets(self, snap: &Snapshot) -> Result<Vec<Target>, String> {

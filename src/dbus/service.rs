@@ -237,6 +237,38 @@ impl ServiceObject {
 
     /// Runs the check now (after a run in progress) and returns how it ended. Runs a program
     /// on the host, so it is authorised like a change.
+    /// The D-Bus form of `psentinel -c ... --wait`: returns once every HAProxy that probed
+    /// in the last minute has acted on the current state (taken out, or put back when up),
+    /// or when `timeout_s` (0 = 60 s) ran out. Call it after Disable, Pause, Enable, Resume.
+    #[zbus(name = "WaitForHAProxy", out_args("caught_up", "message"))]
+    async fn wait_for_haproxy(
+        &self,
+        timeout_s: u64,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<(bool, String)> {
+        self.ctx.authorise(conn, &hdr, "WaitForHAProxy").await?;
+        let snap = self.ctx.handle.snapshot();
+        if !snap.services.contains_key(&self.name) {
+            let gone = crate::model::Refusal::UnknownService(self.name.clone());
+            return Err(crate::engine::EngineError::from(gone).into());
+        }
+        let targets = match crate::wait::Want::current(&self.name, &snap).targets(&snap) {
+            Ok(t) => t,
+            Err(why) => return Ok((false, why)),
+        };
+        let timeout = match timeout_s {
+            0 => crate::wait::DEFAULT_TIMEOUT,
+            s => std::time::Duration::from_secs(s.min(3600)),
+        };
+        // Progress lines are for the Unix socket's streamed answer; D-Bus has one reply.
+        let (progress, _ignored) = tokio::sync::mpsc::unbounded_channel();
+        Ok(match crate::wait::wait(targets, timeout, progress).await {
+            Ok(msg) => (true, msg),
+            Err(msg) => (false, msg),
+        })
+    }
+
     #[zbus(out_args("exit_status", "output"))]
     async fn run_check(
         &self,

@@ -822,3 +822,38 @@ fn system_bus_policy_and_authorisation_in_sysbox() {
     ));
     assert!(code != 0 && err.contains("Access denied"), "{err}");
 }
+
+/// The D-Bus form of `--wait`: Disable, then WaitForHAProxy returns once HAProxy has taken the
+/// server out (read right after: never UP), and after Enable once it is back.
+#[test]
+fn wait_for_haproxy_after_disable_and_enable() {
+    use crate::haproxy_support::Haproxy;
+    let bus = Bus::start();
+    let port = free_port();
+    let d = start_on(&bus, &format!("[web]\nport={port}\nhaproxy_fall=3\n"));
+    let hap = Haproxy::start(&format!(
+        "backend bck\n    option httpchk\n    server srv1 127.0.0.1:{port} check inter 200ms fall 3 rise 2\n"
+    ));
+    hap.wait_status("bck", "srv1", "UP");
+    eventually("HAProxy seen probing", DEADLINE, || {
+        (d.svc("web")["probes_count"].as_u64().unwrap_or(0) >= 2).then_some(())
+    });
+    let path = svc_path("web");
+    bus.call(&path, SERVICE_IF, "Disable", &["st", "deploy", "0"]);
+    let r = bus.call(&path, SERVICE_IF, "WaitForHAProxy", &["t", "30"]);
+    let after = hap.server("bck", "srv1").status().to_string();
+    assert_eq!(r[0], true, "{r}");
+    assert!(
+        !after.starts_with("UP"),
+        "returned while HAProxy says {after}: {r}"
+    );
+    bus.call(&path, SERVICE_IF, "Enable", &[]);
+    let r = bus.call(&path, SERVICE_IF, "WaitForHAProxy", &["t", "30"]);
+    let after = hap.server("bck", "srv1").status().to_string();
+    assert_eq!(r[0], true, "{r}");
+    assert!(
+        after.starts_with("UP"),
+        "returned while HAProxy says {after}: {r}"
+    );
+    hap.assert_clean_log();
+}
