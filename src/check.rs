@@ -56,6 +56,7 @@ pub enum RunnerCmd {
 /// check's process group) when the handle is dropped.
 pub struct RunnerHandle {
     pub id: u64,
+    service: String,
     tx: mpsc::UnboundedSender<RunnerCmd>,
     task: JoinHandle<()>,
 }
@@ -65,7 +66,12 @@ impl RunnerHandle {
         // The runner only ends when this handle is dropped, so a send cannot fail while we hold
         // the handle; if it ever did, the engine notices the missing result, nothing else.
         if self.tx.send(cmd).is_err() {
-            tracing::error!(runner = self.id, "check runner is gone");
+            tracing::error!(
+                psentinel_service = %self.service,
+                runner = self.id,
+                "{}: check runner is gone",
+                self.service
+            );
         }
     }
 }
@@ -91,7 +97,12 @@ pub fn spawn_runner(
         timeout: svc.timeout,
     };
     let task = tokio::spawn(runner_loop(job, id, stopped, rx, done));
-    RunnerHandle { id, tx, task }
+    RunnerHandle {
+        id,
+        service: svc.name.clone(),
+        tx,
+        task,
+    }
 }
 
 struct Job {
@@ -218,7 +229,10 @@ async fn execute(
             st = child.wait() => break st,
             _ = tokio::time::sleep_until(deadline) => {
                 let sig = if timed_out { Signal::SIGKILL } else { Signal::SIGTERM };
-                tracing::debug!(service, ?sig, "check timed out, signalling its process group");
+                tracing::debug!(
+                    psentinel_service = service,
+                    "{service}: check timed out, sending {sig} to its process group"
+                );
                 let _ = killpg(pid, sig);
                 timed_out = true;
                 deadline += KILL_GRACE;

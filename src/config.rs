@@ -1,14 +1,16 @@
 //! Configuration: INI text -> validated, typed [`Config`].
 //!
-//! Parsing happens in two layers: rust-ini turns text into sections of string pairs, then
-//! [`Config::from_ini`] checks every key and value and builds typed fields. Every error names
-//! the file, the section, the key, the value and why, so `psentinel -t` output is enough to fix
-//! a file. There is no "best effort": a file with one bad value is rejected whole, at start-up
-//! and on reload (where the running configuration stays).
+//! Parsing happens in two layers: [`crate::ini`] turns text into sections of string pairs
+//! (trailing comments removed), then [`Config::from_ini`] checks every key and value and builds
+//! typed fields. Every error names the file, the section, the key, the value and why, so
+//! `psentinel -t` output is enough to fix a file, and every error of the file is reported at
+//! once, in file order. There is no "best effort": a file with one bad value is rejected whole,
+//! at start-up and on reload (where the running configuration stays).
 
+use crate::ini;
 use crate::model::valid_service_name;
-use ini::{Ini, ParseOption};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -23,8 +25,13 @@ pub enum ConfigError {
         file: PathBuf,
         source: std::io::Error,
     },
-    #[error("{file}: syntax error at {detail}")]
-    Syntax { file: PathBuf, detail: String },
+    #[error("{file}: line {line}: '{text}': {why}")]
+    Syntax {
+        file: PathBuf,
+        line: usize,
+        text: String,
+        why: String,
+    },
     #[error("{file}: [{section}] {key} = '{value}': {why}")]
     Value {
         file: PathBuf,
@@ -41,6 +48,20 @@ pub enum ConfigError {
     },
     #[error("{file}: {why}")]
     File { file: PathBuf, why: String },
+    /// More than one of the above, in file order.
+    #[error("{}", several(.file, .errors))]
+    Several {
+        file: PathBuf,
+        errors: Vec<ConfigError>,
+    },
+}
+
+fn several(file: &Path, errors: &[ConfigError]) -> String {
+    let mut out = format!("{}: {} errors:", file.display(), errors.len());
+    for e in errors {
+        out.push_str(&format!("\n  {e}"));
+    }
+    out
 }
 
 /// Where the D-Bus objects go.
@@ -161,132 +182,152 @@ impl Config {
     }
 
     pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
-        // Quotes and backslashes belong to check_script's shell-style words, not to the INI
-        // layer: keep values verbatim.
-        let opt = ParseOption {
-            enabled_quote: false,
-            enabled_escape: false,
-            ..ParseOption::default()
-        };
-        let ini = Ini::load_from_str_opt(text, opt).map_err(|e| ConfigError::Syntax {
-            file: file.to_path_buf(),
-            detail: format!("line {} column {}: {}", e.line, e.col, e.msg),
-        })?;
-        Config::from_ini(&ini, file)
+        let (sections, syntax) = ini::parse(text);
+        let mut errors: Vec<(usize, ConfigError)> = syntax
+            .into_iter()
+            .map(|e| {
+                let err = ConfigError::Syntax {
+                    file: file.to_path_buf(),
+                    line: e.line,
+                    text: e.text,
+                    why: e.why.into(),
+                };
+                (e.line, err)
+            })
+            .collect();
+        let config = Config::from_ini(&sections, file, &mut errors);
+        errors.sort_by_key(|(line, _)| *line);
+        let mut errors: Vec<ConfigError> = errors.into_iter().map(|(_, e)| e).collect();
+        match errors.len() {
+            0 => Ok(config),
+            1 => Err(errors.remove(0)),
+            _ => Err(ConfigError::Several {
+                file: file.to_path_buf(),
+                errors,
+            }),
+        }
     }
 
     /// `sock_file` of `file`, read leniently: the client must find the daemon even while the
     /// rest of the file is being edited (to send `reload` and hear what is wrong).
     pub fn sock_file_of(file: &Path) -> Option<PathBuf> {
         let text = std::fs::read_to_string(file).ok()?;
-        let opt = ParseOption {
-            enabled_quote: false,
-            enabled_escape: false,
-            ..ParseOption::default()
-        };
-        let ini = Ini::load_from_str_opt(&text, opt).ok()?;
-        let v = ini.section(Some("general"))?.get("sock_file")?.trim();
-        (!v.is_empty()).then(|| PathBuf::from(v))
+        let (sections, _) = ini::parse(&text);
+        let v = sections
+            .iter()
+            .filter(|s| s.name.as_deref() == Some("general"))
+            .flat_map(|s| &s.entries)
+            .find(|e| e.key == "sock_file")?;
+        (!v.value.is_empty()).then(|| PathBuf::from(&v.value))
     }
 
-    fn from_ini(ini: &Ini, file: &Path) -> Result<Config, ConfigError> {
+    /// Checks every section; errors go to `errors` with their line. The result is only
+    /// meaningful when no error was added.
+    fn from_ini(
+        sections: &[ini::Section],
+        file: &Path,
+        errors: &mut Vec<(usize, ConfigError)>,
+    ) -> Config {
         let mut general = None;
         let mut services = BTreeMap::new();
         let mut ports: HashMap<u16, String> = HashMap::new();
-        for (section, props) in ini.iter() {
-            let Some(section) = section else {
-                if let Some((k, v)) = props.iter().next() {
-                    return Err(ConfigError::File {
+        for sec in sections {
+            let Some(section) = sec.name.as_deref() else {
+                let e = &sec.entries[0];
+                errors.push((
+                    e.line,
+                    ConfigError::File {
                         file: file.into(),
-                        why: format!("'{k} = {v}' stands before any [section]"),
-                    });
-                }
+                        why: format!("'{} = {}' stands before any [section]", e.key, e.value),
+                    },
+                ));
                 continue;
             };
-            let s = SectionReader::new(file, section, props)?;
+            let s = SectionReader::new(file, sec);
             if section == "general" {
                 if general.is_some() {
-                    return Err(s.section_err("section appears twice"));
+                    s.section_err("section appears twice");
+                } else {
+                    s.reject_unknown(GENERAL_KEYS);
+                    general = Some(parse_general(&s));
                 }
-                s.reject_unknown(GENERAL_KEYS)?;
-                general = Some(parse_general(&s)?);
-                continue;
-            }
-            if !valid_service_name(section) {
-                return Err(s.section_err(
-                    "a service name may hold only letters, digits, '_', '-' and '.'",
-                ));
-            }
-            if services.contains_key(section) {
-                return Err(s.section_err("service defined twice"));
-            }
-            s.reject_unknown(SERVICE_KEYS)?;
-            let svc = parse_service(&s)?;
-            for (key, port) in [("port", Some(svc.port)), ("agent_port", svc.agent_port)] {
-                let Some(port) = port else { continue };
-                if let Some(other) = ports.insert(port, section.to_string()) {
-                    return Err(s.value_err(
-                        key,
-                        &port.to_string(),
-                        &format!("port already used by [{other}]"),
-                    ));
+            } else if !valid_service_name(section) {
+                s.section_err("a service name may hold only letters, digits, '_', '-' and '.'");
+            } else if services.contains_key(section) {
+                s.section_err("service defined twice");
+            } else {
+                s.reject_unknown(SERVICE_KEYS);
+                if let Some(svc) = parse_service(&s) {
+                    for (key, port) in [("port", Some(svc.port)), ("agent_port", svc.agent_port)] {
+                        let Some(port) = port else { continue };
+                        if let Some(other) = ports.insert(port, section.to_string()) {
+                            s.value_err(
+                                key,
+                                &port.to_string(),
+                                &format!("port already used by [{other}]"),
+                            );
+                        }
+                    }
+                    services.insert(section.to_string(), svc);
                 }
             }
-            services.insert(section.to_string(), svc);
+            errors.extend(s.errors.into_inner());
         }
-        Ok(Config {
+        Config {
             file: file.to_path_buf(),
             general: general.unwrap_or_default(),
             services,
-        })
+        }
     }
 }
 
-fn parse_general(s: &SectionReader) -> Result<General, ConfigError> {
+fn parse_general(s: &SectionReader) -> General {
     let d = General::default();
-    Ok(General {
+    General {
         log_level: s.parse_or("log_level", d.log_level, |v| {
             v.parse::<u8>()
                 .ok()
                 .filter(|l| *l <= 4)
                 .ok_or("expected 0..4 (error, warn, info, debug, trace)")
-        })?,
-        pid_file: s.path_or("pid_file", d.pid_file)?,
-        sock_file: s.path_or("sock_file", d.sock_file)?,
-        state_dir: s.path_or("state_dir", d.state_dir)?,
+        }),
+        pid_file: s.path_or("pid_file", d.pid_file),
+        sock_file: s.path_or("sock_file", d.sock_file),
+        state_dir: s.path_or("state_dir", d.state_dir),
         control_group: s.parse_or("control_group", d.control_group, |v| {
             if v.is_empty() {
                 Err("expected a group name")
             } else {
                 Ok(v.to_string())
             }
-        })?,
+        }),
         dbus: s.parse_or("dbus", d.dbus, |v| match v.to_ascii_lowercase().as_str() {
             "system" => Ok(DbusMode::System),
             "session" => Ok(DbusMode::Session),
             "off" | "no" | "none" => Ok(DbusMode::Off),
             _ => Err("expected system, session or off"),
-        })?,
+        }),
         metrics_listen: s.opt("metrics_listen", |v| {
             v.parse::<SocketAddr>()
                 .map_err(|_| "expected ADDR:PORT, e.g. 127.0.0.1:9901 or [::1]:9901")
-        })?,
-        silence_min: s.parse_or("silence_min", d.silence_min, seconds)?,
-    })
+        }),
+        silence_min: s.parse_or("silence_min", d.silence_min, seconds),
+    }
 }
 
-fn parse_service(s: &SectionReader) -> Result<ServiceConfig, ConfigError> {
-    let port = s
-        .opt("port", parse_port)?
-        .ok_or_else(|| s.section_err("missing required key 'port'"))?;
-    let pausable = s.parse_or("pausable", false, parse_bool)?;
-    let start_paused = s.parse_or("start_paused", false, parse_bool)?;
+/// None when the port is missing or bad (the error is recorded; other keys are still checked).
+fn parse_service(s: &SectionReader) -> Option<ServiceConfig> {
+    let port = s.opt("port", parse_port);
+    if port.is_none() && s.get("port").is_none() {
+        s.section_err("missing required key 'port'");
+    }
+    let pausable = s.parse_or("pausable", false, parse_bool);
+    let start_paused = s.parse_or("start_paused", false, parse_bool);
     if start_paused && !pausable {
-        return Err(s.value_err(
+        s.value_err(
             "start_paused",
             s.get("start_paused").unwrap_or_default(),
             "only a pausable service can start paused (set pausable=yes)",
-        ));
+        );
     }
     let check = s
         .opt("check_script", |v| {
@@ -297,32 +338,33 @@ fn parse_service(s: &SectionReader) -> Result<ServiceConfig, ConfigError> {
                 Some(words) if !words.is_empty() => Ok(Some(words)),
                 _ => Err("unbalanced quotes (the command line is split like a shell would)"),
             }
-        })?
+        })
         .flatten();
-    let interval = s.parse_or("check_script_interval", Duration::from_secs(10), seconds)?;
-    let timeout = s.parse_or("check_timeout", interval, seconds)?;
-    Ok(ServiceConfig {
+    let interval = s.parse_or("check_script_interval", Duration::from_secs(10), seconds);
+    let timeout = s.parse_or("check_timeout", interval, seconds);
+    let svc = ServiceConfig {
         name: s.section.to_string(),
-        port,
+        port: port.unwrap_or_default(),
         bind: s.opt("bind", |v| {
             v.trim_start_matches('[')
                 .trim_end_matches(']')
                 .parse::<IpAddr>()
                 .map_err(|_| "expected an IPv4 or IPv6 address")
-        })?,
+        }),
         pausable,
         start_paused,
         check,
         interval,
         timeout,
-        rise: s.parse_or("rise", 1, count)?,
-        fall: s.parse_or("fall", 1, count)?,
-        agent_port: s.opt("agent_port", parse_port)?,
-        disabled_status: s.parse_or("disabled_status", 503, http_status)?,
-        paused_status: s.parse_or("paused_status", 503, http_status)?,
-        haproxy_fall: s.parse_or("haproxy_fall", 3, count)?,
-        haproxy_rise: s.parse_or("haproxy_rise", 2, count)?,
-    })
+        rise: s.parse_or("rise", 1, count),
+        fall: s.parse_or("fall", 1, count),
+        agent_port: s.opt("agent_port", parse_port),
+        disabled_status: s.parse_or("disabled_status", 503, http_status),
+        paused_status: s.parse_or("paused_status", 503, http_status),
+        haproxy_fall: s.parse_or("haproxy_fall", 3, count),
+        haproxy_rise: s.parse_or("haproxy_rise", 2, count),
+    };
+    port.map(|_| svc)
 }
 
 /// yes/no, true/false, on/off, 1/0, any case.
@@ -362,66 +404,65 @@ fn http_status(v: &str) -> Result<u16, &'static str> {
         .ok_or("expected an HTTP status code 200-599")
 }
 
-/// One section's keys, with the context every error message needs.
+/// One section's keys, with the context every error message needs, and the errors found so
+/// far (each with its line, to report them in file order).
 struct SectionReader<'a> {
     file: &'a Path,
     section: &'a str,
-    values: HashMap<&'a str, &'a str>,
+    line: usize,
+    /// The first value of each key, and its line.
+    values: HashMap<&'a str, (&'a str, usize)>,
+    entries: &'a [ini::Entry],
+    errors: RefCell<Vec<(usize, ConfigError)>>,
 }
 
 impl<'a> SectionReader<'a> {
-    fn new(
-        file: &'a Path,
-        section: &'a str,
-        props: &'a ini::Properties,
-    ) -> Result<Self, ConfigError> {
-        let mut values = HashMap::new();
-        let mut seen = HashSet::new();
-        for (k, v) in props.iter() {
-            if !seen.insert(k) {
-                return Err(ConfigError::Value {
-                    file: file.into(),
-                    section: section.into(),
-                    key: k.into(),
-                    value: v.into(),
-                    why: "key given twice in this section".into(),
-                });
-            }
-            values.insert(k, v.trim());
-        }
-        Ok(SectionReader {
+    fn new(file: &'a Path, sec: &'a ini::Section) -> Self {
+        let s = SectionReader {
             file,
-            section,
-            values,
-        })
+            section: sec.name.as_deref().unwrap_or_default(),
+            line: sec.line,
+            values: HashMap::new(),
+            entries: &sec.entries,
+            errors: RefCell::new(Vec::new()),
+        };
+        let mut values = HashMap::new();
+        for e in &sec.entries {
+            if values.contains_key(e.key.as_str()) {
+                s.push(
+                    e.line,
+                    s.value_error(&e.key, &e.value, "key given twice in this section"),
+                );
+            } else {
+                values.insert(e.key.as_str(), (e.value.as_str(), e.line));
+            }
+        }
+        SectionReader { values, ..s }
     }
 
     fn get(&self, key: &str) -> Option<&'a str> {
-        self.values.get(key).copied()
+        self.values.get(key).map(|(v, _)| *v)
     }
 
-    fn reject_unknown(&self, known: &[&str]) -> Result<(), ConfigError> {
-        let mut keys: Vec<_> = self.values.keys().collect();
-        keys.sort();
-        for key in keys {
-            if !known.contains(key) {
-                let hint = closest(key, known)
+    fn push(&self, line: usize, e: ConfigError) {
+        self.errors.borrow_mut().push((line, e));
+    }
+
+    fn reject_unknown(&self, known: &[&str]) {
+        for e in self.entries {
+            if !known.contains(&e.key.as_str()) && self.values[e.key.as_str()].1 == e.line {
+                let hint = closest(&e.key, known)
                     .map(|k| format!(" (did you mean '{k}'?)"))
                     .unwrap_or_default();
-                return Err(self.value_err(key, self.values[key], &format!("unknown key{hint}")));
+                self.value_err(&e.key, &e.value, &format!("unknown key{hint}"));
             }
         }
-        Ok(())
     }
 
-    fn opt<T>(
-        &self,
-        key: &str,
-        parse: impl FnOnce(&str) -> Result<T, &'static str>,
-    ) -> Result<Option<T>, ConfigError> {
-        self.get(key)
-            .map(|v| parse(v).map_err(|why| self.value_err(key, v, why)))
-            .transpose()
+    /// The parsed value of `key`, None when absent or bad (a bad one is recorded).
+    fn opt<T>(&self, key: &str, parse: impl FnOnce(&str) -> Result<T, &'static str>) -> Option<T> {
+        let v = self.get(key)?;
+        parse(v).map_err(|why| self.value_err(key, v, why)).ok()
     }
 
     fn parse_or<T>(
@@ -429,11 +470,11 @@ impl<'a> SectionReader<'a> {
         key: &str,
         default: T,
         parse: impl FnOnce(&str) -> Result<T, &'static str>,
-    ) -> Result<T, ConfigError> {
-        Ok(self.opt(key, parse)?.unwrap_or(default))
+    ) -> T {
+        self.opt(key, parse).unwrap_or(default)
     }
 
-    fn path_or(&self, key: &str, default: PathBuf) -> Result<PathBuf, ConfigError> {
+    fn path_or(&self, key: &str, default: PathBuf) -> PathBuf {
         self.parse_or(key, default, |v| {
             if v.is_empty() {
                 Err("expected a path")
@@ -443,7 +484,7 @@ impl<'a> SectionReader<'a> {
         })
     }
 
-    fn value_err(&self, key: &str, value: &str, why: &str) -> ConfigError {
+    fn value_error(&self, key: &str, value: &str, why: &str) -> ConfigError {
         ConfigError::Value {
             file: self.file.into(),
             section: self.section.into(),
@@ -453,17 +494,25 @@ impl<'a> SectionReader<'a> {
         }
     }
 
-    fn section_err(&self, why: &str) -> ConfigError {
-        ConfigError::Section {
+    /// Records an error on `key` (at the key's line).
+    fn value_err(&self, key: &str, value: &str, why: &str) {
+        let line = self.values.get(key).map_or(self.line, |(_, l)| *l);
+        self.push(line, self.value_error(key, value, why));
+    }
+
+    /// Records an error on the whole section (at its header's line).
+    fn section_err(&self, why: &str) {
+        let e = ConfigError::Section {
             file: self.file.into(),
             section: self.section.into(),
             why: why.into(),
-        }
+        };
+        self.push(self.line, e);
     }
 }
 
-/// The known key a typo most likely meant (edit distance at most 2).
-fn closest<'k>(key: &str, known: &[&'k str]) -> Option<&'k str> {
+/// The known key (or option) a typo most likely meant (edit distance at most 2).
+pub(crate) fn closest<'k>(key: &str, known: &[&'k str]) -> Option<&'k str> {
     known
         .iter()
         .map(|k| (edit_distance(key, k), *k))

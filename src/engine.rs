@@ -730,7 +730,11 @@ impl Engine {
         svc.checks_by_result.add(&exit);
         svc.refresh_view();
         // A change of state is logged by publish() (logging::log_state_changes).
-        tracing::debug!(psentinel_service = %done.service, "check finished: {exit}");
+        tracing::debug!(
+            psentinel_service = %done.service,
+            "{}: check finished: {exit}",
+            done.service
+        );
         self.health_dirty = true;
         self.publish();
     }

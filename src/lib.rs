@@ -14,7 +14,8 @@
 //!
 //! # Modules
 //!
-//! - [`cli`]: the command line. [`config`]: INI file to typed configuration.
+//! - [`cli`]: the command line. [`config`]: INI file ([`ini`]) to typed configuration;
+//!   [`lint`]: what `-t` adds (checks that cannot run, a socket systemd does not pass).
 //! - [`model`]: admin state, health, and the pure transitions between states.
 //! - [`engine`]: the owner task and its [`engine::Handle`], the one door to change state.
 //! - [`check`]: check runners, timeouts, process groups, orphan reaping.
@@ -36,6 +37,8 @@ pub mod daemon;
 pub mod dbus;
 pub mod detach;
 pub mod engine;
+pub mod ini;
+pub mod lint;
 pub mod logging;
 pub mod metrics;
 pub mod model;

@@ -7,6 +7,12 @@
 //! `journalctl -u psentinel PSENTINEL_SERVICE=ourapp` selects one service. A field named
 //! `message_id` becomes the journal's own `MESSAGE_ID=`.
 //!
+//! Levels: psentinel's own events follow `log_level`; every other crate's (zbus, tokio ...) are
+//! shown from `warn` up, so `log_level=4` is psentinel's trace, not the bus library's message
+//! dumps. [`LOG_ENV`] (`PSENTINEL_LOG=zbus=debug,tokio=trace`, tracing's `target=level` list)
+//! raises other crates when debugging them. On stderr, their lines carry the crate's
+//! module path (`zbus::connection: ...`), psentinel's do not.
+//!
 //! Every change of a service's state is logged once, here, from the difference between two
 //! snapshots ([`log_state_changes`]), whatever caused it (check, operator, expiry, reload), with
 //! `MESSAGE_ID=`[`MSG_STATE_CHANGED`]: `journalctl MESSAGE_ID=92e5bc9aa0014850ae339116af3cd97a`
@@ -14,6 +20,7 @@
 
 use crate::engine::Snapshot;
 use tracing::level_filters::LevelFilter;
+use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
@@ -85,23 +92,67 @@ pub fn log_state_changes(old: &Snapshot, new: &Snapshot) {
     }
 }
 
-pub fn init(filter: LevelFilter) {
+/// Environment variable with `target=level` directives for other crates' events.
+pub const LOG_ENV: &str = "PSENTINEL_LOG";
+/// psentinel's own events: the library's and the binary's modules.
+const OWN: &str = "psentinel";
+
+/// Other crates' levels: warn, unless [`LOG_ENV`] says otherwise (its error is returned
+/// to be logged once logging is up).
+fn others() -> (Targets, Option<String>) {
+    let base = Targets::new().with_default(LevelFilter::WARN);
+    let Ok(spec) = std::env::var(LOG_ENV) else {
+        return (base, None);
+    };
+    match spec.parse::<Targets>() {
+        Ok(extra) => {
+            let base = match extra.default_level() {
+                Some(l) => base.with_default(l),
+                None => base,
+            };
+            (base.with_targets(extra), None)
+        }
+        Err(e) => (
+            base,
+            Some(format!(
+                "{LOG_ENV}={spec:?} ignored: {e} (e.g. zbus=debug,tokio=trace)"
+            )),
+        ),
+    }
+}
+
+pub fn init(level: LevelFilter) {
+    let (others, bad_env) = others();
+    let others = others.with_target(OWN, LevelFilter::OFF);
+    let own = Targets::new().with_target(OWN, level);
+    let mut done = false;
     if stderr_is_journal() {
         if let Ok(j) = tracing_journald::layer() {
             let j = j
                 .with_field_prefix(None)
                 .with_syslog_identifier("psentinel".into());
+            let both = others.clone().with_target(OWN, level);
             tracing_subscriber::registry()
-                .with(j.with_filter(filter))
+                .with(j.with_filter(both))
                 .init();
-            return;
+            done = true;
         }
     }
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_max_level(filter)
-        .with_target(false)
-        .init();
+    if !done {
+        use tracing_subscriber::fmt::layer;
+        tracing_subscriber::registry()
+            .with(
+                layer()
+                    .with_writer(std::io::stderr)
+                    .with_target(false)
+                    .with_filter(own),
+            )
+            .with(layer().with_writer(std::io::stderr).with_filter(others))
+            .init();
+    }
+    if let Some(why) = bad_env {
+        tracing::warn!("{why}");
+    }
 }
 
 use tracing_subscriber::Layer;

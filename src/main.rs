@@ -4,7 +4,7 @@ use anyhow::Context;
 use clap::Parser;
 use psentinel::cli::Cli;
 use psentinel::config::Config;
-use psentinel::{control, daemon, detach, logging, sockets, systemd};
+use psentinel::{control, daemon, detach, lint, logging, sockets, systemd};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -29,12 +29,7 @@ fn main() -> ExitCode {
         }
     };
     if cli.test_config {
-        println!(
-            "{}: OK, {} services",
-            cli.config.display(),
-            cfg.services.len()
-        );
-        return ExitCode::SUCCESS;
+        return test_config(&cli, &cfg);
     }
     match run_daemon(&cli, cfg) {
         Ok(()) => ExitCode::SUCCESS,
@@ -81,6 +76,34 @@ fn run_daemon(cli: &Cli, cfg: Config) -> anyhow::Result<()> {
         ready.failed(&format!("{e:#}"));
     }
     result
+}
+
+/// `-t`: the file is valid; now what it cannot say by itself (see [`lint`]). Errors exit 1.
+fn test_config(cli: &Cli, cfg: &Config) -> ExitCode {
+    let found = lint::check(cfg);
+    for e in &found.errors {
+        eprintln!("psentinel: {e}");
+    }
+    for w in &found.warnings {
+        eprintln!("psentinel: warning: {w}");
+    }
+    if !found.errors.is_empty() {
+        return ExitCode::from(1);
+    }
+    let count = |n: usize, what: &str| match n {
+        1 => format!("1 {what}"),
+        n => format!("{n} {what}s"),
+    };
+    let mut summary = format!(
+        "{}: OK, {}",
+        cli.config.display(),
+        count(cfg.services.len(), "service")
+    );
+    if !found.warnings.is_empty() {
+        summary += &format!(", {}", count(found.warnings.len(), "warning"));
+    }
+    println!("{summary}");
+    ExitCode::SUCCESS
 }
 
 /// --socket, else sock_file of the configuration, else the default.

@@ -194,6 +194,17 @@ impl Exit {
     }
 }
 
+impl Exit {
+    /// "exit status 0", "exit status 137 (killed by signal 9)": the number, and what it
+    /// means where the number alone does not say it.
+    pub fn describe(&self) -> String {
+        match self {
+            Exit::Code(c) => format!("exit status {c}"),
+            other => format!("exit status {} ({other})", other.status_code()),
+        }
+    }
+}
+
 impl fmt::Display for Exit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -229,12 +229,14 @@ pub fn text(snap: &Snapshot, service: Option<&str>) -> Option<String> {
             Some(r) => {
                 let _ = writeln!(
                     out,
-                    "  last check:  exit status {} ({}) at {}, took {} ms; {} checks since start",
-                    r.exit.status_code(),
-                    r.exit,
+                    "  last check:  {} at {}, took {} ms; {} since start",
+                    r.exit.describe(),
                     time(r.time),
                     r.duration_us / 1000,
-                    s.checks_count
+                    match s.checks_count {
+                        1 => "1 check".to_string(),
+                        n => format!("{n} checks"),
+                    }
                 );
                 let output = r.output.trim_end();
                 if !output.is_empty() {

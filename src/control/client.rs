@@ -1,12 +1,24 @@
 //! `psentinel -c COMMAND [ARG...]`: sends one request, prints the answer, exits with its code.
 
-use super::proto::{Code, PROGRESS};
+use super::proto::{Code, Command, COMMANDS, PROGRESS};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 
-/// Runs one command; returns the exit status (0 done, 1 refused or unreachable, 2 usage).
+/// Runs one command; returns the exit status (0 done, 1 refused or unreachable, 2 usage,
+/// 3 `test`: the check failed).
 pub fn run(socket: &Path, words: &[String]) -> u8 {
+    // The daemon's own parser, run here first: a typo is a usage error before anything is
+    // sent, also when no daemon runs. Commands this client does not know go as they are.
+    if words
+        .first()
+        .is_some_and(|name| COMMANDS.iter().any(|(n, _, _)| n == name))
+    {
+        if let Err(e) = Command::parse(words) {
+            eprintln!("psentinel: {e}");
+            return Code::Usage as u8;
+        }
+    }
     let mut stream = match UnixStream::connect(socket) {
         Ok(s) => s,
         Err(e) => {
@@ -68,7 +80,7 @@ pub fn run(socket: &Path, words: &[String]) -> u8 {
         );
         return 1;
     };
-    if code == Code::Ok {
+    if matches!(code, Code::Ok | Code::Failed) {
         print!("{body}");
     } else {
         eprint!("psentinel: {body}");

@@ -16,7 +16,14 @@
 //! for `--wait`.
 //!
 //! The daemon parses the words ([`Command::parse`]), so the list of commands and their help
-//! live in one place, here, and an older client works with a newer daemon.
+//! live in one place, here. The client runs the same parser before it connects, for the
+//! commands it knows, so a mistyped option is a usage error (exit 2) whether or not the daemon
+//! runs; a command it does not know goes to the daemon as is (a newer daemon may know it).
+//!
+//! Options: every word that starts with `-` (other than `-` alone) before a `--` must be an
+//! option of the command, or the request is a usage error naming it (and, for a near miss,
+//! the option it likely meant). Words after `--` are never options: that is where a reason
+//! that starts with `-` goes.
 
 use std::time::Duration;
 
@@ -30,6 +37,8 @@ pub enum Code {
     Ok = 0,
     Refused = 1,
     Usage = 2,
+    /// `test`: the check ran and failed; the body is its report, as on success.
+    Failed = 3,
 }
 
 impl Code {
@@ -38,6 +47,7 @@ impl Code {
             Code::Ok => "ok",
             Code::Refused => "refused",
             Code::Usage => "usage",
+            Code::Failed => "failed",
         }
     }
 
@@ -50,6 +60,7 @@ impl Code {
             "0" => Some(Code::Ok),
             "1" => Some(Code::Refused),
             "2" => Some(Code::Usage),
+            "3" => Some(Code::Failed),
             _ => None,
         }
     }
@@ -230,6 +241,49 @@ impl<'a> Words<'a> {
     }
 }
 
+/// The options each command takes (`--for=D` and `--timeout=D` count as `--for`, `--timeout`).
+fn options_of(name: &str) -> &'static [&'static str] {
+    const WAIT: [&str; 2] = ["--wait", "--timeout"];
+    match name {
+        "status" => &["--json"],
+        "enable" | "run" => &WAIT,
+        "disable" => &["--for", WAIT[0], WAIT[1]],
+        "pause" => &["--all", "--for", WAIT[0], WAIT[1]],
+        _ => &[],
+    }
+}
+
+/// Options the client takes out of the words before sending them (`-f FILE` after the
+/// command): known here only to suggest them for a typo.
+const CLIENT_OPTIONS: &[&str] = &["--config", "--socket", "--json"];
+
+/// Rejects any word before `--` that looks like an option but is none of `name`'s.
+fn check_options(name: &str, args: &[String], usage: &str) -> Result<(), String> {
+    let known = options_of(name);
+    for w in args.iter().take_while(|w| *w != "--") {
+        if !w.starts_with('-') || w == "-" {
+            continue;
+        }
+        let opt = w.split_once('=').map_or(w.as_str(), |(o, _)| o);
+        if known.contains(&opt) {
+            continue;
+        }
+        let candidates: Vec<&str> = known.iter().chain(CLIENT_OPTIONS).copied().collect();
+        let hint = crate::config::closest(opt, &candidates)
+            .map(|o| format!(" (did you mean '{o}'?)"))
+            .unwrap_or_default();
+        let reason = if matches!(name, "disable" | "pause") {
+            "; a REASON that starts with '-' goes after '--'"
+        } else {
+            ""
+        };
+        return Err(format!(
+            "unknown option '{w}'{hint}{reason}; usage: {usage}"
+        ));
+    }
+    Ok(())
+}
+
 fn usage_of(name: &str) -> &'static str {
     COMMANDS
         .iter()
@@ -274,6 +328,9 @@ impl Command {
             return Err("empty command; 'help' lists the commands".into());
         };
         let usage = usage_of(name);
+        if COMMANDS.iter().any(|(n, _, _)| n == name) {
+            check_options(name, args, usage)?;
+        }
         if matches!(name.as_str(), "enable" | "disable" | "pause" | "run") {
             let (wait, rest) = take_wait(args, usage)?;
             if let Some(timeout) = wait {
@@ -326,7 +383,7 @@ impl Command {
                         w.next();
                         None
                     }
-                    Some(s) if !s.starts_with("--") => {
+                    Some(s) if !s.starts_with('-') => {
                         w.next();
                         Some(s.to_string())
                     }
@@ -501,6 +558,40 @@ mod tests {
     }
 
     #[test]
+    fn unknown_options_are_usage_errors_with_a_hint() {
+        let e = p("disable web --wiat deploy v3").unwrap_err();
+        assert!(
+            e.starts_with("unknown option '--wiat' (did you mean '--wait'?); a REASON"),
+            "{e}"
+        );
+        assert!(p("pause --al")
+            .unwrap_err()
+            .contains("did you mean '--all'?"));
+        assert!(p("status --jsno")
+            .unwrap_err()
+            .contains("did you mean '--json'?"));
+        assert!(p("status --sockt x")
+            .unwrap_err()
+            .contains("did you mean '--socket'?"));
+        assert!(p("enable web -x")
+            .unwrap_err()
+            .starts_with("unknown option '-x'; usage"));
+        assert!(p("test web --wait")
+            .unwrap_err()
+            .contains("unknown option '--wait'"));
+        assert!(p("pause -x").is_err());
+        assert!(p("disable web --for=1h --timeout=5s --wait").is_ok());
+        assert_eq!(
+            p("disable web deploy - v3 -- -x").unwrap(),
+            Command::Disable {
+                service: "web".into(),
+                for_: None,
+                reason: "deploy - v3 -x".into()
+            }
+        );
+    }
+
+    #[test]
     fn only_reads_are_open() {
         assert!(!p("status").unwrap().changes_state());
         assert!(!p("help").unwrap().changes_state());
@@ -510,7 +601,7 @@ mod tests {
 
     #[test]
     fn status_lines_round_trip() {
-        for c in [Code::Ok, Code::Refused, Code::Usage] {
+        for c in [Code::Ok, Code::Refused, Code::Usage, Code::Failed] {
             assert_eq!(Code::from_status_line(&c.status_line()), Some(c));
         }
         assert_eq!(Code::from_status_line("HTTP/1.0 200"), None);

@@ -308,11 +308,14 @@ async fn execute(
         Command::Reload => done(handle.reload(&actor).await),
         Command::Test(s) => match handle.run_check(&s).await {
             Ok(r) => (
-                Code::Ok,
+                if r.exit.passed() {
+                    Code::Ok
+                } else {
+                    Code::Failed
+                },
                 format!(
-                    "{s}: exit status {} ({}) after {} ms\n{}",
-                    r.exit.status_code(),
-                    r.exit,
+                    "{s}: {} after {} ms\n{}",
+                    r.exit.describe(),
                     r.duration_us / 1000,
                     r.output
                 ),

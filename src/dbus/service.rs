@@ -118,23 +118,29 @@ pub fn status_dict(v: &ServiceView) -> HashMap<String, Value<'static>> {
     put("last_probe_time", s.last_probe_time.into());
     put("probes_count", s.probes_count.into());
     put("silent_since", s.silent_since.into());
-    // aa{sv}; D-Bus has no null: HAProxy's view is empty strings when it sends no state.
+    // aa{sv} with the keys of `status --json`'s entries; D-Bus has no null, so an absent
+    // HAProxy view (no send-state) is an empty a{sv} where JSON has null.
     let probers: Vec<HashMap<String, Value<'static>>> = s
         .probers
         .iter()
         .map(|p| {
-            let h = p.haproxy.as_ref();
-            let text = |f: fn(&crate::probers::HaproxyView) -> &String| {
-                Value::from(h.map(f).cloned().unwrap_or_default())
-            };
+            let haproxy: HashMap<String, Value<'static>> = p
+                .haproxy
+                .as_ref()
+                .map(|h| {
+                    HashMap::from([
+                        ("state".to_string(), Value::from(h.state.clone())),
+                        ("name".to_string(), Value::from(h.name.clone())),
+                        ("node".to_string(), Value::from(h.node.clone())),
+                    ])
+                })
+                .unwrap_or_default();
             HashMap::from([
                 ("address".to_string(), Value::from(p.address.to_string())),
                 ("kind".to_string(), Value::from(p.kind.to_string())),
                 ("count".to_string(), Value::from(p.count)),
                 ("last_seen".to_string(), Value::from(p.last_seen)),
-                ("haproxy_state".to_string(), text(|h| &h.state)),
-                ("haproxy_name".to_string(), text(|h| &h.name)),
-                ("haproxy_node".to_string(), text(|h| &h.node)),
+                ("haproxy".to_string(), Value::from(haproxy)),
             ])
         })
         .collect();

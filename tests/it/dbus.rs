@@ -289,7 +289,8 @@ fn objects_properties_methods_and_errors() {
     eventually("a prober in Status()", DEADLINE, || {
         let st = bus.call(&app, SERVICE_IF, "Status", &[]);
         let p = st[0]["probers"]["data"][0].clone();
-        (p["address"]["data"] == "127.0.0.1" && p["haproxy_state"]["data"] == "").then_some(())
+        (p["address"]["data"] == "127.0.0.1" && p["haproxy"]["data"] == serde_json::json!({}))
+            .then_some(())
     });
 
     // RunCheck runs the script and returns its exit status and output.
@@ -683,6 +684,154 @@ fn introspection_matches_the_files() {
     }
 }
 
+/// The shape of a busctl --json=short value: dicts and arrays of {type, data} unwrapped to
+/// their keys, so that it compares with the JSON of `status --json`.
+fn bus_shape(v: &serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    let data = &v["data"];
+    match v["type"].as_str().unwrap_or_default() {
+        "a{sv}" => Value::Object(
+            data.as_object()
+                .unwrap()
+                .iter()
+                .map(|(k, v)| (k.clone(), bus_shape(v)))
+                .collect(),
+        ),
+        "aa{sv}" => Value::Array(
+            data.as_array()
+                .unwrap()
+                .iter()
+                .map(|d| bus_shape(&serde_json::json!({"type": "a{sv}", "data": d})))
+                .collect(),
+        ),
+        _ => Value::Null,
+    }
+}
+
+/// The same with `status --json`'s record: keys kept, leaves made null (D-Bus has no null,
+/// and an absent HAProxy view is an empty dict there).
+fn json_shape(v: &serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match v {
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .map(|(k, v)| {
+                    let s = match (k.as_str(), v) {
+                        ("haproxy", Value::Null) => Value::Object(Default::default()),
+                        _ => json_shape(v),
+                    };
+                    (k.clone(), s)
+                })
+                .collect(),
+        ),
+        Value::Array(a) if a.iter().any(Value::is_object) => {
+            Value::Array(a.iter().map(json_shape).collect())
+        }
+        _ => Value::Null,
+    }
+}
+
+/// Status() is documented as `status --json`'s record: same keys, prober entries included,
+/// with and without HAProxy's send-state view.
+#[test]
+fn status_has_the_keys_and_shape_of_status_json() {
+    let bus = Bus::start();
+    let (web, db) = (free_port(), free_port());
+    let d = start_on(&bus, &two_services(web, db));
+    let app = svc_path("our_2dapp");
+    wait_status(web, 200);
+    probe(web);
+    raw(
+        web,
+        b"OPTIONS / HTTP/1.0\r\nX-Haproxy-Server-State: UP; name=bck/srv1; node=lb1\r\n\r\n",
+    );
+    eventually("both probers in status --json", DEADLINE, || {
+        (d.svc("our-app")["probers"].as_array().unwrap().len() == 2).then_some(())
+    });
+    let json = json_shape(&d.svc("our-app"));
+    let st = bus.call(&app, SERVICE_IF, "Status", &[]);
+    let dbus = bus_shape(&serde_json::json!({"type": "a{sv}", "data": st[0]}));
+    let haproxy = &dbus["probers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["haproxy"].clone())
+        .collect::<Vec<_>>();
+    assert!(
+        haproxy
+            .iter()
+            .any(|h| h.as_object().is_some_and(|o| o.len() == 3)),
+        "a HAProxy view with its three keys: {dbus:#}"
+    );
+    // Sorted the same way (most recent first) in both, so compare as a whole.
+    assert_eq!(dbus, json, "D-Bus Status() vs status --json");
+}
+
+/// A daemon with `log_level=4` (the seed's Case 1) on a private bus, called over D-Bus and the
+/// socket, then stopped: every line it logged.
+fn trace_run(extra_env: &[(&str, &str)]) -> Vec<String> {
+    let bus = Bus::start();
+    let (web, db) = (free_port(), free_port());
+    let mut d = Daemon::prepare("");
+    configure(&d, &two_services(web, db));
+    let cfg = std::fs::read_to_string(&d.cfg).unwrap();
+    std::fs::write(&d.cfg, cfg.replace("log_level=3", "log_level=4")).unwrap();
+    let env = bus.env();
+    // -d --foreground keeps log_level as written (-D would only make it at least debug).
+    let mut cmd = Command::new(BIN);
+    cmd.args(["-d", "--foreground", "-f"])
+        .arg(&d.cfg)
+        .env("NOTIFY_SOCKET", &d.notify.path)
+        .env(env[0].0, &env[0].1)
+        .env_remove("JOURNAL_STREAM")
+        .env_remove("PSENTINEL_LOG")
+        .stderr(Stdio::piped());
+    for (k, v) in extra_env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let log = d.log.clone();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            log.push(line);
+        }
+    });
+    d.child = Some(child);
+    d.log.wait("on the session bus as org.psentinel.PSentinel1");
+    let app = svc_path("our_2dapp");
+    for _ in 0..5 {
+        bus.prop(&app, SERVICE_IF, "State");
+    }
+    bus.call(&app, SERVICE_IF, "Disable", &["st", "deploy", "0"]);
+    d.ok(&["stop_server"]);
+    wait_exit(d.child.as_mut().unwrap(), DEADLINE);
+    d.log.all()
+}
+
+/// log_level=4 is psentinel's trace, not the bus library's message dumps; PSENTINEL_LOG asks
+/// for those.
+#[test]
+fn dependency_crates_log_at_warn_unless_asked() {
+    let lines = trace_run(&[]);
+    assert!(
+        lines.iter().any(|l| l.contains("DEBUG")) && lines.iter().any(|l| l.contains("disable")),
+        "psentinel's own lines are there: {lines:#?}"
+    );
+    // zbus's trace of the connection (its SASL handshake) and of each message.
+    let foreign: Vec<_> = lines
+        .iter()
+        .filter(|l| l.contains("EXTERNAL mechanism") || l.contains("zbus"))
+        .collect();
+    assert!(foreign.is_empty(), "lines of the bus library: {foreign:#?}");
+
+    let lines = trace_run(&[("PSENTINEL_LOG", "zbus=trace")]);
+    assert!(
+        lines.iter().any(|l| l.contains("TRACE zbus")),
+        "PSENTINEL_LOG=zbus=trace shows zbus's trace, named: {lines:#?}"
+    );
+}
+
 /// The shipped policy on a real system bus, the daemon as user psentinel under systemd.
 #[test]
 fn system_bus_policy_and_authorisation_in_sysbox() {
@@ -753,15 +902,31 @@ fn system_bus_policy_and_authorisation_in_sysbox() {
     probe("200");
     assert_eq!(get("nobody", "State"), "s \"up\"");
 
-    // Everybody reads; nobody changes: the policy refuses before the daemon sees the call.
+    // Everybody reads; nobody changes. The policy lets the call through to psentinel, which
+    // refuses it with its own typed error and a sentence that says why (not the bus's bare
+    // "Access denied").
     let (code, out, err) = b.sh(&format!(
         "runuser -u nobody -- dbus-send --system --print-reply --dest={NAME} {path} \
          {SERVICE_IF}.Disable string:sneaky uint64:0"
     ));
     assert_ne!(code, 0, "{out}");
-    assert!(err.contains("AccessDenied"), "{err}");
+    assert!(
+        err.contains("org.psentinel.PSentinel1.Error.AccessDenied")
+            && err.contains(
+                "nobody may read state, but Disable needs root or membership of group 'psentinel'"
+            ),
+        "{err}"
+    );
     let (code, _, err) = b.sh(&format!(
         "runuser -u bob -- busctl --system call {NAME} /org/psentinel/PSentinel1 {MANAGER_IF} PauseAll"
+    ));
+    assert!(
+        code != 0 && err.contains("bob may read state, but PauseAll needs root"),
+        "{err}"
+    );
+    // Properties.Set stays closed at the bus (there is nothing writable anyway).
+    let (code, _, err) = b.sh(&format!(
+        "runuser -u nobody -- busctl --system set-property {NAME} {path} {SERVICE_IF} Reason s x"
     ));
     assert!(code != 0 && err.contains("Access denied"), "{err}");
     let status = b.ok(&format!(
