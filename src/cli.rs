@@ -28,7 +28,8 @@ pub struct Cli {
     #[arg(short = 'c', long = "command", value_name = "COMMAND", num_args = 1.., allow_hyphen_values = true)]
     pub command: Option<Vec<String>>,
 
-    /// Check the configuration file and exit: 0 valid, 1 invalid
+    /// Check the configuration file, and that each check program can run, and exit: 0 valid
+    /// (warnings on stderr), 1 invalid (every error listed)
     #[arg(short = 't', long = "test-config")]
     pub test_config: bool,
 

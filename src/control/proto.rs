@@ -137,7 +137,7 @@ pub const COMMANDS: &[(&str, &str, &str)] = &[
     (
         "test",
         "test SERVICE",
-        "run SERVICE's check now, wait, print its exit status and output",
+        "run SERVICE's check now, wait, print its exit status and output; exit 3 if it failed",
     ),
     (
         "disable_test",
