@@ -643,6 +643,29 @@ mod tests {
     }
 
     #[test]
+    fn every_error_is_reported_in_file_order() {
+        let e = err("[b]\nrise=0\nport=x\n[a]\nport=1\nport=1\nbogus\n[general]\ndbus=maybe\n");
+        let lines: Vec<&str> = e.lines().collect();
+        assert_eq!(lines[0], "test.cfg: 5 errors:", "{e}");
+        for (got, want) in lines[1..].iter().zip([
+            "[b] rise = '0'",
+            "[b] port = 'x'",
+            "[a] port = '1': key given twice",
+            "line 7: 'bogus'",
+            "[general] dbus = 'maybe'",
+        ]) {
+            assert!(
+                got.starts_with("  test.cfg: ") && got.contains(want),
+                "{got:?} vs {want:?}"
+            );
+        }
+        // A trailing comment is no part of the value, for every key.
+        let c = parse("[a]\nport=80 # probe\nrise=2 ; two\n[general]\nsock_file=/s # x\n").unwrap();
+        assert_eq!((c.services["a"].port, c.services["a"].rise), (80, 2));
+        assert_eq!(c.general.sock_file, Path::new("/s"));
+    }
+
+    #[test]
     fn unreadable_file_names_the_file() {
         let e = Config::load(Path::new("/nonexistent/p.cfg")).unwrap_err();
         assert!(e.to_string().starts_with("/nonexistent/p.cfg: cannot read"));
