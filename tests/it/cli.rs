@@ -295,3 +295,37 @@ fn t_warns_when_sock_file_is_not_what_the_socket_unit_passes() {
     );
     assert_eq!((code, err.as_str()), (0, ""));
 }
+
+/// The same on a real Debian with systemd: the unit where the package puts it, and Debian's
+/// own `/var/run -> /run` link (the seed's Case 1 path).
+#[test]
+fn t_compares_sock_file_with_the_installed_socket_unit_in_sysbox() {
+    let b = crate::sysbox::Sysbox::up("t-sock-file");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    b.cp(Path::new(BIN), "/usr/bin/psentinel");
+    let t = |sock: &str| {
+        b.write(
+            "/tmp/p.cfg",
+            &format!("[web]\nport=48080\n[general]\nsock_file={sock}\n"),
+        );
+        b.sh("psentinel -t -f /tmp/p.cfg")
+    };
+    // Not installed yet: nothing to compare with.
+    assert_eq!(
+        t("/tmp/other.sock"),
+        (0, "/tmp/p.cfg: OK, 1 service\n".into(), String::new())
+    );
+    b.cp(
+        &root.join("systemd/psentinel.socket"),
+        "/usr/lib/systemd/system/psentinel.socket",
+    );
+    let (code, out, err) = t("/var/run/psentinel/psentinel.sock");
+    assert_eq!((code, err.as_str()), (0, ""), "{out}");
+    let (code, out, err) = t("/tmp/other.sock");
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        err.contains("warning: /tmp/p.cfg: [general] sock_file = '/tmp/other.sock': /usr/lib/systemd/system/psentinel.socket passes /run/psentinel/psentinel.sock"),
+        "{err}"
+    );
+    assert!(out.contains("OK, 1 service, 1 warning"), "{out}");
+}
