@@ -56,9 +56,8 @@ pub fn check(cfg: &Config) -> Findings {
                 "sock_file",
                 &cfg.general.sock_file.display().to_string(),
                 format!(
-                    "{} passes {}, another file: under systemd the daemon and `psentinel -c` \
-                     use sock_file while the socket unit holds its own; make them the same \
-                     (sock_file, or ListenStream= in a drop-in)",
+                    "{} passes {}, a different file: clients of that socket would not reach \
+                     this daemon; set sock_file to it (or ListenStream= in a drop-in)",
                     unit.display(),
                     list.join(", ")
                 ),
