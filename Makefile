@@ -39,11 +39,12 @@ VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
 DEB     := target/debian/psentinel_$(VERSION)-1_$(shell dpkg --print-architecture 2>/dev/null).deb
 
 # Everything the test suite needs from Debian: real HAProxy and dbus-daemon
-# as peers, sysbox (systemd-nspawn + debootstrap) for a real systemd,
-# prometheus (promtool and the server) to parse and scrape /metrics,
+# as peers, tests/box/psbox for a real systemd (systemd-nspawn, debootstrap
+# and the archive keyring to build its image, util-linux's nsenter, setsid and
+# flock), prometheus (promtool and the server) to parse and scrape /metrics,
 # lintian and rpm to check the packages.
 APT_PACKAGES := haproxy dbus systemd systemd-container debootstrap debian-archive-keyring \
-                jq socat curl libglib2.0-bin prometheus lintian rpm
+                util-linux jq socat curl libglib2.0-bin prometheus lintian rpm
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
 .PHONY: all build assets install deb rpm lintian deps check test run-example bench bench-deps fuzz

@@ -1,26 +1,24 @@
-//! Harness for tests under a real systemd (PID 1): `../shared/sysbox/sysbox` boots a Debian 12
-//! box with systemd, journald and the system bus in about a second.
+//! Harness for tests under a real systemd (PID 1): `tests/box/psbox` boots a Debian 12 box
+//! with systemd, journald and the system bus (systemd-nspawn; about a second once its image
+//! is cached, a few minutes to build the image the first time).
 //!
 //! Each box gets its own name (test name + our pid) and is always taken down, also when the
-//! test fails (Drop). A missing sysbox or a box that does not boot fails the test loudly —
-//! never a silent skip: `make test` installs what sysbox needs.
+//! test fails (Drop); psbox also knows our pid as the box's owner, so a box whose test was
+//! killed is taken down by the next `up`. A missing psbox, a missing tool or a box that
+//! does not boot fails the test loudly, never a silent skip: `make deps` installs what
+//! psbox needs.
 
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-pub fn sysbox_path() -> PathBuf {
-    if let Some(p) = std::env::var_os("PSENTINEL_SYSBOX") {
-        return p.into();
+/// The harness script: `PSENTINEL_BOX` if set, else the repository's own.
+pub fn psbox_path() -> PathBuf {
+    match std::env::var_os("PSENTINEL_BOX") {
+        Some(p) => p.into(),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/box/psbox"),
     }
-    // ../shared from /work/main, ../../shared from a worktree /work/wt/NAME.
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    root.ancestors()
-        .skip(1)
-        .map(|d| d.join("shared/sysbox/sysbox"))
-        .find(|p| p.exists())
-        .unwrap_or_else(|| root.join("../shared/sysbox/sysbox"))
 }
 
 pub struct Sysbox {
@@ -28,20 +26,24 @@ pub struct Sysbox {
 }
 
 impl Sysbox {
-    /// Boots a box named after the test. Panics with sysbox's output if it does not come up.
+    /// Boots a box named after the test. Panics with psbox's output if it does not come up.
     pub fn up(test: &str) -> Sysbox {
-        let path = sysbox_path();
+        let path = psbox_path();
         assert!(
             path.exists(),
-            "sysbox not found at {} (set PSENTINEL_SYSBOX)",
+            "psbox not found at {} (set PSENTINEL_BOX)",
             path.display()
         );
-        let name = format!("ps-{}-{}", test.replace('_', "-"), std::process::id());
+        let name = format!(
+            "ps-{}-{}",
+            test.to_lowercase().replace('_', "-"),
+            std::process::id()
+        );
         let b = Sysbox { name };
         let out = b.raw(&["up"]);
         assert!(
             out.status.success(),
-            "sysbox up {} failed:\n{}{}",
+            "psbox up {} failed:\n{}{}",
             b.name,
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
@@ -49,12 +51,17 @@ impl Sysbox {
         b
     }
 
-    fn raw(&self, args: &[&str]) -> Output {
-        Command::new(sysbox_path())
+    fn psbox(&self, args: &[&str]) -> std::io::Result<Output> {
+        Command::new(psbox_path())
             .args(args)
-            .env("SYSBOX_NAME", &self.name)
+            .env("PSBOX_NAME", &self.name)
+            .env("PSBOX_OWNER", std::process::id().to_string())
             .output()
-            .expect("run sysbox")
+    }
+
+    fn raw(&self, args: &[&str]) -> Output {
+        self.psbox(args)
+            .unwrap_or_else(|e| panic!("run {}: {e}", psbox_path().display()))
     }
 
     /// Runs a command inside the box: (exit code, stdout, stderr).
@@ -90,7 +97,7 @@ impl Sysbox {
         let out = self.raw(&["cp", &host.display().to_string(), dest]);
         assert!(
             out.status.success(),
-            "sysbox cp {} {dest}: {}",
+            "psbox cp {} {dest}: {}",
             host.display(),
             String::from_utf8_lossy(&out.stderr)
         );
@@ -133,7 +140,16 @@ impl Sysbox {
 }
 
 impl Drop for Sysbox {
+    // Never panics: it may run while a failed test unwinds.
     fn drop(&mut self) {
-        let _ = self.raw(&["down"]);
+        match self.psbox(&["down"]) {
+            Ok(out) if out.status.success() => {}
+            Ok(out) => eprintln!(
+                "psbox down {}: {}",
+                self.name,
+                String::from_utf8_lossy(&out.stderr)
+            ),
+            Err(e) => eprintln!("psbox down {}: {e}", self.name),
+        }
     }
 }
