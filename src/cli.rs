@@ -1,4 +1,4 @@
-//! The command line (SPEC section 2).
+//! The command line.
 
 use crate::config::DEFAULT_CONFIG;
 use clap::{ArgGroup, Parser};

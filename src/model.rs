@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// Microseconds since the Unix epoch: the unit SPEC uses on D-Bus and in `--json`.
+/// Microseconds since the Unix epoch: the unit of times on D-Bus and in `--json`.
 pub type Micros = u64;
 
 pub fn micros(t: SystemTime) -> Micros {
@@ -299,7 +299,7 @@ pub fn derive_state(admin: &Admin, health: &HealthTracker, has_check: bool) -> S
     }
 }
 
-/// A service name: letters, digits, `_`, `-`, `.` (SPEC section 3).
+/// A service name: letters, digits, `_`, `-`, `.`.
 pub fn valid_service_name(name: &str) -> bool {
     !name.is_empty()
         && name

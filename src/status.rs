@@ -1,7 +1,7 @@
 //! `status` for people and for programs, rendered from one snapshot.
 //!
 //! [`ServiceStatus`] is the one flat record every interface shows: `status --json`, D-Bus
-//! `Status()` and properties. Field names are the contract of SPEC section 6.
+//! `Status()` and properties. Field names are a contract: scripts and D-Bus clients read them.
 
 use crate::engine::{ServiceView, Snapshot};
 use crate::model::{from_micros, Override};

@@ -1,5 +1,5 @@
 //! D-Bus end to end with real clients: a private dbus-daemon started per test (busctl, gdbus,
-//! dbus-monitor against it), and the real system bus with the shipped policy inside sysbox.
+//! dbus-monitor against it), and the real system bus with the shipped policy inside a psbox.
 
 use crate::support::*;
 use crate::sysbox::Sysbox;

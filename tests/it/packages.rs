@@ -1,5 +1,5 @@
 //! The packages: the .deb's whole life on a real systemd (install, probes, upgrade, purge)
-//! in a sysbox with no network, its contents and lintian; the .rpm's file list.
+//! in a psbox with no network, its contents and lintian; the .rpm's file list.
 //!
 //! The packages are release builds, slow to make: `make test` builds them once (`make deb
 //! rpm`) before running the tests, and the tests only look for them here, failing with

@@ -3,7 +3,7 @@
 //! Fast tests, no container: the sd_notify protocol on a fake NOTIFY_SOCKET, and socket
 //! adoption with `systemd-socket-activate` passing the sockets in a shuffled order.
 //!
-//! Under a real systemd (sysbox, one box per test): `make install` into a staging dir, the
+//! Under a real systemd (tests/box/psbox, one box per test): `make install` into a staging dir, the
 //! staged tree copied into the box, sysusers/tmpfiles applied, then socket activation, Type,
 //! STATUS, journald fields, restart without a refused probe, reload, the watchdog.
 
