@@ -153,3 +153,54 @@ impl Drop for Sysbox {
         }
     }
 }
+
+/// The harness itself: a real systemd as PID 1, loopback only, exit codes and output passed
+/// through, modes kept by `cp`, boxes apart from each other, each `up` pristine, and nothing
+/// of a box left on the host after `down`.
+#[test]
+fn sysbox_harness_boxes_are_pristine_apart_and_leave_nothing() {
+    let a = Sysbox::up("harness-a");
+    let b = Sysbox::up("harness-b");
+    assert_eq!(
+        a.ok("readlink /proc/1/exe; systemctl is-system-running"),
+        "/usr/lib/systemd/systemd\nrunning\n"
+    );
+    assert_eq!(a.ok("ip -o link | awk '{ print $2 }'"), "lo:\n");
+    assert_eq!(
+        a.sh("echo out; echo err >&2; exit 3"),
+        (3, "out\n".into(), "err\n".into())
+    );
+    let run = a.raw(&[
+        "run",
+        "sh",
+        "-c",
+        "grep -o 'run-.*' /proc/self/cgroup; exit 4",
+    ]);
+    assert_eq!(run.status.code(), Some(4), "{run:?}");
+    assert!(
+        String::from_utf8_lossy(&run.stdout).contains(".service"),
+        "psbox run is not a transient service: {run:?}"
+    );
+    a.write("/etc/marker", "a\n");
+    assert_eq!(a.ok("stat -c %a /etc/marker; cat /etc/marker"), "644\na\n");
+    let (code, _, _) = b.sh("test -e /etc/marker");
+    assert_ne!(code, 0, "a file written in one box shows in another");
+
+    let name = a.name.clone();
+    drop(a);
+    let leftovers: Vec<String> = [
+        "/sys/fs/cgroup",
+        "/sys/fs/cgroup/systemd",
+        "/sys/fs/cgroup/unified",
+    ]
+    .iter()
+    .map(|root| format!("{root}/psbox-{name}"))
+    .chain([format!("/run/psentinel-box/{name}")])
+    .filter(|p| Path::new(p).exists())
+    .collect();
+    assert!(leftovers.is_empty(), "left after down: {leftovers:?}");
+    let again = Sysbox::up("harness-a");
+    assert_eq!(again.name, name);
+    let (code, _, _) = again.sh("test -e /etc/marker");
+    assert_ne!(code, 0, "a file survived down and up");
+}
