@@ -42,9 +42,9 @@ DEB     := target/debian/psentinel_$(VERSION)-1_$(shell dpkg --print-architectur
 # as peers, tests/box/psbox for a real systemd (systemd-nspawn, debootstrap
 # and the archive keyring to build its image, util-linux's nsenter, setsid and
 # flock), prometheus (promtool and the server) to parse and scrape /metrics,
-# lintian and rpm to check the packages.
+# lintian and rpm to check the packages, shellcheck for the harness script.
 APT_PACKAGES := haproxy dbus systemd systemd-container debootstrap debian-archive-keyring \
-                util-linux jq socat curl libglib2.0-bin prometheus lintian rpm
+                util-linux jq socat curl libglib2.0-bin prometheus lintian rpm shellcheck
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
 .PHONY: all build assets install deb rpm lintian deps check test run-example bench bench-deps fuzz
@@ -136,6 +136,7 @@ deps:
 check:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets --locked -- -D warnings
+	shellcheck tests/box/psbox
 
 # The packages are built once here; tests/it/packages.rs only looks for them.
 test: deps check deb rpm
