@@ -31,7 +31,11 @@ ASSETS  := target/assets
 # Staged installs the packages are made from, one per format (they differ only in
 # ZSHCOMPDIR). Asset lists in Cargo.toml point here.
 PKGROOT := target/pkgroot
+# README.md links to docs/*.md: the installed tree keeps that layout.
 DOCS    := README.md
+DOCPAGES:= $(wildcard docs/*.md)
+# Written by hand; psentinel(8) is generated (ASSETS).
+MAN5    := man/psentinel.cfg.5
 EXAMPLES:= examples/psentinel.cfg examples/case1-ourapp.cfg examples/case2-pgpool.cfg
 CHECKS  := $(wildcard examples/checks/*.sh)
 HAPROXY_EXAMPLES := $(wildcard examples/haproxy/*.cfg)
@@ -76,6 +80,10 @@ install:
 	install -Dm0644 systemd/tmpfiles.d/psentinel.conf $(DESTDIR)$(TMPFILESDIR)/psentinel.conf
 	install -Dm0644 dbus/org.psentinel.PSentinel1.conf $(DESTDIR)$(DBUSDIR)/org.psentinel.PSentinel1.conf
 	install -Dm0644 -t $(DESTDIR)$(DOCDIR) $(DOCS)
+	install -Dm0644 -t $(DESTDIR)$(DOCDIR)/docs $(DOCPAGES)
+	install -d $(DESTDIR)$(MANDIR)/man5
+	gzip -9n < $(MAN5) > $(DESTDIR)$(MANDIR)/man5/psentinel.cfg.5.gz
+	chmod 0644 $(DESTDIR)$(MANDIR)/man5/psentinel.cfg.5.gz
 	install -Dm0644 -t $(DESTDIR)$(DOCDIR)/examples $(EXAMPLES)
 	install -Dm0644 -t $(DESTDIR)$(DOCDIR)/examples/checks $(CHECKS)
 	install -Dm0644 -t $(DESTDIR)$(DOCDIR)/examples/haproxy $(HAPROXY_EXAMPLES)

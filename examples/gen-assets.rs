@@ -118,7 +118,7 @@ fn man_page(w: &mut Vec<u8>) -> std::io::Result<()> {
 
     writeln!(w, ".SH FILES")?;
     for (file, what) in [
-        (DEFAULT_CONFIG, "the configuration (INI); see the examples in /usr/share/doc/psentinel/examples/"),
+        (DEFAULT_CONFIG, "the configuration (INI), described in psentinel.cfg(5); examples in /usr/share/doc/psentinel/examples/"),
         ("/run/psentinel/psentinel.sock", "the control socket (sock_file)"),
         ("/var/lib/psentinel/", "operators' state (disabled, paused, reason, who, until) and last check results, kept across restarts"),
         ("/usr/lib/systemd/system/psentinel.service, psentinel.socket", "the systemd units; the socket unit holds the control socket and every probe port"),
@@ -130,7 +130,7 @@ fn man_page(w: &mut Vec<u8>) -> std::io::Result<()> {
     writeln!(w, ".SH \"SEE ALSO\"")?;
     writeln!(
         w,
-        "\\fBsystemctl\\fR(1), \\fBsystemd.socket\\fR(5), \\fBhaproxy\\fR(1), /usr/share/doc/psentinel/README.md"
+        "\\fBpsentinel.cfg\\fR(5), \\fBsystemctl\\fR(1), \\fBsystemd.socket\\fR(5), \\fBhaproxy\\fR(1), /usr/share/doc/psentinel/README.md"
     )?;
     man.render_version_section(w)?;
     Ok(())

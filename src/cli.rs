@@ -1,4 +1,4 @@
-//! The command line.
+//! The command line: the daemon modes (-d, -D, -t) and the client (-c).
 
 use crate::config::DEFAULT_CONFIG;
 use clap::{ArgGroup, Parser};
@@ -56,7 +56,7 @@ pub struct Cli {
 }
 
 impl Cli {
-    /// The seed writes options after the command (`psentinel -c version -f FILE`): take -f,
+    /// The classic form writes options after the command (`psentinel -c version -f FILE`): take -f,
     /// --config, --socket and --json out of the command's words, up to a `--`.
     pub fn normalize(mut self) -> Result<Self, String> {
         let Some(words) = self.command.take() else {

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// Microseconds since the Unix epoch: the unit of times on D-Bus and in `--json`.
+/// Microseconds since the Unix epoch: the unit of every time on D-Bus and in `--json`.
 pub type Micros = u64;
 
 pub fn micros(t: SystemTime) -> Micros {
@@ -299,7 +299,8 @@ pub fn derive_state(admin: &Admin, health: &HealthTracker, has_check: bool) -> S
     }
 }
 
-/// A service name: letters, digits, `_`, `-`, `.`.
+/// A service name: letters, digits, `_`, `-`, `.`: one plain word on the command line and in
+/// the journal, escaped into a D-Bus object path.
 pub fn valid_service_name(name: &str) -> bool {
     !name.is_empty()
         && name

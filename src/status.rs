@@ -1,7 +1,8 @@
 //! `status` for people and for programs, rendered from one snapshot.
 //!
 //! [`ServiceStatus`] is the one flat record every interface shows: `status --json`, D-Bus
-//! `Status()` and properties. Field names are a contract: scripts and D-Bus clients read them.
+//! `Status()` and properties. Field names are a contract with scripts and D-Bus clients
+//! (docs/commands.md, docs/dbus.md): renaming one breaks them.
 
 use crate::engine::{ServiceView, Snapshot};
 use crate::model::{from_micros, Override};

@@ -1,6 +1,6 @@
 #!/bin/sh
 # Passes only on the PostgreSQL primary, so HAProxy's write backend follows a promotion
-# (the seed's Case 2). Needs psql and a role psentinel may use without a password (e.g. a
+# (Case 2 in docs/haproxy.md). Needs psql and a role psentinel may use without a password (e.g. a
 # pg_hba.conf "peer" or "trust" line for local connections).
 # Usage: check_script=/usr/share/doc/psentinel/examples/checks/pg-primary.sh [PSQL-ARGS...]
 set -eu

@@ -12,7 +12,8 @@ fi
 # them when empty (an .rpmsave keeps /etc/psentinel).
 if [ "$1" -eq 0 ]; then
     for d in /usr/share/doc/psentinel/examples/checks /usr/share/doc/psentinel/examples/haproxy \
-             /usr/share/doc/psentinel/examples /usr/share/doc/psentinel /etc/psentinel; do
+             /usr/share/doc/psentinel/examples /usr/share/doc/psentinel/docs /usr/share/doc/psentinel \
+             /etc/psentinel; do
         rmdir "$d" 2>/dev/null || :
     done
 fi

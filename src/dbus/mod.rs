@@ -1,4 +1,4 @@
-//! psentinel on D-Bus: a manager object, one object per service, typed
+//! psentinel on D-Bus (docs/dbus.md): a manager object, one object per service, typed
 //! errors, and PropertiesChanged for every change, whatever caused it.
 //!
 //! The bus is an extra door, never a dependency: [`run`] is spawned beside the probe

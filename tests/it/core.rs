@@ -1,4 +1,4 @@
-//! The seed's behaviour end to end: probes, checks, operator commands, reload, bad input.
+//! The core behaviour end to end: probes, checks, operator commands, reload, bad input.
 
 use crate::support::*;
 use std::io::{Read, Write};
@@ -184,7 +184,7 @@ fn client_errors_and_exit_codes() {
         assert!(out.contains(c), "help lists {c}");
     }
     assert!(d.ok(&["version"]).contains(env!("CARGO_PKG_VERSION")));
-    // The seed's form: options after the command.
+    // The classic form: options after the command.
     let out = std::process::Command::new(BIN)
         .args(["-c", "version", "-f"])
         .arg(&d.cfg)

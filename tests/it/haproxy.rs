@@ -1,6 +1,6 @@
 //! psentinel against a real HAProxy (Debian's): every state psentinel can be in, seen the way an
-//! operator sees it in `show stat`, through the configurations the README shows
-//! (`examples/haproxy/`) and the seed's two use cases.
+//! operator sees it in `show stat`, through the configurations docs/haproxy.md shows
+//! (`examples/haproxy/`) and its two use cases.
 //!
 //! Several nodes run on one host by giving each its own loopback address (127.0.0.1, .2, .3):
 //! the HAProxy snippets keep their real shape (`server db2 db2:6432 ... check port 64321`) and
@@ -61,11 +61,11 @@ fn flag(d: &Daemon, name: &str, on: bool) {
     }
 }
 
-/// Deep check of the seed's Case 1: passes while the node's `healthy` flag file exists.
+/// Deep check of Case 1 (docs/haproxy.md): passes while the node's `healthy` flag file exists.
 const TEST_OURAPP: &str = "echo deep check; test -e {dir}/healthy";
 
 /// Case 1 with HAProxy's HTTP check: two nodes behind `option httpchk OPTIONS * HTTP/1.0` and
-/// `check port 48080`, each with the seed's `[ourapp]` configuration unchanged but for paths,
+/// `check port 48080`, each with Case 1's `[ourapp]` configuration unchanged but for paths,
 /// ports and interval. A failing check and an operator's disable both take a node out, with
 /// the reason in `show stat`; traffic keeps flowing to the other node.
 #[test]
@@ -320,7 +320,7 @@ fn agent_with_httpchk_drains_only_with_404() {
     h.assert_clean_log();
 }
 
-/// Case 2: three database nodes, each a psentinel with the seed's `[pgpool]` and `[pgwrite]`
+/// Case 2: three database nodes, each a psentinel with Case 2's `[pgpool]` and `[pgwrite]`
 /// sections; `test_pgwrite.sh` passes only on the node holding the `primary` flag. HAProxy's
 /// write backend follows the primary when it moves; the read backend keeps all three; `pause`
 /// on a node takes both of its servers out, `run` brings them back.
@@ -433,11 +433,11 @@ fn case2_write_backend_follows_the_primary() {
     h.assert_clean_log();
 }
 
-/// The README shows exactly the snippets these tests run.
+/// docs/haproxy.md shows exactly the snippets these tests run.
 #[test]
-fn readme_shows_the_tested_haproxy_examples() {
-    let readme =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+fn haproxy_page_shows_the_tested_haproxy_examples() {
+    let page =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/haproxy.md")).unwrap();
     for name in [
         "httpchk.cfg",
         "agent-check.cfg",
@@ -447,15 +447,16 @@ fn readme_shows_the_tested_haproxy_examples() {
     ] {
         let body = example(name);
         assert!(
-            readme.contains(body.trim_end()),
-            "README.md does not show examples/haproxy/{name} as it is:\n{body}"
+            page.contains(body.trim_end()),
+            "docs/haproxy.md does not show examples/haproxy/{name} as it is:\n{body}"
         );
     }
-    // Case 2's backends are in the README's use-case section; the file adds the frontends.
+    // Case 2's backends are in the page's section on the two cases; the file adds the
+    // frontends.
     let case2 = example("case2-pgpool.cfg");
     let backends = &case2[case2.find("\nbackend db_read").unwrap() + 1..];
     assert!(
-        readme.contains(backends.trim_end()),
-        "README.md's Case 2 does not show the backends of examples/haproxy/case2-pgpool.cfg:\n{backends}"
+        page.contains(backends.trim_end()),
+        "docs/haproxy.md's Case 2 does not show the backends of examples/haproxy/case2-pgpool.cfg:\n{backends}"
     );
 }

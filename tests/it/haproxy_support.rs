@@ -5,7 +5,7 @@
 //! `stats socket DIR/admin.sock level admin` and `log stdout format raw local0`, so the test
 //! reads server states from `show stat` and the health-check log from the child's stdout.
 //! Checks are fast (`default-server inter 100ms rise 1 fall 2`): snippets under
-//! `examples/haproxy/` leave the interval to these defaults, so the files the README shows are
+//! `examples/haproxy/` leave the interval to these defaults, so the files docs/haproxy.md shows are
 //! the files the tests run, with only addresses and ports substituted.
 
 #![allow(dead_code)]

@@ -9,6 +9,7 @@ mod sysbox;
 mod cli;
 mod core;
 mod dbus;
+mod docs;
 mod haproxy;
 mod hostile;
 mod manual;

@@ -25,6 +25,7 @@ const FILES: &[&str] = &[
     "/usr/share/dbus-1/system.d/org.psentinel.PSentinel1.conf",
     "/etc/psentinel/psentinel.cfg",
     "/usr/share/man/man8/psentinel.8.gz",
+    "/usr/share/man/man5/psentinel.cfg.5.gz",
     "/usr/share/bash-completion/completions/psentinel",
     "ZSH/_psentinel",
     "/usr/share/fish/vendor_completions.d/psentinel.fish",
@@ -34,21 +35,24 @@ const FILES: &[&str] = &[
     "/usr/share/doc/psentinel/examples/case2-pgpool.cfg",
 ];
 
-/// Plus every example check script and HAProxy configuration in the source tree.
+/// Plus every documentation page, example check script and HAProxy configuration in the
+/// source tree.
 fn expected(zsh: &str, extra: &[&str]) -> BTreeSet<String> {
     let mut want: BTreeSet<String> = FILES
         .iter()
         .chain(extra)
         .map(|f| f.replace("ZSH", zsh))
         .collect();
-    for (dir, ext) in [("checks", "sh"), ("haproxy", "cfg")] {
-        let src = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("examples")
-            .join(dir);
+    for (dir, ext) in [
+        ("docs", "md"),
+        ("examples/checks", "sh"),
+        ("examples/haproxy", "cfg"),
+    ] {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
         for e in std::fs::read_dir(&src).unwrap().flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             if name.ends_with(&format!(".{ext}")) {
-                want.insert(format!("/usr/share/doc/psentinel/examples/{dir}/{name}"));
+                want.insert(format!("/usr/share/doc/psentinel/{dir}/{name}"));
             }
         }
     }

@@ -13,7 +13,7 @@ use std::io::{Read, Write};
 use std::path::Path;
 use std::process::Command;
 
-/// `MESSAGE_ID=` of state changes (src/logging.rs, README).
+/// `MESSAGE_ID=` of state changes (src/logging.rs, docs/systemd.md).
 const MSG_STATE_CHANGED: &str = "92e5bc9aa0014850ae339116af3cd97a";
 
 fn kill(sig: &str, pid: u32) {
