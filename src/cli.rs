@@ -56,7 +56,7 @@ pub struct Cli {
 }
 
 impl Cli {
-    /// The classic form writes options after the command (`psentinel -c version -f FILE`): take -f,
+    /// Options may also follow the command (`psentinel -c version -f FILE`): take -f,
     /// --config, --socket and --json out of the command's words, up to a `--`.
     pub fn normalize(mut self) -> Result<Self, String> {
         let Some(words) = self.command.take() else {
