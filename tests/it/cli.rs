@@ -297,7 +297,7 @@ fn t_warns_when_sock_file_is_not_what_the_socket_unit_passes() {
 }
 
 /// The same on a real Debian with systemd: the unit where the package puts it, and Debian's
-/// own `/var/run -> /run` link (the seed's Case 1 path).
+/// own `/var/run -> /run` link (Case 1's path).
 #[test]
 fn t_compares_sock_file_with_the_installed_socket_unit_in_sysbox() {
     let b = crate::sysbox::Sysbox::up("t-sock-file");

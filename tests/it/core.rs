@@ -333,8 +333,9 @@ fn second_daemon_on_the_same_socket_refuses_and_stale_socket_is_replaced() {
     d.ok(&["status"]);
 }
 
-/// The seed's files parse as they are; `-t` fails only because their check scripts are not
-/// installed here (a check that cannot run is an error of `-t`).
+/// The two cases' files (examples/case1-ourapp.cfg, case2-pgpool.cfg) parse as they are;
+/// `-t` fails only because their check scripts are not installed here (a check that cannot
+/// run is an error of `-t`).
 #[test]
 fn seed_case_configs_validate() {
     for f in ["case1-ourapp.cfg", "case2-pgpool.cfg"] {

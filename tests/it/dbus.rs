@@ -767,7 +767,7 @@ fn status_has_the_keys_and_shape_of_status_json() {
     assert_eq!(dbus, json, "D-Bus Status() vs status --json");
 }
 
-/// A daemon with `log_level=4` (the seed's Case 1) on a private bus, called over D-Bus and the
+/// A daemon with `log_level=4` (as in Case 1's file) on a private bus, called over D-Bus and the
 /// socket, then stopped: every line it logged.
 fn trace_run(extra_env: &[(&str, &str)]) -> Vec<String> {
     let bus = Bus::start();
