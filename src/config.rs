@@ -680,7 +680,7 @@ mod tests {
         assert_eq!(c1.general.log_level, 4);
         assert_eq!(
             c1.general.sock_file,
-            Path::new("/var/run/psentinel/psentinel.sock")
+            Path::new("/run/psentinel/psentinel.sock")
         );
         let c2 = Config::load(&Path::new(dir).join("case2-pgpool.cfg")).unwrap();
         let (p, w) = (&c2.services["pgpool"], &c2.services["pgwrite"]);

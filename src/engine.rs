@@ -639,6 +639,9 @@ impl Engine {
         loop {
             let expiry = self.next_expiry();
             tokio::select! {
+                // Stopping comes first: a check that ended meanwhile was most likely killed by
+                // the stop itself, and is not a result.
+                biased;
                 _ = self.shutdown.cancelled() => break,
                 req = rx.recv() => match req {
                     Some(req) => self.handle(req),
@@ -721,6 +724,11 @@ impl Engine {
         };
         if svc.runner.as_ref().map(|r| r.id) != Some(done.runner) {
             return; // a runner replaced by a reload finished late
+        }
+        if self.shutdown.is_cancelled() {
+            // The daemon is stopping and kills its checks: what they report now is the stop,
+            // not the service. Never recorded, saved or shown.
+            return;
         }
         let passed = done.result.exit.passed();
         svc.health.observe(passed, svc.cfg.rise, svc.cfg.fall);
@@ -837,6 +845,9 @@ impl Engine {
                     Ok(msg) => {
                         self.reloads += 1;
                         self.publish();
+                        crate::last_good::remember(&self.cfg);
+                        systemd::set_note(systemd::Note::LastGood, None);
+                        systemd::set_note(systemd::Note::ReloadRefused, None);
                         tracing::info!(psentinel_actor = actor, "configuration reloaded: {msg}");
                         Ok(format!("reloaded: {msg}"))
                     }
@@ -844,6 +855,10 @@ impl Engine {
                         tracing::error!(
                             psentinel_actor = actor,
                             "reload refused, keeping the running configuration: {e}"
+                        );
+                        systemd::set_note(
+                            systemd::Note::ReloadRefused,
+                            Some(format!("reload refused: {e}")),
                         );
                         Err(EngineError::Reload(e))
                     }

@@ -22,7 +22,8 @@
 //! - [`probe`]: HTTP and agent-check responders; the reply table.
 //! - [`control`]: the Unix socket protocol, server and client. [`status`]: status rendering.
 //! - [`sockets`]: socket adoption from systemd and binding. [`systemd`]: sd_notify, watchdog.
-//! - [`state`]: what survives a restart. [`daemon`]: start-up and shutdown; [`detach`]: `-d`.
+//! - [`state`]: what survives a restart; [`last_good`]: the configuration that last loaded.
+//! - [`daemon`]: start-up and shutdown; [`detach`]: `-d`.
 //! - [`logging`]: journald with fields, or stderr.
 //! - [`dbus`]: the objects on the system (or session) bus. [`auth`]: who may change state.
 //! - [`probers`]: who is probing, probe counters off the engine, the silence alarm.
@@ -38,6 +39,7 @@ pub mod dbus;
 pub mod detach;
 pub mod engine;
 pub mod ini;
+pub mod last_good;
 pub mod lint;
 pub mod logging;
 pub mod metrics;

@@ -4,7 +4,7 @@ use anyhow::Context;
 use clap::Parser;
 use psentinel::cli::Cli;
 use psentinel::config::Config;
-use psentinel::{control, daemon, detach, lint, logging, sockets, systemd};
+use psentinel::{control, daemon, detach, last_good, lint, logging, sockets, systemd};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -21,17 +21,32 @@ fn main() -> ExitCode {
     if let Some(dir) = &cli.generate_sockets {
         return generate_sockets(&cli, dir);
     }
-    let cfg = match Config::load(&cli.config) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("psentinel: {e}");
-            return ExitCode::from(1);
-        }
-    };
+    let loaded = Config::load(&cli.config);
     if cli.test_config {
-        return test_config(&cli, &cfg);
+        return match loaded {
+            Ok(cfg) => test_config(&cli, &cfg),
+            Err(e) => {
+                eprintln!("psentinel: {e}");
+                ExitCode::from(1)
+            }
+        };
     }
-    match run_daemon(&cli, cfg) {
+    // A broken file does not stop a daemon that ran before: it runs on the last good copy.
+    let (cfg, broken) = match loaded {
+        Ok(c) => (c, None),
+        Err(e) => match last_good::load(&cli.config) {
+            Some((c, copy)) => (c, Some((e.to_string(), copy))),
+            None => {
+                eprintln!(
+                    "psentinel: {e}\npsentinel: no last good configuration to run on ({} \
+                     missing or broken): not starting",
+                    last_good::fallback_path().display()
+                );
+                return ExitCode::from(1);
+            }
+        },
+    };
+    match run_daemon(&cli, cfg, broken) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -41,7 +56,12 @@ fn main() -> ExitCode {
     }
 }
 
-fn run_daemon(cli: &Cli, cfg: Config) -> anyhow::Result<()> {
+/// `broken`: the configuration file's error and the last good copy `cfg` comes from instead.
+fn run_daemon(
+    cli: &Cli,
+    cfg: Config,
+    broken: Option<(String, std::path::PathBuf)>,
+) -> anyhow::Result<()> {
     let detaching = cli.daemon && !cli.foreground && !systemd::under_systemd();
     let mut ready = if detaching {
         detach::detach()?
@@ -54,6 +74,19 @@ fn run_daemon(cli: &Cli, cfg: Config) -> anyhow::Result<()> {
         logging::level(cfg.general.log_level)
     };
     logging::init(level);
+    if let Some((e, copy)) = &broken {
+        tracing::error!(
+            config = %cli.config.display(),
+            "{e}; running on the last good configuration ({}) until the file is fixed and \
+             reloaded",
+            copy.display()
+        );
+        systemd::set_note(
+            systemd::Note::LastGood,
+            Some(format!("running on last good configuration: {e}")),
+        );
+    }
+    let remember = broken.is_none().then(|| cfg.clone());
     let result = (|| {
         let _pid = if detaching {
             Some(detach::PidFile::create(&cfg.general.pid_file)?)
@@ -69,7 +102,12 @@ fn run_daemon(cli: &Cli, cfg: Config) -> anyhow::Result<()> {
             cfg,
             sockets::Sockets::from_env(),
             shutdown,
-            || ready.ready(),
+            || {
+                ready.ready();
+                if let Some(cfg) = &remember {
+                    last_good::remember(cfg);
+                }
+            },
         ))
     })();
     if let Err(e) = &result {
@@ -118,10 +156,20 @@ fn client_socket(cli: &Cli) -> std::path::PathBuf {
 fn generate_sockets(cli: &Cli, dir: &std::path::Path) -> ExitCode {
     let cfg = match Config::load(&cli.config) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("psentinel-generator: {e}; probe ports not added to psentinel.socket");
-            return ExitCode::SUCCESS;
-        }
+        // The daemon will run on the last good copy: the socket unit holds its ports.
+        Err(e) => match last_good::load(&cli.config) {
+            Some((c, copy)) => {
+                eprintln!(
+                    "psentinel-generator: {e}; using the ports of the last good configuration {}",
+                    copy.display()
+                );
+                c
+            }
+            None => {
+                eprintln!("psentinel-generator: {e}; probe ports not added to psentinel.socket");
+                return ExitCode::SUCCESS;
+            }
+        },
     };
     let d = dir.join("psentinel.socket.d");
     let res = std::fs::create_dir_all(&d)

@@ -1,9 +1,13 @@
 //! Listening sockets: adopted from systemd when it passed them, bound by us otherwise.
 //!
 //! systemd passes sockets in whatever order the socket unit lists them, so each is matched by
-//! the address it is bound to (`getsockname`), never by position. A service that listens on
-//! every address matches a passed `[::]:PORT` or `0.0.0.0:PORT`. Passed sockets no service
-//! wants are kept (a reload may want them) and reported once.
+//! what it is, never by position or spelling: a TCP socket by the address it is bound to
+//! (`getsockname`, an IPv4-mapped `[::ffff:a.b.c.d]` taken as `a.b.c.d`), a Unix socket by
+//! the file it is bound to (device and inode), so `sock_file=/var/run/psentinel/psentinel.sock`
+//! finds the socket the unit bound at `/run/psentinel/psentinel.sock` through Debian's
+//! `/var/run -> /run` link. A service that listens on every address matches a passed
+//! `[::]:PORT` or `0.0.0.0:PORT`. Passed sockets no service wants are kept (a reload may want
+//! them) and reported once.
 
 use crate::config::Config;
 use std::collections::BTreeMap;
@@ -39,7 +43,7 @@ impl Sockets {
             if let Ok(Some(l)) = fds.take_tcp_listener(i) {
                 match l.local_addr() {
                     Ok(a) => {
-                        s.tcp.insert(a, l);
+                        s.tcp.insert(canonical(a), l);
                     }
                     Err(e) => tracing::warn!("passed socket #{i}: cannot read its address: {e}"),
                 }
@@ -76,13 +80,25 @@ impl Sockets {
         parts.join(", ")
     }
 
-    /// The passed Unix socket bound at `path`, if systemd passed one.
+    /// The passed Unix socket bound at `path`, if systemd passed one: the same file, whatever
+    /// the path says (symbolic links, `..`), compared by device and inode.
     pub fn take_unix(&mut self, path: &Path) -> Option<StdUnixListener> {
-        self.unix.remove(path)
+        if let Some(l) = self.unix.remove(path) {
+            return Some(l);
+        }
+        let want = file_id(path)?;
+        let found = self.unix.keys().find(|p| file_id(p) == Some(want))?.clone();
+        tracing::info!(
+            "sock_file {} is the passed socket {}",
+            path.display(),
+            found.display()
+        );
+        self.unix.remove(&found)
     }
 
     /// A listening TCP socket for `addr`: the passed one, else a fresh bind.
     pub fn tcp(&mut self, addr: SocketAddr) -> io::Result<tokio::net::TcpListener> {
+        let addr = canonical(addr);
         let passed = self.tcp.remove(&addr).or_else(|| {
             if addr.ip().is_unspecified() {
                 let v4 = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), addr.port());
@@ -134,6 +150,23 @@ impl Sockets {
     }
 }
 
+/// The device and inode of the file at `path` (following links), what identifies a socket file.
+fn file_id(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
+/// One spelling per address: `[::ffff:127.0.0.1]:80` is `127.0.0.1:80`.
+fn canonical(addr: SocketAddr) -> SocketAddr {
+    match addr {
+        SocketAddr::V6(a) => match a.ip().to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(IpAddr::V4(v4), a.port()),
+            None => addr,
+        },
+        v4 => v4,
+    }
+}
+
 fn bind(addr: SocketAddr) -> io::Result<tokio::net::TcpListener> {
     let s = if addr.is_ipv6() {
         tokio::net::TcpSocket::new_v6()?
@@ -167,6 +200,36 @@ pub fn socket_dropin(cfg: &Config) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The socket unit binds /run/...; the configuration says /var/run/... (a link to /run).
+    #[test]
+    fn unix_socket_found_through_a_symlinked_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = dir.path().join("run");
+        std::fs::create_dir(&run).unwrap();
+        std::os::unix::fs::symlink(&run, dir.path().join("var-run")).unwrap();
+        let real = run.join("p.sock");
+        let mut s = Sockets::default();
+        s.unix
+            .insert(real.clone(), StdUnixListener::bind(&real).unwrap());
+        assert!(s.take_unix(&dir.path().join("var-run/p.sock")).is_some());
+        assert!(s.unix.is_empty());
+        // Another file of the same name elsewhere is not the passed socket.
+        let other = dir.path().join("p.sock");
+        let _l = StdUnixListener::bind(&other).unwrap();
+        let q = run.join("q.sock");
+        s.unix.insert(q.clone(), StdUnixListener::bind(&q).unwrap());
+        assert!(s.take_unix(&other).is_none());
+        assert_eq!(s.unix.len(), 1);
+    }
+
+    #[test]
+    fn ipv4_mapped_addresses_are_ipv4() {
+        let mapped: SocketAddr = "[::ffff:127.0.0.1]:80".parse().unwrap();
+        assert_eq!(canonical(mapped), "127.0.0.1:80".parse().unwrap());
+        let v6: SocketAddr = "[::1]:80".parse().unwrap();
+        assert_eq!(canonical(v6), v6);
+    }
 
     #[test]
     fn dropin_lists_every_port() {

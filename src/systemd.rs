@@ -9,7 +9,10 @@
 
 use crate::engine::Handle;
 use sd_notify::NotifyState;
+use std::collections::BTreeMap;
+use std::sync::Mutex;
 use std::time::Duration;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 /// Started by systemd (as a notify service or socket-activated): stay in the foreground.
@@ -45,18 +48,60 @@ pub fn notify_status(status: &str) {
     send(&[NotifyState::Status(status)]);
 }
 
-/// Sends STATUS= whenever the summary of the snapshot changes.
+/// What STATUS= says before the summary until it is resolved: that the daemon runs on its
+/// last good configuration, that the last reload was refused. One per [`Note`].
+static NOTES: Mutex<BTreeMap<Note, String>> = Mutex::new(BTreeMap::new());
+static NOTES_CHANGED: Notify = Notify::const_new();
+
+/// The topics of [`set_note`], in the order STATUS= shows them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Note {
+    /// Started on the last good copy because the configuration file is broken.
+    LastGood,
+    /// The last reload was refused.
+    ReloadRefused,
+}
+
+/// Shows (Some) or clears (None) a note in STATUS=.
+pub fn set_note(topic: Note, text: Option<String>) {
+    let mut notes = NOTES.lock().unwrap_or_else(|e| e.into_inner());
+    let changed = match text {
+        Some(t) => notes.insert(topic, t.clone()) != Some(t),
+        None => notes.remove(&topic).is_some(),
+    };
+    if changed {
+        NOTES_CHANGED.notify_one();
+    }
+}
+
+/// The notes, then the summary; one line (the notify protocol is line-based, and a
+/// configuration error may span lines).
+fn status_text(summary: &str) -> String {
+    let notes = NOTES.lock().unwrap_or_else(|e| e.into_inner());
+    let mut parts: Vec<&str> = notes.values().map(String::as_str).collect();
+    parts.push(summary);
+    parts
+        .join("; ")
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Sends STATUS= whenever the summary of the snapshot or a note changes.
 pub async fn status_updates(handle: Handle, shutdown: CancellationToken) {
     let mut rx = handle.subscribe();
     let mut last = String::new();
     loop {
-        let summary = rx.borrow_and_update().summary();
-        if summary != last {
-            notify_status(&summary);
-            last = summary;
+        let status = status_text(&rx.borrow_and_update().summary());
+        if status != last {
+            notify_status(&status);
+            last = status;
         }
         tokio::select! {
             _ = shutdown.cancelled() => return,
+            _ = NOTES_CHANGED.notified() => {}
             r = rx.changed() => if r.is_err() { return },
         }
     }
@@ -83,5 +128,31 @@ pub async fn watchdog(handle: Handle, shutdown: CancellationToken) {
                 "engine did not answer the watchdog within {period:?}; withholding WATCHDOG=1"
             ),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn notes_come_first_on_one_line() {
+        assert_eq!(status_text("1 service: 1 up"), "1 service: 1 up");
+        set_note(
+            Note::ReloadRefused,
+            Some("reload refused: a.cfg: line 2\n  bad".into()),
+        );
+        set_note(
+            Note::LastGood,
+            Some("running on last good configuration: x".into()),
+        );
+        assert_eq!(
+            status_text("1 service: 1 up"),
+            "running on last good configuration: x; reload refused: a.cfg: line 2; bad; \
+             1 service: 1 up"
+        );
+        set_note(Note::LastGood, None);
+        set_note(Note::ReloadRefused, None);
+        assert_eq!(status_text("1 service: 1 up"), "1 service: 1 up");
     }
 }

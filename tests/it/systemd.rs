@@ -494,21 +494,29 @@ fn sysbox_restart_and_reload_keep_serving() {
     assert_eq!(box_probe(&b, 48083), "503");
     let pid = b.prop("psentinel.service", "MainPID");
 
-    // A bad configuration is refused; the running one keeps serving.
+    // A bad configuration is refused: `systemctl reload` fails, STATUS= says why, the
+    // running configuration keeps serving.
     b.write(
         "/etc/psentinel/psentinel.cfg",
         "[broken]\nport = not-a-port\n",
     );
-    b.ok("systemctl reload psentinel.service");
+    let (code, _, err) = b.sh("systemctl reload psentinel.service");
+    assert_ne!(code, 0, "a refused reload succeeded: {err}");
     wait_journal(&b, "reload refused", 1);
     assert_eq!(b.prop("psentinel.service", "ActiveState"), "active");
     assert_eq!(b.prop("psentinel.service", "MainPID"), pid);
     assert_eq!(box_probe(&b, 48090), "200");
     assert_eq!(box_probe(&b, 48083), "503");
-    assert_eq!(
-        b.prop("psentinel.service", "StatusText"),
-        "3 services: 1 disabled, 2 up"
+    let status = b.prop("psentinel.service", "StatusText");
+    assert!(
+        status.starts_with("reload refused: /etc/psentinel/psentinel.cfg: [broken] port")
+            && status.ends_with("; 3 services: 1 disabled, 2 up"),
+        "{status}"
     );
+    // Fixed: the reload succeeds and the note is gone.
+    b.write("/etc/psentinel/psentinel.cfg", &reloaded);
+    b.ok("systemctl reload psentinel.service");
+    wait_status_text(&b, "3 services: 1 disabled, 2 up");
 }
 
 #[test]
@@ -543,4 +551,262 @@ fn sysbox_frozen_daemon_is_restarted_by_the_watchdog() {
     let status: serde_json::Value =
         serde_json::from_str(&b.ok("psentinel -c status --json")).unwrap();
     assert_eq!(status["pid"].to_string(), new_pid, "{status}");
+}
+
+// ---- what goes wrong in a real deploy (issue: restarts, reloads, a broken file) -------
+
+/// Probes PORT from 4 threads inside the box while `systemctl restart psentinel.service` runs
+/// N times, each after the shell condition BEFORE holds (polled); prints
+/// `sent=N answered=N refused=N failed=N rcs=RC,... codes=CODE:N,...` and then each distinct
+/// non-200 reply's first body line, one per line.
+const PROBE_ACROSS_RESTARTS: &str = r#"
+import socket, subprocess, sys, threading, time
+port, n, before = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+counts = {"sent": 0, "answered": 0, "refused": 0, "failed": 0}
+codes, odd = {}, set()
+lock = threading.Lock()
+stop = threading.Event()
+def probe():
+    while not stop.is_set():
+        try:
+            s = socket.create_connection(("127.0.0.1", port), timeout=20)
+            s.settimeout(20)
+            s.sendall(b"OPTIONS * HTTP/1.0\r\n\r\n")
+            data = b""
+            while True:
+                c = s.recv(4096)
+                if not c:
+                    break
+                data += c
+            s.close()
+            k = "answered" if data.startswith(b"HTTP/1.0 ") else "failed"
+        except ConnectionRefusedError:
+            k, data = "refused", b""
+        except OSError:
+            k, data = "failed", b""
+        with lock:
+            counts["sent"] += 1
+            counts[k] += 1
+            if k == "answered":
+                code = data.split(b" ")[1].decode()
+                codes[code] = codes.get(code, 0) + 1
+                if code != "200":
+                    body = data.split(b"\r\n\r\n", 1)[-1].decode(errors="replace")
+                    odd.add(code + " " + (body.splitlines() or [""])[0])
+        time.sleep(0.02)
+threads = [threading.Thread(target=probe, daemon=True) for _ in range(4)]
+for t in threads:
+    t.start()
+rcs = []
+try:
+    for _ in range(n):
+        end = time.monotonic() + 60
+        while before and subprocess.run(["sh", "-c", before]).returncode != 0:
+            if time.monotonic() > end:
+                raise SystemExit("condition never held: " + before)
+            time.sleep(0.05)
+        rcs.append(str(subprocess.run(["systemctl", "restart", "psentinel.service"],
+                                      timeout=60).returncode))
+    time.sleep(1)
+finally:
+    stop.set()
+    for t in threads:
+        t.join(30)
+print(" ".join(f"{k}={v}" for k, v in counts.items()), "rcs=" + ",".join(rcs),
+      "codes=" + ",".join(f"{c}:{k}" for c, k in sorted(codes.items())))
+for o in sorted(odd):
+    print(o)
+"#;
+
+/// What [`PROBE_ACROSS_RESTARTS`] saw: the counters of its first line, the odd replies.
+struct Probed {
+    line: String,
+    n: std::collections::HashMap<String, String>,
+    odd: Vec<String>,
+}
+
+impl Probed {
+    fn count(&self, k: &str) -> u64 {
+        self.n[k].parse().unwrap()
+    }
+}
+
+fn probe_across_restarts(b: &Sysbox, port: u16, restarts: u32, before: &str) -> Probed {
+    b.write("/tmp/probe-restarts.py", PROBE_ACROSS_RESTARTS);
+    let out = b.ok(&format!(
+        "timeout 300 python3 /tmp/probe-restarts.py {port} {restarts} '{before}'"
+    ));
+    let mut lines = out.lines();
+    let line = lines.next().unwrap_or("").to_string();
+    eprintln!("{restarts} restarts under probes: {out}");
+    let n = line
+        .split_whitespace()
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    Probed {
+        line,
+        n,
+        odd: lines.map(String::from).collect(),
+    }
+}
+
+/// The seed's `sock_file=/var/run/psentinel/psentinel.sock` is the file the socket unit binds
+/// at /run/psentinel/psentinel.sock (Debian's /var/run -> /run): the daemon adopts it, and
+/// restarts neither fail nor take the socket unit down.
+#[test]
+fn sysbox_var_run_sock_file_is_the_passed_socket() {
+    let cfg = format!("{BOX_CFG}sock_file = /var/run/psentinel/psentinel.sock\n");
+    let b = installed_box("varrun", &cfg);
+    b.ok("test /var/run -ef /run");
+    b.ok("systemctl start psentinel.socket");
+    assert_eq!(box_probe(&b, 48083), "200");
+    let p = probe_across_restarts(&b, 48083, 3, "");
+    assert_eq!(p.n["rcs"], "0,0,0", "{}", p.line);
+    assert_eq!(p.count("answered"), p.count("sent"), "{}", p.line);
+    assert_eq!(b.prop("psentinel.socket", "ActiveState"), "active");
+    assert_eq!(b.prop("psentinel.service", "ActiveState"), "active");
+    assert_eq!(b.prop("psentinel.service", "NRestarts"), "0");
+    wait_journal(
+        &b,
+        "sock_file /var/run/psentinel/psentinel.sock is the passed socket",
+        1,
+    );
+    let log = b.ok("journalctl -b --no-pager -o cat -u psentinel.service");
+    assert!(!log.contains("already running"), "{log}");
+    // Both spellings reach the daemon.
+    b.ok("psentinel -c status spare && psentinel --socket /run/psentinel/psentinel.sock -c status spare");
+}
+
+/// The check of the box configuration for the restart tests: takes 2 s, passes.
+const SLOW_CFG: &str = "\
+[slow]
+port = 48080
+check_script = /bin/sleep 2
+check_script_interval = 1
+
+[general]
+dbus = off
+";
+
+/// A restart while a check runs: systemd's stop must not reach the check (KillMode=mixed),
+/// and what the stopping daemon's checks report is dropped. Probes across the restarts
+/// never see 500 "killed by signal", and the journal never records it.
+#[test]
+fn sysbox_restart_during_a_check_never_records_the_kill() {
+    let b = installed_box("slowcheck", SLOW_CFG);
+    b.ok("systemctl start psentinel.socket");
+    assert_eq!(b.prop("psentinel.service", "KillMode"), "mixed");
+    b.wait_for(
+        "slow up",
+        30,
+        "test \"$(curl -s -o /dev/null -w '%{http_code}' -X OPTIONS http://127.0.0.1:48080/)\" = 200",
+    );
+    // Each restart once a check has been running for a moment.
+    let p = probe_across_restarts(
+        &b,
+        48080,
+        8,
+        "pgrep -u psentinel -x sleep >/dev/null && sleep 0.3",
+    );
+    assert_eq!(p.n["rcs"], "0,0,0,0,0,0,0,0", "{}", p.line);
+    assert!(p.odd.is_empty(), "probes saw: {:?} ({})", p.odd, p.line);
+    assert_eq!(p.count("answered"), p.count("sent"), "{}", p.line);
+    let log = b.ok("journalctl -b --no-pager -o cat -u psentinel.service");
+    assert!(!log.contains("killed by signal"), "{log}");
+    assert!(!log.contains("slow: up -> down"), "{log}");
+    let state = b.ok("cat /var/lib/psentinel/state.json");
+    assert!(!state.contains("\"Signal\""), "{state}");
+}
+
+/// A typo in the file, then `systemctl restart`: the daemon runs on the last good copy,
+/// loudly, and the ports keep answering; after the fix a restart serves the new file.
+#[test]
+fn sysbox_broken_config_restart_runs_on_the_last_good_one() {
+    let b = installed_box("lastgood", BOX_CFG);
+    b.ok("systemctl start psentinel.socket");
+    assert_eq!(box_probe(&b, 48083), "200");
+    wait_status_text(&b, "3 services: 1 down, 2 up");
+    b.wait_for(
+        "the last good copy",
+        30,
+        "cmp /etc/psentinel/psentinel.cfg /var/lib/psentinel/last-good.cfg",
+    );
+
+    b.write(
+        "/etc/psentinel/psentinel.cfg",
+        &BOX_CFG.replace("port = 48083", "port = 4808e"),
+    );
+    let p = probe_across_restarts(&b, 48083, 2, "");
+    assert_eq!(p.n["rcs"], "0,0", "{}", p.line);
+    assert_eq!(p.count("answered"), p.count("sent"), "{}", p.line);
+    assert_eq!(
+        p.n["codes"],
+        format!("200:{}", p.count("sent")),
+        "{}",
+        p.line
+    );
+    assert_eq!(b.prop("psentinel.socket", "ActiveState"), "active");
+    assert_eq!(b.prop("psentinel.service", "ActiveState"), "active");
+    let status = b.prop("psentinel.service", "StatusText");
+    assert!(
+        status.starts_with(
+            "running on last good configuration: /etc/psentinel/psentinel.cfg: [spare] port"
+        ) && status.ends_with("; 3 services: 1 down, 2 up"),
+        "{status}"
+    );
+    wait_journal(
+        &b,
+        "running on the last good configuration (/var/lib/psentinel/last-good.cfg)",
+        2,
+    );
+    // The copy is still the good file; the generator keeps its ports in the socket unit.
+    b.ok("grep -q 'port = 48083' /var/lib/psentinel/last-good.cfg");
+    b.ok("systemctl daemon-reload");
+    let dropin = b.ok("cat /run/systemd/generator/psentinel.socket.d/50-ports.conf");
+    assert!(dropin.contains("ListenStream=48083\n"), "{dropin}");
+    // A reload of the still broken file is refused; the note stays.
+    assert_ne!(b.sh("systemctl reload psentinel.service").0, 0);
+
+    // The fix (spare now pausable-only and paused at start), then a restart: the new file.
+    b.write(
+        "/etc/psentinel/psentinel.cfg",
+        &BOX_CFG.replace("pausable = yes\n", "pausable = yes\nstart_paused = yes\n"),
+    );
+    b.ok("systemctl restart psentinel.service");
+    wait_status_text(&b, "3 services: 1 down, 1 paused, 1 up");
+    assert_eq!(box_probe(&b, 48083), "503");
+    b.wait_for(
+        "the new last good copy",
+        30,
+        "cmp /etc/psentinel/psentinel.cfg /var/lib/psentinel/last-good.cfg",
+    );
+}
+
+/// Never a configuration that loaded: the start fails, but neither the socket unit nor a
+/// start limit gives up, and the first attempt after the fix serves (no reset-failed).
+#[test]
+fn sysbox_broken_config_without_a_last_good_one_keeps_the_socket() {
+    let b = installed_box("nolastgood", "[spare]\nport = 48083\npausable = maybe\n");
+    b.ok("systemctl start psentinel.socket");
+    // A probe starts the service; it fails again and again.
+    b.sh("curl -s --max-time 1 -X OPTIONS http://127.0.0.1:48083/");
+    b.wait_for(
+        "6 failed starts",
+        60,
+        "test \"$(systemctl show -P NRestarts psentinel.service)\" -ge 6",
+    );
+    assert_eq!(b.prop("psentinel.socket", "ActiveState"), "active");
+    let log = b.ok("journalctl -b --no-pager -o cat -u psentinel.service");
+    assert!(
+        log.contains("no last good configuration to run on"),
+        "{log}"
+    );
+    b.write(
+        "/etc/psentinel/psentinel.cfg",
+        "[spare]\nport = 48083\npausable = yes\n",
+    );
+    b.ok("systemctl restart psentinel.service");
+    assert_eq!(box_probe(&b, 48083), "200");
+    assert_eq!(b.prop("psentinel.socket", "ActiveState"), "active");
 }
