@@ -678,44 +678,41 @@ fn sysbox_var_run_sock_file_is_the_passed_socket() {
     b.ok("psentinel -c status spare && psentinel --socket /run/psentinel/psentinel.sock -c status spare");
 }
 
-/// The check of the box configuration for the restart tests: takes 2 s, passes.
-const SLOW_CFG: &str = "\
-[slow]
-port = 48080
-check_script = /bin/sleep 2
-check_script_interval = 1
-check_timeout = 10
-
-[general]
-dbus = off
-";
+/// Six services whose check takes 2 s and passes: each restart lands during six checks.
+fn slow_cfg() -> String {
+    let mut cfg: String = (0..6)
+        .map(|i| {
+            format!(
+                "[slow{i}]\nport = {}\ncheck_script = /bin/sleep 2\ncheck_script_interval = 1\n\
+                 check_timeout = 10\n",
+                48080 + i
+            )
+        })
+        .collect();
+    cfg.push_str("[general]\ndbus = off\n");
+    cfg
+}
 
 /// A restart while a check runs: systemd's stop must not reach the check (KillMode=mixed),
 /// and what the stopping daemon's checks report is dropped. Probes across the restarts
 /// never see 500 "killed by signal", and the journal never records it.
 #[test]
 fn sysbox_restart_during_a_check_never_records_the_kill() {
-    let b = installed_box("slowcheck", SLOW_CFG);
-    b.ok("systemctl start psentinel.socket");
+    let b = installed_box("slowcheck", &slow_cfg());
+    b.ok("systemctl start psentinel.socket psentinel.service");
     assert_eq!(b.prop("psentinel.service", "KillMode"), "mixed");
-    b.wait_for(
-        "slow up",
-        30,
-        "test \"$(curl -s -o /dev/null -w '%{http_code}' -X OPTIONS http://127.0.0.1:48080/)\" = 200",
-    );
-    // Each restart once a check has been running for a moment.
-    let p = probe_across_restarts(
-        &b,
-        48080,
-        8,
-        "pgrep -u psentinel -x sleep >/dev/null && sleep 0.3",
-    );
-    assert_eq!(p.n["rcs"], "0,0,0,0,0,0,0,0", "{}", p.line);
+    wait_status_text(&b, "6 services: 6 up");
+    // Each restart while all six checks run.
+    let p = probe_across_restarts(&b, 48080, 10, "test $(pgrep -c -u psentinel -x sleep) = 6");
+    assert_eq!(p.n["rcs"], "0,0,0,0,0,0,0,0,0,0", "{}", p.line);
     assert!(p.odd.is_empty(), "probes saw: {:?} ({})", p.odd, p.line);
     assert_eq!(p.count("answered"), p.count("sent"), "{}", p.line);
     let log = b.ok("journalctl -b --no-pager -o cat -u psentinel.service");
     assert!(!log.contains("killed by signal"), "{log}");
-    assert!(!log.contains("slow: up -> down"), "{log}");
+    assert!(!log.contains("up -> down"), "{log}");
+    for port in 48080..48086 {
+        assert_eq!(box_probe(&b, port), "200");
+    }
     let state = b.ok("cat /var/lib/psentinel/state.json");
     assert!(!state.contains("\"Signal\""), "{state}");
 }
