@@ -1,5 +1,5 @@
 //! The packages: the .deb's whole life on a real systemd (install, probes, upgrade, purge)
-//! in a psbox with no network, its contents and lintian; the .rpm's file list.
+//! in a psbox with no network, its contents and lintian; the .rpm's contents and rpmlint.
 //!
 //! The packages are release builds, slow to make: `make test` builds them once (`make deb
 //! rpm`) before running the tests, and the tests only look for them here, failing with
@@ -7,19 +7,19 @@
 //! run alone does not rebuild them.)
 
 use crate::sysbox::Sysbox;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 
-/// What both packages ship (Cargo.toml's asset lists, made by `make install`); `ZSH` is
-/// where the format's zsh looks for completions.
+/// What both packages ship (made by `make install`); `ZSH` is where the format's zsh looks
+/// for completions, `GEN` where its systemd package has its generators.
 const FILES: &[&str] = &[
     "/usr/bin/psentinel",
     "/usr/lib/systemd/system/psentinel.service",
     "/usr/lib/systemd/system/psentinel.socket",
-    "/usr/lib/systemd/system-generators/psentinel-generator",
+    "GEN/psentinel-generator",
     "/usr/lib/sysusers.d/psentinel.conf",
     "/usr/lib/tmpfiles.d/psentinel.conf",
     "/usr/share/dbus-1/system.d/org.psentinel.PSentinel1.conf",
@@ -35,28 +35,47 @@ const FILES: &[&str] = &[
     "/usr/share/doc/psentinel/examples/case2-pgpool.cfg",
 ];
 
+/// Where the example checks go: executable, outside /usr/share/doc (minimal images strip it).
+const CHECKS: &str = "/usr/share/psentinel/checks/";
+
 /// Plus every documentation page, example check script and HAProxy configuration in the
 /// source tree.
-fn expected(zsh: &str, extra: &[&str]) -> BTreeSet<String> {
+fn expected(zsh: &str, generators: &str, extra: &[&str]) -> BTreeSet<String> {
     let mut want: BTreeSet<String> = FILES
         .iter()
         .chain(extra)
-        .map(|f| f.replace("ZSH", zsh))
+        .map(|f| f.replace("ZSH", zsh).replace("GEN", generators))
         .collect();
-    for (dir, ext) in [
-        ("docs", "md"),
-        ("examples/checks", "sh"),
-        ("examples/haproxy", "cfg"),
+    for (dir, ext, dest) in [
+        ("docs", "md", "/usr/share/doc/psentinel/docs/"),
+        ("examples/checks", "sh", CHECKS),
+        (
+            "examples/haproxy",
+            "cfg",
+            "/usr/share/doc/psentinel/examples/haproxy/",
+        ),
     ] {
         let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
         for e in std::fs::read_dir(&src).unwrap().flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             if name.ends_with(&format!(".{ext}")) {
-                want.insert(format!("/usr/share/doc/psentinel/{dir}/{name}"));
+                want.insert(format!("{dest}{name}"));
             }
         }
     }
     want
+}
+
+/// Every example check is in `files` (path -> mode) with mode rwxr-xr-x.
+fn assert_checks_executable(files: &BTreeMap<String, String>, what: &str) {
+    let checks: Vec<_> = files
+        .iter()
+        .filter(|(p, _)| p.starts_with(CHECKS))
+        .collect();
+    assert!(!checks.is_empty(), "{what}: no example checks");
+    for (p, mode) in checks {
+        assert_eq!(mode, "-rwxr-xr-x", "{what}: {p}");
+    }
 }
 
 /// The package `make deb` / `make rpm` built for this version, or a failure saying so.
@@ -87,7 +106,7 @@ fn deb() -> PathBuf {
 
 fn rpm() -> PathBuf {
     built(
-        "target/generate-rpm",
+        "target/rpm",
         &format!("psentinel-{VERSION}-1."),
         ".rpm",
         "make rpm",
@@ -114,15 +133,20 @@ fn host(program: &str, args: &[&str], package: &str) -> String {
 fn deb_ships_the_files_as_conffile_with_only_base_dependencies() {
     let deb = deb();
     let d = deb.to_str().unwrap();
-    // `dpkg-deb -c`: tar listing, ./path last; directories end in /.
-    let files: BTreeSet<String> = host("dpkg-deb", &["-c", d], "dpkg")
+    // `dpkg-deb -c`: tar listing, mode first, ./path last; directories end in /.
+    let modes: BTreeMap<String, String> = host("dpkg-deb", &["-c", d], "dpkg")
         .lines()
-        .filter_map(|l| l.split_whitespace().nth(5))
-        .filter(|p| !p.ends_with('/'))
-        .map(|p| p.trim_start_matches('.').to_string())
+        .filter_map(|l| Some((l.split_whitespace().nth(5)?, l.split_whitespace().next()?)))
+        .filter(|(p, _)| !p.ends_with('/'))
+        .map(|(p, m)| (p.trim_start_matches('.').to_string(), m.to_string()))
         .collect();
+    let files: BTreeSet<String> = modes.keys().cloned().collect();
+    assert_checks_executable(&modes, d);
+    // Debian 12's systemd has its generators in /lib (the same directory through the /usr
+    // merge); under /usr/lib dpkg would think the directory psentinel's alone.
     let want = expected(
         "/usr/share/zsh/vendor-completions",
+        "/lib/systemd/system-generators",
         &[
             "/usr/share/doc/psentinel/copyright",
             "/usr/share/doc/psentinel/changelog.Debian.gz",
@@ -172,11 +196,25 @@ fn deb_has_no_lintian_errors() {
 fn rpm_ships_the_same_files_config_noreplace() {
     let rpm = rpm();
     let r = rpm.to_str().unwrap();
-    let files: BTreeSet<String> = host("rpm", &["-qlp", r], "rpm")
-        .lines()
-        .map(String::from)
-        .collect();
-    assert_eq!(files, expected("/usr/share/zsh/site-functions", &[]), "{r}");
+    // Directories too (the package owns its own), mode first.
+    let modes: BTreeMap<String, String> = host(
+        "rpm",
+        &["-qp", "--qf", "[%{FILEMODES:perms} %{FILENAMES}\n]", r],
+        "rpm",
+    )
+    .lines()
+    .filter(|l| !l.starts_with('d'))
+    .filter_map(|l| l.split_once(' '))
+    .map(|(m, p)| (p.to_string(), m.to_string()))
+    .collect();
+    let files: BTreeSet<String> = modes.keys().cloned().collect();
+    let want = expected(
+        "/usr/share/zsh/site-functions",
+        "/usr/lib/systemd/system-generators",
+        &[],
+    );
+    assert_eq!(files, want, "{r}");
+    assert_checks_executable(&modes, r);
 
     // c = %config, n = noreplace: an edited configuration survives an upgrade.
     let flags = host(
@@ -199,6 +237,59 @@ fn rpm_ships_the_same_files_config_noreplace() {
             "{r}: no Requires: {dep}:\n{requires}"
         );
     }
+}
+
+/// rpmlint as an RPM packager runs it: no error but the missing signature (signing is the
+/// distributor's step); the man page is documentation, and the header has a changelog, a
+/// packager, a group and a build host.
+#[test]
+fn rpm_has_no_rpmlint_errors_but_the_signature() {
+    let rpm = rpm();
+    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/rpm/rpmlint.toml");
+    let out = Command::new("rpmlint")
+        .arg("-c")
+        .arg(&config)
+        .arg(&rpm)
+        .output()
+        .expect("rpmlint: apt-get install rpmlint (or make deps)");
+    let report = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{report}");
+    let errors: Vec<&str> = report
+        .lines()
+        .filter(|l| l.contains(": E: ") && !l.ends_with(": E: no-signature"))
+        .collect();
+    assert!(
+        errors.is_empty() && report.contains("packages: 1"),
+        "rpmlint {}: {errors:?}\n{report}{}",
+        rpm.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = rpm.to_str().unwrap();
+    let flags = host(
+        "rpm",
+        &["-qp", "--qf", "[%{FILENAMES} %{FILEFLAGS:fflags}\n]", r],
+        "rpm",
+    );
+    assert!(
+        flags
+            .lines()
+            .any(|l| l == "/usr/share/man/man8/psentinel.8.gz d"),
+        "{r}: the man page is not %doc:\n{flags}"
+    );
+    let header = host(
+        "rpm",
+        &[
+            "-qp",
+            "--qf",
+            "%{PACKAGER}|%{GROUP}|%{BUILDHOST}|%{CHANGELOGNAME}",
+            r,
+        ],
+        "rpm",
+    );
+    assert!(
+        !header.split('|').any(|f| f.is_empty() || f == "(none)"),
+        "{r}: {header}"
+    );
 }
 
 /// A copy of the .deb with a higher version, for a real upgrade (same files).
@@ -254,6 +345,11 @@ const TEST_CFG: &str = "\
 port = 48090
 check_script = /usr/local/lib/psentinel/check-web.sh
 check_script_interval = 60
+
+# A shipped example check, used as it is.
+[demo]
+port = 48091
+check_script = /usr/share/psentinel/checks/always-ok.sh
 ";
 
 #[test]
@@ -316,6 +412,13 @@ fn deb_installs_upgrades_and_purges_on_systemd() {
         "psentinel",
         "the check runs as psentinel: {status}"
     );
+    // The shipped example check runs (executable, and where a minimal image keeps it).
+    wait_code(&b, 48091, 200);
+    let demo = b.ok("psentinel -c test demo");
+    assert!(
+        demo.contains("exit status 0") && demo.contains("all good"),
+        "{demo}"
+    );
     b.ok("psentinel -c disable web upgrading");
     wait_code(&b, 48090, 503);
 
@@ -357,7 +460,12 @@ fn deb_installs_upgrades_and_purges_on_systemd() {
 
     // Purge: nothing of the package's left, no unit, no process.
     let listed = b.ok("dpkg -L psentinel");
-    b.ok("dpkg --purge psentinel");
+    let (code, out, err) = b.sh("dpkg --purge psentinel");
+    assert_eq!(code, 0, "dpkg --purge: {out}{err}");
+    assert!(
+        !err.contains("warning") && !out.contains("warning"),
+        "dpkg --purge warned: {out}{err}"
+    );
     let left: Vec<&str> = listed
         .lines()
         .filter(|p| p.contains("psentinel"))

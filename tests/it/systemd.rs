@@ -166,6 +166,16 @@ fn make_install_stages_everything_and_keeps_the_config() {
             "make install did not stage {f}"
         );
     }
+    // The example checks: executable, where minimal images keep them.
+    use std::os::unix::fs::PermissionsExt;
+    let checks = stage.path().join("usr/share/psentinel/checks");
+    for name in ["always-ok.sh", "http-ok.sh", "pg-primary.sh", "flaky.sh"] {
+        let mode = std::fs::metadata(checks.join(name))
+            .unwrap_or_else(|e| panic!("make install did not stage checks/{name}: {e}"))
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o7777, 0o755, "checks/{name}: mode {mode:o}");
+    }
     let cfg = stage.path().join("etc/psentinel/psentinel.cfg");
     std::fs::write(&cfg, "# the operator's\n").unwrap();
     make_install(stage.path());
