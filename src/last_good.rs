@@ -11,13 +11,16 @@
 //!
 //! The state directory is systemd's `$STATE_DIRECTORY` when set (StateDirectory= of the unit),
 //! else `state_dir` of the running configuration; a broken file cannot be trusted to name
-//! it, so the fallback looks in `$STATE_DIRECTORY`, else the default `state_dir`.
+//! it, so the fallback looks in `$STATE_DIRECTORY`, else the default `state_dir`. The copy's
+//! first line names the file it is a copy of: it stands in for that file only, never for
+//! another configuration (`-f`) that happens to be broken.
 
 use crate::config::{Config, General};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 const FILE: &str = "last-good.cfg";
+const HEADER: &str = "# psentinel: last good copy of ";
 
 /// Where the copy of a daemon running `cfg` goes.
 fn dir_for(cfg: &Config) -> PathBuf {
@@ -47,7 +50,8 @@ pub fn remember(cfg: &Config) {
         .and_then(|text| {
             Config::parse(&text, &cfg.file)
                 .map_err(|e| format!("it changed since it was applied and no longer loads: {e}"))?;
-            save(&dest, &text).map_err(|e| e.to_string())
+            let copy = format!("{HEADER}{}\n{text}", identity(&cfg.file).display());
+            save(&dest, &copy).map_err(|e| e.to_string())
         });
     match res {
         Ok(()) => tracing::debug!(path = %dest.display(), "saved the last good configuration"),
@@ -64,7 +68,18 @@ pub fn remember(cfg: &Config) {
 pub fn load(file: &Path) -> Option<(Config, PathBuf)> {
     let path = fallback_path();
     let text = std::fs::read_to_string(&path).ok()?;
+    let (first, _) = text.split_once('\n')?;
+    if Path::new(first.strip_prefix(HEADER)?) != identity(file) {
+        return None;
+    }
     Config::parse(&text, file).ok().map(|c| (c, path))
+}
+
+/// The file's canonical path when it exists, else its path made absolute.
+fn identity(file: &Path) -> PathBuf {
+    file.canonicalize()
+        .or_else(|_| std::path::absolute(file))
+        .unwrap_or_else(|_| file.to_path_buf())
 }
 
 /// Atomic, like the state file: a crash leaves the old copy or the new one.
@@ -84,21 +99,32 @@ fn save(dest: &Path, text: &str) -> std::io::Result<()> {
 mod tests {
     use super::*;
 
+    /// One test: it sets `$STATE_DIRECTORY`, which every function here reads.
     #[test]
-    fn remembers_only_a_file_that_still_loads() {
+    fn the_copy_stands_in_for_its_own_file_only() {
         let dir = tempfile::tempdir().unwrap();
+        std::env::set_var("STATE_DIRECTORY", dir.path());
         let file = dir.path().join("p.cfg");
-        let good = format!(
-            "[a]\nport=1001\n[general]\nstate_dir={}\n",
-            dir.path().display()
-        );
-        std::fs::write(&file, &good).unwrap();
+        let good = "[a]\nport=1001\n";
+        std::fs::write(&file, good).unwrap();
         let cfg = Config::load(&file).unwrap();
-        let copy = dir.path().join(FILE);
         remember(&cfg);
-        assert_eq!(std::fs::read_to_string(&copy).unwrap(), good);
+        let copy = dir.path().join(FILE);
+        let saved = std::fs::read_to_string(&copy).unwrap();
+        let real = file.canonicalize().unwrap();
+        assert_eq!(saved, format!("{HEADER}{}\n{good}", real.display()));
+
+        // An edit that no longer loads is not remembered.
         std::fs::write(&file, "[a]\nport=oops\n").unwrap();
         remember(&cfg);
-        assert_eq!(std::fs::read_to_string(&copy).unwrap(), good);
+        assert_eq!(std::fs::read_to_string(&copy).unwrap(), saved);
+
+        // The broken file gets its last good copy, under its own name; another file not.
+        let (c, from) = load(&file).unwrap();
+        assert_eq!((c.file, c.services["a"].port, from), (file, 1001, copy));
+        let other = dir.path().join("other.cfg");
+        std::fs::write(&other, "[a]\nport=oops\n").unwrap();
+        assert!(load(&other).is_none());
+        std::env::remove_var("STATE_DIRECTORY");
     }
 }

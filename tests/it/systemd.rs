@@ -738,7 +738,7 @@ fn sysbox_broken_config_restart_runs_on_the_last_good_one() {
     b.wait_for(
         "the last good copy",
         30,
-        "cmp /etc/psentinel/psentinel.cfg /var/lib/psentinel/last-good.cfg",
+        "tail -n +2 /var/lib/psentinel/last-good.cfg | cmp - /etc/psentinel/psentinel.cfg",
     );
 
     b.write(
@@ -787,7 +787,7 @@ fn sysbox_broken_config_restart_runs_on_the_last_good_one() {
     b.wait_for(
         "the new last good copy",
         30,
-        "cmp /etc/psentinel/psentinel.cfg /var/lib/psentinel/last-good.cfg",
+        "tail -n +2 /var/lib/psentinel/last-good.cfg | cmp - /etc/psentinel/psentinel.cfg",
     );
 }
 
