@@ -32,6 +32,10 @@ use tokio_util::sync::CancellationToken;
 
 /// How long check results may wait before they are written to the state file.
 const HEALTH_FLUSH_DELAY: Duration = Duration::from_secs(1);
+/// How long a check killed by SIGTERM from outside waits before it counts: when the whole
+/// service is being stopped (a `KillMode=control-group` drop-in), the check dies at the same
+/// moment as the daemon learns it is stopping, and may be seen first.
+const STOP_SIGNAL_SETTLE: Duration = Duration::from_millis(300);
 
 /// One service as everyone outside the engine sees it. Immutable; replaced on every change.
 #[derive(Debug)]
@@ -364,6 +368,9 @@ pub struct Engine {
     started: u64,
     reloads: u64,
     health_dirty: bool,
+    /// Results killed by SIGTERM that have waited [`STOP_SIGNAL_SETTLE`]: (service, runner,
+    /// time of the result).
+    settled: std::collections::HashSet<(String, u64, u64)>,
     /// To the observer of probes ([`crate::probers`]), handed to every listener.
     seen_tx: mpsc::Sender<Seen>,
 }
@@ -406,6 +413,7 @@ impl Engine {
             started,
             reloads: 0,
             health_dirty: false,
+            settled: Default::default(),
             seen_tx,
         };
         engine
@@ -729,6 +737,21 @@ impl Engine {
             // The daemon is stopping and kills its checks: what they report now is the stop,
             // not the service. Never recorded, saved or shown.
             return;
+        }
+        // psentinel never sends SIGTERM to a check itself before a timeout (reported as
+        // such): one killed by it was most likely killed by the stop of the whole service.
+        // Counted only if the daemon is still running a moment later.
+        if done.result.exit == crate::model::Exit::Signal(libc::SIGTERM) {
+            let key = (done.service.clone(), done.runner, done.result.time);
+            if !self.settled.remove(&key) {
+                self.settled.insert(key);
+                let tx = self.done_tx.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(STOP_SIGNAL_SETTLE).await;
+                    let _ = tx.send(done);
+                });
+                return;
+            }
         }
         let passed = done.result.exit.passed();
         svc.health.observe(passed, svc.cfg.rise, svc.cfg.fall);
