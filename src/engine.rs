@@ -16,8 +16,9 @@ use crate::model::{
     derive_state, micros, Admin, CheckCounts, CheckResult, Expired, HealthTracker, Override,
     Refusal, State,
 };
-use crate::probe::{self, ProbeKind};
-use crate::probers::{Observer, ProbeStats, Seen, Silence, Tap};
+use crate::observer::{Observer, Silence};
+use crate::probe;
+use crate::probe_stats::{ProbeKind, ProbeStats, Seen, Tap};
 use crate::sockets::Sockets;
 use crate::state::{Saved, SavedService, Store};
 use crate::systemd;
@@ -371,7 +372,7 @@ pub struct Engine {
     /// Results killed by SIGTERM that have waited [`STOP_SIGNAL_SETTLE`]: (service, runner,
     /// time of the result).
     settled: std::collections::HashSet<(String, u64, u64)>,
-    /// To the observer of probes ([`crate::probers`]), handed to every listener.
+    /// To the observer of probes ([`crate::observer`]), handed to every listener.
     seen_tx: mpsc::Sender<Seen>,
 }
 
@@ -717,7 +718,7 @@ impl Engine {
         }
     }
 
-    /// The silence alarm changed (see [`crate::probers`]): shown in status and STATUS=.
+    /// The silence alarm changed (see [`crate::observer`]): shown in status and STATUS=.
     fn on_silence(&mut self, s: Silence) {
         if let Some(svc) = self.services.get_mut(&s.service) {
             svc.silent_since = s.since;

@@ -26,7 +26,8 @@
 //! - [`daemon`]: start-up and shutdown; [`detach`]: `-d`.
 //! - [`logging`]: journald with fields, or stderr.
 //! - [`dbus`]: the objects on the system (or session) bus. [`auth`]: who may change state.
-//! - [`probers`]: who is probing, probe counters off the engine, the silence alarm.
+//! - [`probe_stats`]: probe counters and who is probing, off the engine's path.
+//!   [`observer`]: the task that folds probes into those tables, and the silence alarm.
 //! - [`metrics`]: Prometheus text on `metrics_listen` and `-c metrics`. [`wait`]: `--wait`.
 
 pub mod auth;
@@ -44,8 +45,9 @@ pub mod lint;
 pub mod logging;
 pub mod metrics;
 pub mod model;
+pub mod observer;
 pub mod probe;
-pub mod probers;
+pub mod probe_stats;
 pub mod sockets;
 pub mod state;
 pub mod status;

@@ -2,7 +2,7 @@
 //! the same text from `psentinel -c metrics`.
 //!
 //! Everything is rendered from one engine [`Snapshot`] plus the live probe counters each
-//! service's [`crate::probers::ProbeStats`] holds, so a scrape never sends the engine a
+//! service's [`crate::probe_stats::ProbeStats`] holds, so a scrape never sends the engine a
 //! message: a scrape costs the engine nothing and cannot delay it. The HTTP responder is the
 //! probe responder's little sibling: same head parser ([`crate::probe::parse_head`]), same
 //! bounds (head size, deadline), a connection cap, one answer and close.
@@ -47,7 +47,7 @@ fn prober_sample(
     f: &mut Family,
     name: &str,
     service: &str,
-    p: &crate::probers::Prober,
+    p: &crate::probe_stats::Prober,
     value: impl std::fmt::Display,
 ) {
     let addr = p.address.to_string();

@@ -59,14 +59,14 @@
 //! once without waiting for its request, so a flood of idle clients cannot lock out HAProxy.
 //!
 //! After each answer the responder records it through the service's [`Tap`]
-//! ([`crate::probers`]): atomic counters and a non-blocking hand-off of (peer, answer, whether
+//! ([`crate::probe_stats`]): atomic counters and a non-blocking hand-off of (peer, answer, whether
 //! the peer closed after reading it, HAProxy's `X-Haproxy-Server-State` if sent) to the
 //! observer task. The header is only located here, without allocating when absent; the
 //! observer parses it.
 
 use crate::engine::Snapshot;
 use crate::model::State;
-use crate::probers::{haproxy_header, Answer, Tap};
+use crate::probe_stats::{haproxy_header, Answer, ProbeKind, Tap};
 use nix::errno::Errno;
 use nix::sys::socket::{recv, send, MsgFlags};
 use std::net::SocketAddr;
@@ -85,21 +85,6 @@ pub const HEAD_DEADLINE: Duration = Duration::from_secs(5);
 /// not turn our close into a reset that could destroy the answer in flight.
 const LINGER: Duration = Duration::from_secs(1);
 pub const MAX_CONNS: usize = 16_384;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum ProbeKind {
-    Http,
-    Agent,
-}
-
-impl ProbeKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ProbeKind::Http => "http probe",
-            ProbeKind::Agent => "agent-check",
-        }
-    }
-}
 
 /// Pre-rendered answers for one service state.
 #[derive(Debug, Clone)]

@@ -6,7 +6,7 @@
 
 use crate::engine::{ServiceView, Snapshot};
 use crate::model::{from_micros, Override};
-use crate::probers::Prober;
+use crate::probe_stats::Prober;
 use serde::Serialize;
 use std::fmt::Write as _;
 

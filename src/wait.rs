@@ -18,7 +18,7 @@
 use crate::control::proto::Command;
 use crate::engine::Snapshot;
 use crate::model::{micros, State};
-use crate::probers::{ProbeStats, Prober};
+use crate::probe_stats::{ProbeStats, Prober};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -253,7 +253,7 @@ pub async fn wait(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::probers::HaproxyView;
+    use crate::probe_stats::HaproxyView;
 
     fn prober(streak_up: Option<bool>, streak: u32, hap: Option<&str>) -> Prober {
         Prober {

@@ -1,47 +1,33 @@
-//! Who is probing: per-service probe counters, the table of probers, HAProxy's own view
-//! (`http-check send-state`), and the silence alarm.
-//!
-//! # Why it is split in two
+//! Probe statistics: per-service probe counters, the table of probers and HAProxy's own view
+//! of the server (`http-check send-state`).
 //!
 //! A probe must never wait, so the probe responders touch only what costs nothing:
 //!
 //! - **Hot path** ([`Tap::record`], called by [`crate::probe`] once per answered connection):
 //!   two relaxed atomic adds and a store on the service's [`ProbeStats`] (answers by HTTP
 //!   status / agent word, last probe time), then a `try_send` of a small [`Seen`] record on a
-//!   bounded channel to the [`Observer`] task. No lock, no engine message, no allocation unless
-//!   HAProxy sent its state header (then one copy of that header's value, at most
-//!   [`MAX_HEADER`] bytes). When the observer falls behind, records are dropped and counted
-//!   (`psentinel_probe_events_dropped_total`), the answers are not.
-//! - **Observer** (one task per daemon): parses the HAProxy header, updates the bounded prober
-//!   table ([`MAX_PROBERS`] per service, the least recently seen evicted), keeps the recent
-//!   gaps between probes for the silence alarm, and wakes `--wait`ers through a `watch`.
-//!   The table sits behind a `std::sync::Mutex` that only the observer writes and only
-//!   readers off the hot path (`status`, metrics, waiters) read, each for a copy.
+//!   bounded channel to the observer task ([`crate::observer`]). No lock, no engine message,
+//!   no allocation unless HAProxy sent its state header (then one copy of that header's
+//!   value, at most [`MAX_HEADER`] bytes). When the observer falls behind, records are dropped
+//!   and counted (`psentinel_probe_events_dropped_total`), the answers are not.
+//! - **Observer** (one task per daemon): folds each [`Seen`] into the bounded prober table
+//!   ([`MAX_PROBERS`] per service, the least recently seen evicted) and wakes `--wait`ers
+//!   through a `watch`. The table sits behind a `std::sync::Mutex` that only the observer
+//!   writes and only readers off the hot path (`status`, metrics, waiters) read, each for a
+//!   copy.
 //!
 //! [`ProbeStats`] is created by the engine per service and kept across reloads for services
 //! that stay, so counters and the prober table survive a reload; the engine hands it to the
-//! service's listener tasks (inside a [`Tap`]) and puts it in the [`crate::engine::ServiceView`]
-//! so that every reader of the snapshot finds it.
-//!
-//! # Silence alarm
-//!
-//! A service that was being probed (at least [`MIN_PROBES_FOR_SILENCE`] probes seen) and gets
-//! no probe for longer than `max(10 × median gap of its last probes, silence_min)` is silent:
-//! the observer logs a warning once and tells the engine (a message on a channel of its own,
-//! only on transitions), which shows it in `status` and STATUS=. The next probe clears it. The
-//! observer arms one timer, for the earliest deadline of all services: no polling while idle.
+//! service's listener tasks (inside a [`Tap`]) and puts it in the
+//! [`crate::engine::ServiceView`] so that every reader of the snapshot finds it.
 
 use crate::model::{micros, Micros, State};
-use crate::probe::ProbeKind;
 use serde::Serialize;
-use std::collections::{BTreeMap, VecDeque};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, Weak};
-use std::time::{Duration, SystemTime};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 use tokio::sync::{mpsc, watch};
-use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
 /// Probers remembered per service; past this the least recently seen is forgotten.
 pub const MAX_PROBERS: usize = 64;
@@ -49,17 +35,24 @@ pub const MAX_PROBERS: usize = 64;
 pub const MAX_HEADER: usize = 256;
 /// Probes between the hot path and the observer; past this, records are dropped and counted.
 pub const CHANNEL: usize = 8192;
-/// Probe times kept per service for the median gap.
-const GAPS: usize = 16;
-/// Probes folded in one go by the observer before it looks at its timers again.
-const BATCH: usize = 256;
-/// How long probe records may wait in the channel: prober tables, `--wait` and the silence
-/// alarm see a probe at most this much later (HAProxy checks every 100 ms at the fastest).
-const COALESCE: Duration = Duration::from_millis(20);
-/// A service counts as "being probed" once this many probes arrived.
-pub const MIN_PROBES_FOR_SILENCE: usize = 3;
 /// Distinct answers counted per service (HTTP statuses and agent words).
 const ANSWER_SLOTS: usize = 16;
+
+/// The two kinds of probe port a service may have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ProbeKind {
+    Http,
+    Agent,
+}
+
+impl ProbeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProbeKind::Http => "http probe",
+            ProbeKind::Agent => "agent-check",
+        }
+    }
+}
 
 /// What a probe was answered with, for `psentinel_probes_total{kind,answer}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -208,8 +201,8 @@ impl Prober {
 
 /// One answered probe, from the hot path to the observer.
 pub struct Seen {
-    stats: Arc<ProbeStats>,
-    address: IpAddr,
+    pub(crate) stats: Arc<ProbeStats>,
+    pub(crate) address: IpAddr,
     kind: ProbeKind,
     /// The state the answer stood for; None for a 400/431.
     state: Option<State>,
@@ -299,7 +292,7 @@ impl ProbeStats {
     }
 
     /// Observer side: folds one probe into the table.
-    fn observe(&self, seen: &Seen) {
+    pub(crate) fn observe(&self, seen: &Seen) {
         let kind = match seen.kind {
             ProbeKind::Http => "http",
             ProbeKind::Agent => "agent",
@@ -355,7 +348,7 @@ impl ProbeStats {
 #[derive(Clone)]
 pub struct Tap {
     pub stats: Arc<ProbeStats>,
-    tx: mpsc::Sender<Seen>,
+    pub(crate) tx: mpsc::Sender<Seen>,
 }
 
 impl Tap {
@@ -419,209 +412,6 @@ pub fn haproxy_header(head: &[u8]) -> Option<&[u8]> {
         }
     }
     None
-}
-
-/// A silence alarm transition, for the engine: `Some(last probe µs)` = silent since then.
-#[derive(Debug)]
-pub struct Silence {
-    pub service: String,
-    pub since: Option<Micros>,
-}
-
-/// The observer's per-service memory for the silence alarm.
-struct Watch {
-    stats: Weak<ProbeStats>,
-    times: VecDeque<Instant>,
-    deadline: Option<Instant>,
-    silent: bool,
-    /// The last computed threshold and the probes since: the median of the gaps moves slowly,
-    /// so it is recomputed every [`RECOMPUTE_EVERY`] probes, not on each (it was the observer's
-    /// largest cost per probe).
-    threshold: Option<Duration>,
-    since_computed: u32,
-}
-
-const RECOMPUTE_EVERY: u32 = 8;
-
-impl Watch {
-    fn new(stats: &Arc<ProbeStats>) -> Watch {
-        Watch {
-            stats: Arc::downgrade(stats),
-            times: VecDeque::with_capacity(GAPS),
-            deadline: None,
-            silent: false,
-            threshold: None,
-            since_computed: 0,
-        }
-    }
-
-    /// Records a probe at `now` and re-arms the silence deadline.
-    fn probed(&mut self, now: Instant, floor: Duration) {
-        if self.times.len() == GAPS {
-            self.times.pop_front();
-        }
-        self.times.push_back(now);
-        self.since_computed += 1;
-        if self.threshold.is_none() || self.since_computed >= RECOMPUTE_EVERY {
-            self.threshold = silence_threshold(&self.times, floor);
-            self.since_computed = 0;
-        }
-        self.deadline = self.threshold.map(|t| now + t);
-    }
-}
-
-/// `max(10 × median gap, floor)`; None until enough probes were seen.
-pub fn silence_threshold(times: &VecDeque<Instant>, floor: Duration) -> Option<Duration> {
-    if times.len() < MIN_PROBES_FOR_SILENCE {
-        return None;
-    }
-    // On the stack: this runs once per probe.
-    let mut gaps = [Duration::ZERO; GAPS];
-    let mut n = 0;
-    for (a, b) in times.iter().zip(times.iter().skip(1)).take(GAPS) {
-        gaps[n] = b.saturating_duration_since(*a);
-        n += 1;
-    }
-    let gaps = &mut gaps[..n];
-    gaps.sort_unstable();
-    let median = gaps[n / 2];
-    Some((median * 10).max(floor))
-}
-
-/// The task that owns the prober tables' writes and the silence timers.
-pub struct Observer {
-    rx: mpsc::Receiver<Seen>,
-    silence_tx: mpsc::UnboundedSender<Silence>,
-    floor: Duration,
-    watches: BTreeMap<Arc<str>, Watch>,
-}
-
-impl Observer {
-    /// The sender goes to the probe responders (inside [`Tap`]s), the receiver of silence
-    /// transitions to the engine.
-    pub fn new(
-        floor: Duration,
-    ) -> (
-        Observer,
-        mpsc::Sender<Seen>,
-        mpsc::UnboundedReceiver<Silence>,
-    ) {
-        let (tx, rx) = mpsc::channel(CHANNEL);
-        let (silence_tx, silence_rx) = mpsc::unbounded_channel();
-        (
-            Observer {
-                rx,
-                silence_tx,
-                floor,
-                watches: BTreeMap::new(),
-            },
-            tx,
-            silence_rx,
-        )
-    }
-
-    pub async fn run(mut self, shutdown: CancellationToken) {
-        loop {
-            let next = self
-                .watches
-                .values()
-                .filter(|w| !w.silent)
-                .filter_map(|w| w.deadline)
-                .min();
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                seen = self.rx.recv() => match seen {
-                    Some(s) => {
-                        self.on_seen(s);
-                        // Under load, fold what is already queued before recomputing the
-                        // next silence deadline (a walk over every service).
-                        for _ in 0..BATCH {
-                            match self.rx.try_recv() {
-                                Ok(s) => self.on_seen(s),
-                                Err(_) => break,
-                            }
-                        }
-                        // Then let probes queue for a moment: one wake-up per COALESCE
-                        // instead of one per probe (it was a quarter of a probe's cost). At
-                        // idle nothing changes: the next recv() waits without a timer.
-                        tokio::select! {
-                            _ = shutdown.cancelled() => return,
-                            _ = tokio::time::sleep(COALESCE) => {}
-                        }
-                    }
-                    None => return,
-                },
-                _ = async { match next {
-                    Some(at) => tokio::time::sleep_until(at).await,
-                    None => std::future::pending().await,
-                } } => self.on_deadline(),
-            }
-        }
-    }
-
-    fn on_seen(&mut self, seen: Seen) {
-        seen.stats.observe(&seen);
-        let now = Instant::now();
-        let stats = &seen.stats;
-        let w = self
-            .watches
-            .entry(stats.service.clone())
-            .or_insert_with(|| Watch::new(stats));
-        if !std::ptr::eq(w.stats.as_ptr(), Arc::as_ptr(stats)) {
-            // The service was removed and added again: a new history.
-            *w = Watch::new(stats);
-        }
-        w.probed(now, self.floor);
-        if w.silent {
-            w.silent = false;
-            tracing::info!(
-                psentinel_service = %stats.service,
-                "{}: probes resumed from {}",
-                stats.service,
-                seen.address
-            );
-            self.tell(&stats.service, None);
-        }
-    }
-
-    fn on_deadline(&mut self) {
-        let now = Instant::now();
-        self.watches.retain(|_, w| w.stats.strong_count() > 0);
-        let mut fired = Vec::new();
-        for (name, w) in self.watches.iter_mut() {
-            let Some(at) = w.deadline.filter(|at| *at <= now && !w.silent) else {
-                continue;
-            };
-            w.silent = true;
-            w.deadline = None;
-            let last = w.times.back().copied().unwrap_or(now);
-            let threshold = at.saturating_duration_since(last);
-            let since = w.stats.upgrade().map_or(0, |s| s.last_probe());
-            tracing::warn!(
-                psentinel_service = %name,
-                "{name}: no probe for {:.1}s (threshold {:.1}s): is HAProxy still checking it?",
-                now.saturating_duration_since(last).as_secs_f64(),
-                threshold.as_secs_f64()
-            );
-            fired.push((name.clone(), since));
-        }
-        for (name, since) in fired {
-            self.tell(&name, Some(since));
-        }
-    }
-
-    fn tell(&self, service: &str, since: Option<Micros>) {
-        if self
-            .silence_tx
-            .send(Silence {
-                service: service.to_string(),
-                since,
-            })
-            .is_err()
-        {
-            tracing::debug!("engine gone; silence transition of {service} not shown");
-        }
-    }
 }
 
 #[cfg(test)]
@@ -715,63 +505,5 @@ mod tests {
         s.observe(&seen(&s, [1, 1, 1, 1], State::Up, false, 5));
         let p = &s.probers()[0];
         assert_eq!((p.streak_up, p.streak), (Some(true), 0));
-    }
-
-    /// The hot path's cost per probe, and the observer's: `cargo test --release --lib
-    /// record_cost -- --ignored --nocapture`. A measurement, not an assertion.
-    #[test]
-    #[ignore]
-    fn record_cost() {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            let head = b"OPTIONS / HTTP/1.0\r\nX-Haproxy-Server-State: UP 2/3; name=bck/srv1; node=lb1; weight=1/1\r\n\r\n";
-            let ip: IpAddr = "127.0.0.1".parse().unwrap();
-            for (what, with_header) in [("plain", false), ("send-state", true)] {
-                let (obs, tx, _silence) = Observer::new(Duration::from_secs(30));
-                let tap = Tap::new(ProbeStats::new("web"), tx);
-                // Hot path alone: the observer is not running yet, the channel has room.
-                let n = (CHANNEL - 1) as u32;
-                let t = std::time::Instant::now();
-                for _ in 0..n {
-                    let h = if with_header { haproxy_header(head) } else { None };
-                    tap.record(ip, ProbeKind::Http, Answer::Http(200), Some(State::Up), true, h);
-                }
-                let hot = t.elapsed().as_nanos() / u128::from(n);
-                // The observer: time to drain what the hot path queued.
-                let stop = CancellationToken::new();
-                let t = std::time::Instant::now();
-                tokio::spawn(obs.run(stop.clone()));
-                while tap.tx.capacity() < CHANNEL {
-                    tokio::task::yield_now().await;
-                }
-                let observer = t.elapsed().as_nanos() / u128::from(n);
-                stop.cancel();
-                println!(
-                    "{what}: hot path {hot} ns/probe, observer {observer} ns/probe, dropped {}",
-                    tap.stats.dropped()
-                );
-            }
-        });
-    }
-
-    #[test]
-    fn threshold_is_ten_median_gaps_with_a_floor() {
-        let t0 = Instant::now();
-        let ms = |v: &[u64]| -> VecDeque<Instant> {
-            v.iter().map(|m| t0 + Duration::from_millis(*m)).collect()
-        };
-        assert_eq!(silence_threshold(&ms(&[0, 100]), Duration::ZERO), None);
-        assert_eq!(
-            silence_threshold(&ms(&[0, 100, 200, 5000]), Duration::ZERO),
-            Some(Duration::from_millis(1000))
-        );
-        assert_eq!(
-            silence_threshold(&ms(&[0, 100, 200]), Duration::from_secs(30)),
-            Some(Duration::from_secs(30))
-        );
     }
 }
