@@ -8,7 +8,10 @@
 //!   the group gets SIGKILL, so children a script left behind die with it.
 //! - The daemon is a child subreaper ([`become_subreaper`]): a grandchild that escaped the group
 //!   (setsid, double fork) is re-parented to us instead of init, and [`sweep_orphans`] kills and
-//!   reaps it. Nothing a script does leaves zombies or strays.
+//!   reaps it. Nothing a script does leaves zombies or strays. Which pids are checks of ours is
+//!   the daemon's own record ([`Processes`]), not a global: the process's children are one set,
+//!   so only one daemon per process sweeps them (tests run several engines in one process,
+//!   without sweeping).
 //! - Only the last [`OUTPUT_TAIL`] bytes of output are kept; the rest is read and dropped, so a
 //!   script that prints megabytes costs CPU, never memory.
 
@@ -20,7 +23,7 @@ use nix::unistd::Pid;
 use std::collections::BTreeSet;
 use std::os::unix::process::ExitStatusExt;
 use std::process::Stdio;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 use tokio::io::AsyncReadExt;
 use tokio::sync::{mpsc, oneshot};
@@ -34,8 +37,32 @@ pub const KILL_GRACE: Duration = Duration::from_secs(2);
 /// process holding the pipe open must not hold the runner.
 const DRAIN_AFTER_EXIT: Duration = Duration::from_millis(200);
 
-/// Pids of the check processes we spawned and tokio will reap; [`sweep_orphans`] leaves them.
-static TRACKED: Mutex<BTreeSet<i32>> = Mutex::new(BTreeSet::new());
+/// The check processes one daemon spawned, which tokio reaps and [`sweep_orphans`] leaves
+/// alone, and whether that daemon sweeps orphans at all. Cheap to clone.
+#[derive(Clone)]
+pub struct Processes(Arc<Tracked>);
+
+struct Tracked {
+    pids: Mutex<BTreeSet<i32>>,
+    sweep: bool,
+}
+
+impl Processes {
+    /// `sweep`: kill and reap the children of this process that no check tracks. Only for the
+    /// one daemon of a process, its subreaper; a second one would take the first one's checks
+    /// for orphans.
+    pub fn new(sweep: bool) -> Processes {
+        Processes(Arc::new(Tracked {
+            pids: Mutex::new(BTreeSet::new()),
+            sweep,
+        }))
+    }
+
+    fn pids(&self) -> std::sync::MutexGuard<'_, BTreeSet<i32>> {
+        // A panic while holding this lock leaves a set of pids, still usable.
+        self.0.pids.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
 
 /// A finished run, sent to the engine.
 #[derive(Debug)]
@@ -88,6 +115,7 @@ pub fn spawn_runner(
     id: u64,
     stopped: bool,
     done: mpsc::UnboundedSender<CheckDone>,
+    procs: Processes,
 ) -> RunnerHandle {
     let (tx, rx) = mpsc::unbounded_channel();
     let job = Job {
@@ -95,6 +123,7 @@ pub fn spawn_runner(
         argv,
         interval: svc.interval,
         timeout: svc.timeout,
+        procs,
     };
     let task = tokio::spawn(runner_loop(job, id, stopped, rx, done));
     RunnerHandle {
@@ -110,6 +139,7 @@ struct Job {
     argv: Vec<String>,
     interval: Duration,
     timeout: Duration,
+    procs: Processes,
 }
 
 async fn runner_loop(
@@ -124,7 +154,7 @@ async fn runner_loop(
     let mut next = tokio::time::Instant::now();
     loop {
         if due || !waiters.is_empty() {
-            let result = run_once(&job.service, &job.argv, job.timeout).await;
+            let result = run_once(&job.service, &job.argv, job.timeout, &job.procs).await;
             for w in waiters.drain(..) {
                 // A `test` client that went away does not care; nothing to do.
                 let _ = w.send(result.clone());
@@ -156,21 +186,26 @@ async fn runner_loop(
 
 /// Kills the process group when dropped: covers the runner being aborted mid-check (reload,
 /// shutdown) as well as the normal end of a run.
-struct GroupGuard(Pid);
+struct GroupGuard(Pid, Processes);
 
 impl Drop for GroupGuard {
     fn drop(&mut self) {
         // ESRCH (group already empty) is the usual, fine outcome.
         let _ = killpg(self.0, Signal::SIGKILL);
-        TRACKED.lock().unwrap().remove(&self.0.as_raw());
+        self.1.pids().remove(&self.0.as_raw());
     }
 }
 
 /// Runs one check to completion (or timeout) and reports how it ended.
-pub async fn run_once(service: &str, argv: &[String], timeout: Duration) -> CheckResult {
+pub async fn run_once(
+    service: &str,
+    argv: &[String],
+    timeout: Duration,
+    procs: &Processes,
+) -> CheckResult {
     let started = SystemTime::now();
     let t0 = Instant::now();
-    let (exit, output) = match execute(service, argv, timeout).await {
+    let (exit, output) = match execute(service, argv, timeout, procs).await {
         Ok(r) => r,
         Err(why) => (Exit::CannotStart(why), String::new()),
     };
@@ -180,7 +215,7 @@ pub async fn run_once(service: &str, argv: &[String], timeout: Duration) -> Chec
         duration_us: t0.elapsed().as_micros() as u64,
         output,
     };
-    sweep_orphans();
+    sweep_orphans(procs);
     result
 }
 
@@ -188,6 +223,7 @@ async fn execute(
     service: &str,
     argv: &[String],
     timeout: Duration,
+    procs: &Processes,
 ) -> Result<(Exit, String), String> {
     let (program, args) = argv.split_first().ok_or("empty command line")?;
     let (rd, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
@@ -205,14 +241,14 @@ async fn execute(
         .kill_on_drop(true);
     let mut child = {
         // Held across fork+exec so that sweep_orphans never sees an untracked child of ours.
-        let mut tracked = TRACKED.lock().unwrap();
+        let mut tracked = procs.pids();
         let child = cmd.spawn().map_err(|e| format!("{program}: {e}"))?;
         tracked.insert(child.id().map_or(0, |p| p as i32));
         child
     };
     drop(cmd); // our copies of the pipe's write end: EOF comes when the group closes theirs
     let pid = Pid::from_raw(child.id().map_or(0, |p| p as i32));
-    let _group = GroupGuard(pid);
+    let _group = GroupGuard(pid, procs.clone());
     let mut pipe = tokio::net::unix::pipe::Receiver::from_owned_fd(rd)
         .map_err(|e| format!("cannot read the pipe: {e}"))?;
     let mut tail = Tail::default();
@@ -303,11 +339,14 @@ pub fn become_subreaper() -> nix::Result<()> {
 /// Kills and reaps children of ours that no check runner tracks: escaped grandchildren of check
 /// scripts, re-parented to us because we are a subreaper. Cheap: reads the kernel's list of our
 /// children, not all of /proc.
-pub fn sweep_orphans() {
+pub fn sweep_orphans(procs: &Processes) {
+    if !procs.0.sweep {
+        return;
+    }
     let me = std::process::id();
     // Locked before listing: a check reaped and untracked between the two steps could
     // otherwise look like an orphan (and its pid be reused).
-    let tracked = TRACKED.lock().unwrap();
+    let tracked = procs.pids();
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{me}/task")) else {
         return;
     };
@@ -335,6 +374,7 @@ pub fn sweep_orphans() {
 /// Sweeps on every SIGCHLD, so orphans that die later are reaped too. Call before the first
 /// check starts: a SIGCHLD that arrives before the listener exists is lost to it.
 pub fn reap_on_sigchld(
+    procs: Processes,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> impl std::future::Future<Output = ()> {
     let sig = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child());
@@ -346,7 +386,7 @@ pub fn reap_on_sigchld(
             return;
         };
         loop {
-            sweep_orphans();
+            sweep_orphans(&procs);
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 s = sig.recv() => if s.is_none() { return },
@@ -369,6 +409,7 @@ mod tests {
             "t",
             &argv(&["/bin/sh", "-c", "echo out; echo err >&2; exit 3"]),
             Duration::from_secs(5),
+            &Processes::new(false),
         )
         .await;
         assert_eq!(r.exit, Exit::Code(3));
@@ -381,7 +422,13 @@ mod tests {
 
     #[tokio::test]
     async fn missing_program_cannot_start() {
-        let r = run_once("t", &argv(&["/nonexistent/check"]), Duration::from_secs(5)).await;
+        let r = run_once(
+            "t",
+            &argv(&["/nonexistent/check"]),
+            Duration::from_secs(5),
+            &Processes::new(false),
+        )
+        .await;
         match r.exit {
             Exit::CannotStart(why) => assert!(why.contains("/nonexistent/check"), "{why}"),
             other => panic!("{other:?}"),
@@ -394,6 +441,7 @@ mod tests {
             "t",
             &argv(&["/bin/sh", "-c", "trap '' TERM; sleep 30 & sleep 30; wait"]),
             Duration::from_millis(200),
+            &Processes::new(false),
         )
         .await;
         assert_eq!(r.exit, Exit::TimedOut);
@@ -410,6 +458,7 @@ mod tests {
                 "head -c 1000000 /dev/zero | tr '\\0' x; echo END",
             ]),
             Duration::from_secs(10),
+            &Processes::new(false),
         )
         .await;
         assert!(r.output.len() <= OUTPUT_TAIL + 10, "{}", r.output.len());

@@ -100,6 +100,39 @@ impl Default for General {
     }
 }
 
+impl General {
+    /// The keys whose value differs in `other`, in the order of the section's documentation:
+    /// what a reload names when `[general]` changed (it takes effect at the next restart).
+    pub fn changed_keys(&self, other: &General) -> Vec<&'static str> {
+        // Spelled out field by field: a new key that is not listed here does not compile.
+        let General {
+            log_level,
+            pid_file,
+            sock_file,
+            state_dir,
+            control_group,
+            dbus,
+            metrics_listen,
+            silence_min,
+        } = self;
+        let differs = [
+            ("log_level", *log_level != other.log_level),
+            ("pid_file", *pid_file != other.pid_file),
+            ("sock_file", *sock_file != other.sock_file),
+            ("state_dir", *state_dir != other.state_dir),
+            ("control_group", *control_group != other.control_group),
+            ("dbus", *dbus != other.dbus),
+            ("metrics_listen", *metrics_listen != other.metrics_listen),
+            ("silence_min", *silence_min != other.silence_min),
+        ];
+        differs
+            .into_iter()
+            .filter(|(_, d)| *d)
+            .map(|(k, _)| k)
+            .collect()
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServiceConfig {
     pub name: String,

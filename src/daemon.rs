@@ -6,13 +6,14 @@
 use crate::check;
 use crate::config::Config;
 use crate::control::server::{self as control, Auth, ControlSocket};
-use crate::engine::{Engine, Handle};
+use crate::engine::{Engine, Handle, Parts};
 use crate::sockets::Sockets;
 use crate::systemd;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// How long the engine gets to stop its checks and save state on shutdown.
 const STOP_GRACE: Duration = Duration::from_secs(5);
@@ -26,12 +27,17 @@ pub async fn run(
     cfg: Config,
     mut sockets: Sockets,
     shutdown: CancellationToken,
+    notes: systemd::Notes,
     on_ready: impl FnOnce(),
 ) -> anyhow::Result<()> {
     raise_fd_limit();
-    if let Err(e) = check::become_subreaper() {
+    // This daemon is the process's reaper: it sweeps what checks leave behind.
+    let subreaper = check::become_subreaper();
+    if let Err(e) = &subreaper {
         tracing::warn!("cannot become a child subreaper ({e}); processes that checks leave behind are reaped by init");
     }
+    let processes = check::Processes::new(subreaper.is_ok());
+    let in_flight = TaskTracker::new();
     let ctl = ControlSocket::open(
         &cfg.general.sock_file,
         sockets.take_unix(&cfg.general.sock_file),
@@ -39,8 +45,7 @@ pub async fn run(
     let auth = Arc::new(Auth {
         control_group: cfg.general.control_group.clone(),
     });
-    let services = cfg.services.len();
-    tokio::spawn(check::reap_on_sigchld(shutdown.clone()));
+    tokio::spawn(check::reap_on_sigchld(processes.clone(), shutdown.clone()));
     let metrics = match cfg.general.metrics_listen {
         Some(a) => Some(sockets.tcp(a).map_err(|e| {
             anyhow::anyhow!(
@@ -50,7 +55,14 @@ pub async fn run(
         })?),
         None => None,
     };
-    let (handle, engine) = Engine::start(cfg.clone(), sockets, shutdown.clone())?;
+    let parts = Parts {
+        sockets,
+        processes,
+        in_flight: in_flight.clone(),
+        notes: notes.clone(),
+        shutdown: shutdown.clone(),
+    };
+    let (handle, engine) = Engine::start(cfg.clone(), parts)?;
 
     // The bus is an extra door: its task connects (and reconnects) on its own, never
     // delaying READY=1 or the probes.
@@ -61,17 +73,32 @@ pub async fn run(
         shutdown.clone(),
     ));
     let control = tokio::spawn(control::serve(ctl, handle.clone(), auth, shutdown.clone()));
-    tokio::spawn(systemd::status_updates(handle.clone(), shutdown.clone()));
-    tokio::spawn(systemd::watchdog(handle.clone(), shutdown.clone()));
+    tokio::spawn(systemd::status_updates(
+        handle.subscribe(),
+        notes,
+        shutdown.clone(),
+    ));
+    let pinger = handle.clone();
+    tokio::spawn(systemd::watchdog(
+        move || {
+            let h = pinger.clone();
+            async move { h.ping().await.is_ok() }
+        },
+        shutdown.clone(),
+    ));
     tokio::spawn(signals(handle.clone(), shutdown.clone()));
     if let Some(l) = metrics {
-        tokio::spawn(crate::metrics::serve(l, handle.clone(), shutdown.clone()));
+        tokio::spawn(crate::metrics::serve(
+            l,
+            handle.subscribe(),
+            shutdown.clone(),
+        ));
     }
 
     tracing::info!(
         config = %cfg.file.display(),
         socket = %cfg.general.sock_file.display(),
-        "psentinel {} ready: {services} services, {}",
+        "psentinel {} ready: {}",
         crate::status::VERSION,
         handle.snapshot().summary()
     );
@@ -89,7 +116,7 @@ pub async fn run(
         Err(e) => tracing::error!("control socket task: {e}"),
         Ok(Ok(())) => {}
     }
-    crate::probe::finish_in_flight(DRAIN_GRACE).await;
+    crate::probe::finish_in_flight(&in_flight, DRAIN_GRACE).await;
     Ok(())
 }
 

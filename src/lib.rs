@@ -9,8 +9,12 @@
 //!
 //! One task, the [`engine`], owns all state. Check runners ([`check`]), the control socket
 //! ([`control`]), D-Bus and signals send it messages; after each change it publishes an
-//! immutable [`engine::Snapshot`]. Probe responders ([`probe`]) read the latest snapshot and
+//! immutable [`view::Snapshot`]. Probe responders ([`probe`]) read the latest snapshot and
 //! never wait on anything, so an answer to HAProxy never queues behind an operator.
+//!
+//! Dependencies point one way: readers ([`probe`], [`status`], [`metrics`], [`logging`],
+//! [`wait`], the D-Bus bridge) import [`view`], never the engine; the engine imports them to
+//! start them. Operations answer typed [`engine::Outcome`]s that each door words itself.
 //!
 //! # Modules
 //!
@@ -18,6 +22,7 @@
 //!   [`lint`]: what `-t` adds (checks that cannot run, a socket systemd does not pass).
 //! - [`model`]: admin state, health, and the pure transitions between states.
 //! - [`engine`]: the owner task and its [`engine::Handle`], the one door to change state.
+//! - [`view`]: what readers see (snapshot, service views, ready-made probe answers).
 //! - [`check`]: check runners, timeouts, process groups, orphan reaping.
 //! - [`probe`]: HTTP and agent-check responders; the reply table.
 //! - [`control`]: the Unix socket protocol, server and client. [`status`]: status rendering.
@@ -52,4 +57,5 @@ pub mod sockets;
 pub mod state;
 pub mod status;
 pub mod systemd;
+pub mod view;
 pub mod wait;

@@ -18,11 +18,12 @@
 //! `MESSAGE_ID=`[`MSG_STATE_CHANGED`]: `journalctl MESSAGE_ID=92e5bc9aa0014850ae339116af3cd97a`
 //! is the history of every service's state.
 
-use crate::engine::Snapshot;
+use crate::view::Snapshot;
 use tracing::level_filters::LevelFilter;
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::Layer;
 
 /// `log_level` 0..4 = error, warn, info, debug, trace.
 pub fn level(log_level: u8) -> LevelFilter {
@@ -154,5 +155,3 @@ pub fn init(level: LevelFilter) {
         tracing::warn!("{why}");
     }
 }
-
-use tracing_subscriber::Layer;

@@ -46,25 +46,22 @@ fn main() -> ExitCode {
             }
         },
     };
-    match run_daemon(&cli, cfg, broken) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!("{e:#}");
-            eprintln!("psentinel: {e:#}");
-            ExitCode::from(1)
-        }
-    }
+    run_daemon(&cli, cfg, broken)
 }
 
-/// `broken`: the configuration file's error and the last good copy `cfg` comes from instead.
-fn run_daemon(
-    cli: &Cli,
-    cfg: Config,
-    broken: Option<(String, std::path::PathBuf)>,
-) -> anyhow::Result<()> {
+/// Serves until stopped. `broken`: the configuration file's error and the last good copy
+/// `cfg` comes from instead. A fatal error is reported once: on stderr before logging is set
+/// up, through logging after (which is stderr or the journal; both would say it twice).
+fn run_daemon(cli: &Cli, cfg: Config, broken: Option<(String, std::path::PathBuf)>) -> ExitCode {
     let detaching = cli.daemon && !cli.foreground && !systemd::under_systemd();
     let mut ready = if detaching {
-        detach::detach()?
+        match detach::detach() {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("psentinel: {e:#}");
+                return ExitCode::from(1);
+            }
+        }
     } else {
         detach::ReadyPipe::none()
     };
@@ -74,6 +71,7 @@ fn run_daemon(
         logging::level(cfg.general.log_level)
     };
     logging::init(level);
+    let notes = systemd::Notes::default();
     if let Some((e, copy)) = &broken {
         tracing::error!(
             config = %cli.config.display(),
@@ -81,7 +79,7 @@ fn run_daemon(
              reloaded",
             copy.display()
         );
-        systemd::set_note(
+        notes.set(
             systemd::Note::LastGood,
             Some(format!("running on last good configuration: {e}")),
         );
@@ -102,6 +100,7 @@ fn run_daemon(
             cfg,
             sockets::Sockets::from_env(),
             shutdown,
+            notes,
             || {
                 ready.ready();
                 if let Some(cfg) = &remember {
@@ -110,10 +109,14 @@ fn run_daemon(
             },
         ))
     })();
-    if let Err(e) = &result {
-        ready.failed(&format!("{e:#}"));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            ready.failed(&format!("{e:#}"));
+            ExitCode::from(1)
+        }
     }
-    result
 }
 
 /// `-t`: the file is valid; now what it cannot say by itself (see [`lint`]). Errors exit 1.
@@ -128,10 +131,7 @@ fn test_config(cli: &Cli, cfg: &Config) -> ExitCode {
     if !found.errors.is_empty() {
         return ExitCode::from(1);
     }
-    let count = |n: usize, what: &str| match n {
-        1 => format!("1 {what}"),
-        n => format!("{n} {what}s"),
-    };
+    let count = |n: usize, what: &str| psentinel::view::count(n as u64, what);
     let mut summary = format!(
         "{}: OK, {}",
         cli.config.display(),

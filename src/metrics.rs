@@ -13,15 +13,15 @@
 //!
 //! `metrics_listen` is read at start; a reload does not move it.
 
-use crate::engine::{Handle, Snapshot};
 use crate::model::State;
 use crate::probe::{parse_head, Head, HEAD_DEADLINE, MAX_HEAD};
+use crate::view::{ServiceView, Snapshot};
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{watch, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 /// Scrapes served at once; more are closed at once (Prometheus retries at the next interval).
@@ -142,8 +142,7 @@ pub fn render(snap: &Snapshot) -> String {
         (
             "psentinel_service_disabled",
             "1 while an operator has disabled the service.",
-            (|v: &crate::engine::ServiceView| v.admin.disabled.is_some())
-                as fn(&crate::engine::ServiceView) -> bool,
+            (|v: &ServiceView| v.admin.disabled.is_some()) as fn(&ServiceView) -> bool,
         ),
         (
             "psentinel_service_paused",
@@ -311,7 +310,11 @@ pub fn render(snap: &Snapshot) -> String {
 }
 
 /// Serves `GET /metrics` until shutdown.
-pub async fn serve(listener: TcpListener, handle: Handle, shutdown: CancellationToken) {
+pub async fn serve(
+    listener: TcpListener,
+    snap: watch::Receiver<Arc<Snapshot>>,
+    shutdown: CancellationToken,
+) {
     let conns = Arc::new(Semaphore::new(MAX_CONNS));
     loop {
         let stream = tokio::select! {
@@ -328,9 +331,9 @@ pub async fn serve(listener: TcpListener, handle: Handle, shutdown: Cancellation
         let Ok(permit) = conns.clone().try_acquire_owned() else {
             continue; // dropped: closed
         };
-        let handle = handle.clone();
+        let snap = snap.clone();
         tokio::spawn(async move {
-            answer(stream, &handle).await;
+            answer(stream, &snap).await;
             drop(permit);
         });
     }
@@ -358,7 +361,7 @@ fn response(status: &str, content_type: &str, body: &str, with_body: bool) -> Ve
     r
 }
 
-async fn answer(mut stream: TcpStream, handle: &Handle) {
+async fn answer(mut stream: TcpStream, snap: &watch::Receiver<Arc<Snapshot>>) {
     let deadline = tokio::time::Instant::now() + HEAD_DEADLINE;
     let mut buf = vec![0u8; MAX_HEAD];
     let mut len = 0;
@@ -389,7 +392,7 @@ async fn answer(mut stream: TcpStream, handle: &Handle) {
                     !head_only,
                 )
             } else {
-                let body = render(&handle.snapshot());
+                let body = render(&snap.borrow().clone());
                 response("200 OK", CONTENT_TYPE, &body, !head_only)
             }
         }

@@ -114,20 +114,26 @@ pub enum Expired {
 }
 
 impl Admin {
-    pub fn disable(&mut self, ovr: Override) {
-        self.disabled = Some(ovr);
+    /// Returns the disable this one replaces, if there was one.
+    pub fn disable(&mut self, ovr: Override) -> Option<Override> {
+        self.disabled.replace(ovr)
     }
 
     pub fn enable(&mut self) -> bool {
         self.disabled.take().is_some()
     }
 
-    pub fn pause(&mut self, pausable: bool, name: &str, ovr: Override) -> Result<(), Refusal> {
+    /// Returns the pause this one replaces, if there was one.
+    pub fn pause(
+        &mut self,
+        pausable: bool,
+        name: &str,
+        ovr: Override,
+    ) -> Result<Option<Override>, Refusal> {
         if !pausable {
             return Err(Refusal::NotPausable(name.to_string()));
         }
-        self.paused = Some(ovr);
-        Ok(())
+        Ok(self.paused.replace(ovr))
     }
 
     pub fn resume(&mut self, pausable: bool, name: &str) -> Result<bool, Refusal> {
@@ -226,6 +232,11 @@ pub struct CheckCounts {
 }
 
 impl CheckCounts {
+    /// Every finished check, however it ended.
+    pub fn total(&self) -> u64 {
+        self.pass + self.fail + self.timeout + self.cannot_start
+    }
+
     pub fn add(&mut self, exit: &Exit) {
         let n = match exit {
             Exit::Code(0) => &mut self.pass,
@@ -330,7 +341,12 @@ mod tests {
         assert_eq!(derive_state(&a, &h, true), State::Down);
         a.pause(true, "x", ovr(0)).unwrap();
         assert_eq!(derive_state(&a, &h, true), State::Paused);
-        a.disable(ovr(0));
+        assert_eq!(a.disable(ovr(0)), None);
+        assert_eq!(
+            a.disable(ovr(5)),
+            Some(ovr(0)),
+            "a second disable says what it replaced"
+        );
         assert_eq!(derive_state(&a, &h, true), State::Disabled);
         assert!(a.enable());
         assert!(!a.enable());

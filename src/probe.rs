@@ -47,11 +47,11 @@
 //! HAProxy keeps the last weight it was given, so a check that lowers the weight must print
 //! `weight=100%` to restore it; a run without the line leaves the weight as it was. The
 //! percentage is worked out by the engine when it builds a service's view (see
-//! [`weight_from_output`]), never on the probe path. HTTP probes ignore it.
+//! [`crate::view::replies::weight_from_output`]), never on the probe path. HTTP probes ignore it.
 //!
 //! # Cost
 //!
-//! Answers are pre-rendered in the snapshot ([`Replies`]): a probe costs an accept, a read
+//! Answers are pre-rendered in the snapshot ([`crate::view::replies::Replies`]): a probe costs an accept, a read
 //! (tried at once, before waiting on the reactor), a write of the shared bytes, and the wait
 //! for the prober's close. An idle connection costs a task and no buffer until bytes arrive
 //! (1 KiB reads on the stack, never held across an await). `bench/` measures all this.
@@ -64,14 +64,14 @@
 //! observer task. The header is only located here, without allocating when absent; the
 //! observer parses it.
 
-use crate::engine::Snapshot;
-use crate::model::State;
 use crate::probe_stats::{haproxy_header, Answer, ProbeKind, Tap};
+use crate::view::replies::{http_response, Replies};
+use crate::view::Snapshot;
 use nix::errno::Errno;
 use nix::sys::socket::{recv, send, MsgFlags};
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
@@ -85,104 +85,6 @@ pub const HEAD_DEADLINE: Duration = Duration::from_secs(5);
 /// not turn our close into a reset that could destroy the answer in flight.
 const LINGER: Duration = Duration::from_secs(1);
 pub const MAX_CONNS: usize = 16_384;
-
-/// Pre-rendered answers for one service state.
-#[derive(Debug, Clone)]
-pub struct Replies {
-    pub state: State,
-    pub status: u16,
-    pub full: Arc<[u8]>,
-    pub head: Arc<[u8]>,
-    pub agent: Arc<[u8]>,
-}
-
-/// Reason phrases go on the status line: one line of printable text, bounded.
-pub fn sanitize_reason(reason: &str) -> String {
-    let mut s: String = reason
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    if s.len() > 200 {
-        let mut cut = 200;
-        while !s.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        s.truncate(cut);
-    }
-    s
-}
-
-fn http_response(status: u16, reason: &str, body: &str, with_body: bool) -> Arc<[u8]> {
-    let mut r = format!(
-        "HTTP/1.0 {status} {reason}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    if with_body {
-        r.push_str(body);
-    }
-    Arc::from(r.into_bytes())
-}
-
-/// What the agent line says besides the state word.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AgentExtra {
-    /// The check passes (or there is none, or it is stopped): `up` rather than `down` next to
-    /// `maint` / `drain`.
-    pub passing: bool,
-    /// Share of the server's weight (`weight=NN%` from the check's output), sent while up.
-    pub weight: Option<u8>,
-}
-
-impl Replies {
-    pub fn new(service: &str, state: State, status: u16, reason: &str) -> Replies {
-        let extra = AgentExtra {
-            passing: state == State::Up,
-            weight: None,
-        };
-        Replies::with_agent(service, state, status, reason, extra)
-    }
-
-    pub fn with_agent(
-        service: &str,
-        state: State,
-        status: u16,
-        reason: &str,
-        extra: AgentExtra,
-    ) -> Replies {
-        let reason = sanitize_reason(reason);
-        let body = format!("{service} {state} {reason}\n");
-        let health = if extra.passing { "up" } else { "down" };
-        let agent = match state {
-            State::Up => match extra.weight {
-                Some(w) => format!("up ready {w}% #{reason}\n"),
-                None => format!("up ready #{reason}\n"),
-            },
-            State::Down | State::Starting => format!("down ready #{reason}\n"),
-            State::Disabled => format!("maint {health} #{reason}\n"),
-            State::Paused => format!("drain {health} #{reason}\n"),
-        };
-        Replies {
-            state,
-            status,
-            full: http_response(status, &reason, &body, true),
-            head: http_response(status, &reason, &body, false),
-            agent: Arc::from(agent.into_bytes()),
-        }
-    }
-}
-
-/// The weight a check asks for: the last line of its output that reads `weight=NN%`, NN in
-/// 0..=100. Lines that only look similar (`weight=75`, `weight=150%`, `x weight=5%`) do not
-/// count, so ordinary output cannot change a weight by accident.
-pub fn weight_from_output(output: &str) -> Option<u8> {
-    output.lines().rev().find_map(|line| {
-        let n = line.trim().strip_prefix("weight=")?.strip_suffix('%')?;
-        if n.is_empty() || n.len() > 3 || !n.bytes().all(|b| b.is_ascii_digit()) {
-            return None;
-        }
-        n.parse::<u8>().ok().filter(|w| *w <= 100)
-    })
-}
 
 /// What a request head turned out to be.
 #[derive(Debug, PartialEq, Eq)]
@@ -282,18 +184,13 @@ fn write_now(stream: &TcpStream, bytes: &[u8]) -> usize {
     .unwrap_or(0)
 }
 
-/// Every probe connection being answered, process-wide, so that shutdown waits for them
-/// ([`finish_in_flight`]): a probe accepted just before SIGTERM is answered, not reset, and the ones
-/// still waiting in the backlog of a socket systemd holds are answered by the next process.
-fn in_flight() -> &'static TaskTracker {
-    static TRACKER: OnceLock<TaskTracker> = OnceLock::new();
-    TRACKER.get_or_init(TaskTracker::new)
-}
-
 /// On shutdown, after the accept loops stopped: waits up to `limit` for the probe
-/// connections being answered.
-pub async fn finish_in_flight(limit: Duration) {
-    let t = in_flight();
+/// connections being answered. `in_flight` is the daemon's tracker of those connections,
+/// handed to every [`serve`]: a probe accepted just before SIGTERM is answered, not reset,
+/// and the ones still waiting in the backlog of a socket systemd holds are answered by the
+/// next process.
+pub async fn finish_in_flight(in_flight: &TaskTracker, limit: Duration) {
+    let t = in_flight;
     t.close();
     if tokio::time::timeout(limit, t.wait()).await.is_err() {
         tracing::warn!(
@@ -310,6 +207,7 @@ pub async fn serve(
     kind: ProbeKind,
     snap: watch::Receiver<Arc<Snapshot>>,
     tap: Tap,
+    in_flight: TaskTracker,
     shutdown: CancellationToken,
 ) {
     let conns = Arc::new(Semaphore::new(MAX_CONNS));
@@ -332,7 +230,7 @@ pub async fn serve(
                 let snap = snap.clone();
                 let service = service.clone();
                 let tap = tap.clone();
-                in_flight().spawn(async move {
+                in_flight.spawn(async move {
                     match kind {
                         ProbeKind::Http => answer_http(stream, peer, &snap, &service, &tap).await,
                         ProbeKind::Agent => {
@@ -527,65 +425,5 @@ mod tests {
         long.resize(MAX_HEAD, b'x');
         assert_eq!(parse_head(&long, false), Head::TooLarge);
         assert_eq!(parse_head(b"", true), Head::Garbage);
-    }
-
-    #[test]
-    fn replies_are_complete_http() {
-        let r = Replies::new("web", State::Disabled, 503, "Disabled: deploy\r\nX-Evil: 1");
-        let full = String::from_utf8(r.full.to_vec()).unwrap();
-        assert!(
-            full.starts_with("HTTP/1.0 503 Disabled: deploy  X-Evil: 1\r\n"),
-            "{full}"
-        );
-        let (head, body) = full.split_once("\r\n\r\n").unwrap();
-        assert!(head.contains(&format!("Content-Length: {}", body.len())));
-        assert!(head.contains("Connection: close") && head.contains("Content-Type: text/plain"));
-        assert_eq!(body, "web disabled Disabled: deploy  X-Evil: 1\n");
-        assert!(r.head.ends_with(b"\r\n\r\n"));
-        assert_eq!(&*r.agent, b"maint down #Disabled: deploy  X-Evil: 1\n");
-        assert_eq!(
-            &*Replies::new("w", State::Up, 200, "OK").agent,
-            b"up ready #OK\n"
-        );
-        assert_eq!(
-            &*Replies::new("w", State::Down, 500, "Check failed: exit 1").agent,
-            b"down ready #Check failed: exit 1\n"
-        );
-        let passing = |weight| AgentExtra {
-            passing: true,
-            weight,
-        };
-        let agent = |state, extra| Replies::with_agent("w", state, 200, "why", extra).agent;
-        assert_eq!(
-            &*agent(State::Up, passing(Some(75))),
-            b"up ready 75% #why\n"
-        );
-        assert_eq!(
-            &*agent(State::Paused, passing(Some(75))),
-            b"drain up #why\n"
-        );
-        assert_eq!(&*agent(State::Disabled, passing(None)), b"maint up #why\n");
-    }
-
-    #[test]
-    fn weight_lines() {
-        assert_eq!(weight_from_output("checking\nweight=75%\n"), Some(75));
-        assert_eq!(weight_from_output("  weight=0% \n"), Some(0));
-        assert_eq!(weight_from_output("weight=100%"), Some(100));
-        assert_eq!(weight_from_output("weight=20%\nweight=60%\n"), Some(60));
-        assert_eq!(weight_from_output("weight=20%\nweight=160%\n"), Some(20));
-        for no in [
-            "",
-            "weight=75",
-            "weight=%",
-            "weight=101%",
-            "weight=-5%",
-            "weight=7.5%",
-            "weight=0075%",
-            "load weight=5%",
-            "weight = 5%",
-        ] {
-            assert_eq!(weight_from_output(no), None, "{no:?}");
-        }
     }
 }

@@ -19,7 +19,7 @@
 //! [`ProbeStats`] is created by the engine per service and kept across reloads for services
 //! that stay, so counters and the prober table survive a reload; the engine hands it to the
 //! service's listener tasks (inside a [`Tap`]) and puts it in the
-//! [`crate::engine::ServiceView`] so that every reader of the snapshot finds it.
+//! [`crate::view::ServiceView`] so that every reader of the snapshot finds it.
 
 use crate::model::{micros, Micros, State};
 use serde::Serialize;

@@ -4,9 +4,9 @@
 //! `Status()` and properties. Field names are a contract with scripts and D-Bus clients
 //! (docs/commands.md, docs/dbus.md): renaming one breaks them.
 
-use crate::engine::{ServiceView, Snapshot};
 use crate::model::{from_micros, Override};
 use crate::probe_stats::Prober;
+use crate::view::{count, ServiceView, Snapshot};
 use serde::Serialize;
 use std::fmt::Write as _;
 
@@ -123,13 +123,13 @@ pub fn json(snap: &Snapshot, service: Option<&str>) -> Option<String> {
     Some(serde_json::to_string_pretty(&d).expect("plain data serializes") + "\n")
 }
 
-fn time(us: u64) -> String {
+pub fn time(us: u64) -> String {
     humantime::format_rfc3339_seconds(from_micros(us)).to_string()
 }
 
-fn manual(o: Option<&Override>) -> String {
-    let Some(o) = o else { return "no".into() };
-    let mut s = format!("yes, by {} since {}", o.by, time(o.since));
+/// "by alice since T until U: deploy v2": an operator's decision in one line.
+pub fn override_text(o: &Override) -> String {
+    let mut s = format!("by {} since {}", o.by, time(o.since));
     if o.until != 0 {
         let _ = write!(s, " until {}", time(o.until));
     }
@@ -137,6 +137,10 @@ fn manual(o: Option<&Override>) -> String {
         let _ = write!(s, ": {}", o.reason);
     }
     s
+}
+
+fn manual(o: Option<&Override>) -> String {
+    o.map_or("no".into(), |o| format!("yes, {}", override_text(o)))
 }
 
 pub fn text(snap: &Snapshot, service: Option<&str>) -> Option<String> {
@@ -212,10 +216,10 @@ pub fn text(snap: &Snapshot, service: Option<&str>) -> Option<String> {
         for p in &s.probers {
             let _ = write!(
                 out,
-                "  prober:      {} {}, {} probes, last {}",
+                "  prober:      {} {}, {}, last {}",
                 p.address,
                 p.kind,
-                p.count,
+                count(p.count, "probe"),
                 time(p.last_seen)
             );
             if let Some(h) = &p.haproxy {
@@ -234,10 +238,7 @@ pub fn text(snap: &Snapshot, service: Option<&str>) -> Option<String> {
                     r.exit.describe(),
                     time(r.time),
                     r.duration_us / 1000,
-                    match s.checks_count {
-                        1 => "1 check".to_string(),
-                        n => format!("{n} checks"),
-                    }
+                    count(s.checks_count, "check")
                 );
                 let output = r.output.trim_end();
                 if !output.is_empty() {

@@ -7,12 +7,13 @@
 //! half the watchdog interval, so a wedged engine (deadlock, stuck loop) stops the pings and
 //! systemd restarts the daemon.
 
-use crate::engine::Handle;
+use crate::view::Snapshot;
 use sd_notify::NotifyState;
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::Notify;
+use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 
 /// Started by systemd (as a notify service or socket-activated): stay in the foreground.
@@ -49,11 +50,18 @@ pub fn notify_status(status: &str) {
 }
 
 /// What STATUS= says before the summary until it is resolved: that the daemon runs on its
-/// last good configuration, that the last reload was refused. One per [`Note`].
-static NOTES: Mutex<BTreeMap<Note, String>> = Mutex::new(BTreeMap::new());
-static NOTES_CHANGED: Notify = Notify::const_new();
+/// last good configuration, that the last reload was refused. One per [`Note`]. Owned by the
+/// daemon instance (cheap to clone), shared by whoever sets a note and [`status_updates`].
+#[derive(Clone, Default)]
+pub struct Notes(Arc<NotesInner>);
 
-/// The topics of [`set_note`], in the order STATUS= shows them.
+#[derive(Default)]
+struct NotesInner {
+    notes: Mutex<BTreeMap<Note, String>>,
+    changed: Notify,
+}
+
+/// The topics of [`Notes::set`], in the order STATUS= shows them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Note {
     /// Started on the last good copy because the configuration file is broken.
@@ -62,53 +70,63 @@ pub enum Note {
     ReloadRefused,
 }
 
-/// Shows (Some) or clears (None) a note in STATUS=.
-pub fn set_note(topic: Note, text: Option<String>) {
-    let mut notes = NOTES.lock().unwrap_or_else(|e| e.into_inner());
-    let changed = match text {
-        Some(t) => notes.insert(topic, t.clone()) != Some(t),
-        None => notes.remove(&topic).is_some(),
-    };
-    if changed {
-        NOTES_CHANGED.notify_one();
+impl Notes {
+    /// Shows (Some) or clears (None) a note in STATUS=.
+    pub fn set(&self, topic: Note, text: Option<String>) {
+        let mut notes = self.0.notes.lock().unwrap_or_else(|e| e.into_inner());
+        let changed = match text {
+            Some(t) => notes.insert(topic, t.clone()) != Some(t),
+            None => notes.remove(&topic).is_some(),
+        };
+        if changed {
+            self.0.changed.notify_one();
+        }
+    }
+
+    /// The notes, then the summary; one line (the notify protocol is line-based, and a
+    /// configuration error may span lines).
+    fn status_text(&self, summary: &str) -> String {
+        let notes = self.0.notes.lock().unwrap_or_else(|e| e.into_inner());
+        let mut parts: Vec<&str> = notes.values().map(String::as_str).collect();
+        parts.push(summary);
+        parts
+            .join("; ")
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect::<Vec<_>>()
+            .join("; ")
     }
 }
 
-/// The notes, then the summary; one line (the notify protocol is line-based, and a
-/// configuration error may span lines).
-fn status_text(summary: &str) -> String {
-    let notes = NOTES.lock().unwrap_or_else(|e| e.into_inner());
-    let mut parts: Vec<&str> = notes.values().map(String::as_str).collect();
-    parts.push(summary);
-    parts
-        .join("; ")
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect::<Vec<_>>()
-        .join("; ")
-}
-
 /// Sends STATUS= whenever the summary of the snapshot or a note changes.
-pub async fn status_updates(handle: Handle, shutdown: CancellationToken) {
-    let mut rx = handle.subscribe();
+pub async fn status_updates(
+    mut rx: watch::Receiver<Arc<Snapshot>>,
+    notes: Notes,
+    shutdown: CancellationToken,
+) {
     let mut last = String::new();
     loop {
-        let status = status_text(&rx.borrow_and_update().summary());
+        let status = notes.status_text(&rx.borrow_and_update().summary());
         if status != last {
             notify_status(&status);
             last = status;
         }
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = NOTES_CHANGED.notified() => {}
+            _ = notes.0.changed.notified() => {}
             r = rx.changed() => if r.is_err() { return },
         }
     }
 }
 
-/// WATCHDOG=1 every half interval, each one earned by an engine answer.
-pub async fn watchdog(handle: Handle, shutdown: CancellationToken) {
+/// WATCHDOG=1 every half interval, each one earned by an engine answer: `ping` resolves to
+/// true when the engine answered.
+pub async fn watchdog<P, F>(ping: P, shutdown: CancellationToken)
+where
+    P: Fn() -> F,
+    F: Future<Output = bool>,
+{
     let mut usec = 0;
     if !sd_notify::watchdog_enabled(false, &mut usec) || usec == 0 {
         return;
@@ -121,9 +139,9 @@ pub async fn watchdog(handle: Handle, shutdown: CancellationToken) {
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        match tokio::time::timeout(period, handle.ping()).await {
-            Ok(Ok(_)) => send(&[NotifyState::Watchdog]),
-            Ok(Err(e)) => tracing::error!("engine did not answer the watchdog: {e}"),
+        match tokio::time::timeout(period, ping()).await {
+            Ok(true) => send(&[NotifyState::Watchdog]),
+            Ok(false) => tracing::error!("engine did not answer the watchdog: it is stopping"),
             Err(_) => tracing::error!(
                 "engine did not answer the watchdog within {period:?}; withholding WATCHDOG=1"
             ),
@@ -137,22 +155,23 @@ mod tests {
 
     #[test]
     fn notes_come_first_on_one_line() {
-        assert_eq!(status_text("1 service: 1 up"), "1 service: 1 up");
-        set_note(
+        let notes = Notes::default();
+        assert_eq!(notes.status_text("1 service: 1 up"), "1 service: 1 up");
+        notes.set(
             Note::ReloadRefused,
             Some("reload refused: a.cfg: line 2\n  bad".into()),
         );
-        set_note(
+        notes.set(
             Note::LastGood,
             Some("running on last good configuration: x".into()),
         );
         assert_eq!(
-            status_text("1 service: 1 up"),
+            notes.status_text("1 service: 1 up"),
             "running on last good configuration: x; reload refused: a.cfg: line 2; bad; \
              1 service: 1 up"
         );
-        set_note(Note::LastGood, None);
-        set_note(Note::ReloadRefused, None);
-        assert_eq!(status_text("1 service: 1 up"), "1 service: 1 up");
+        notes.set(Note::LastGood, None);
+        notes.set(Note::ReloadRefused, None);
+        assert_eq!(notes.status_text("1 service: 1 up"), "1 service: 1 up");
     }
 }

@@ -15,10 +15,10 @@
 //! bumped by the observer after each probe) and re-evaluates. A prober that stops probing
 //! keeps the wait from finishing; at the timeout the answer names every prober not caught up.
 
-use crate::control::proto::Command;
-use crate::engine::Snapshot;
 use crate::model::{micros, State};
 use crate::probe_stats::{ProbeStats, Prober};
+use crate::view::Snapshot;
+use std::fmt;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -36,6 +36,23 @@ pub enum Goal {
     In,
 }
 
+impl Goal {
+    fn action(self) -> &'static str {
+        match self {
+            Goal::Out => "take it out",
+            Goal::In => "put it back",
+        }
+    }
+
+    /// What the answers say when they ask for this goal.
+    fn answers(self) -> &'static str {
+        match self {
+            Goal::Out => "out",
+            Goal::In => "up",
+        }
+    }
+}
+
 /// One service to wait for.
 pub struct Target {
     pub service: String,
@@ -45,24 +62,32 @@ pub struct Target {
     pub haproxy_rise: u32,
 }
 
-/// What a `--wait` command waits for, known before the command runs (which consumes it).
+/// What a `--wait` command waits for, known before the command runs.
 pub struct Want {
     goal: Goal,
     /// None: every pausable service (`pause`/`run` without a name).
     names: Option<Vec<String>>,
 }
 
+/// Why a wait does not even begin.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotWaiting {
+    #[error("{0}: gone before the wait began")]
+    Gone(String),
+    /// Enabled but still paused or failing its check...: waiting would be in vain.
+    #[error("{service} is {state} ({reason}): HAProxy will not {}; not waiting", goal.action())]
+    WillNotAct {
+        service: String,
+        state: State,
+        reason: String,
+        goal: Goal,
+    },
+}
+
 impl Want {
-    /// None for a command that does not take `--wait`.
-    pub fn of(cmd: &Command) -> Option<Want> {
-        let (goal, names) = match cmd {
-            Command::Disable { service, .. } => (Goal::Out, Some(vec![service.clone()])),
-            Command::Enable(s) => (Goal::In, Some(vec![s.clone()])),
-            Command::Pause { service, .. } => (Goal::Out, service.clone().map(|s| vec![s])),
-            Command::Run(service) => (Goal::In, service.clone().map(|s| vec![s])),
-            _ => return None,
-        };
-        Some(Want { goal, names })
+    /// `names` None: every pausable service.
+    pub fn new(goal: Goal, names: Option<Vec<String>>) -> Want {
+        Want { goal, names }
     }
 
     /// The D-Bus `WaitForHAProxy`: wait for HAProxy to act on the service's current state —
@@ -78,9 +103,8 @@ impl Want {
         }
     }
 
-    /// The services to wait for, from the snapshot after the change. Err when HAProxy will
-    /// not act (enabled but still paused or failing its check...): waiting would be in vain.
-    pub fn targets(self, snap: &Snapshot) -> Result<Vec<Target>, String> {
+    /// The services to wait for, from the snapshot after the change.
+    pub fn targets(self, snap: &Snapshot) -> Result<Vec<Target>, NotWaiting> {
         let names = self.names.unwrap_or_else(|| {
             snap.services
                 .values()
@@ -90,21 +114,16 @@ impl Want {
         });
         let mut targets = Vec::new();
         for n in names {
-            let v = snap
-                .services
-                .get(&n)
-                .ok_or_else(|| format!("{n}: gone before the wait began"))?;
+            let Some(v) = snap.services.get(&n) else {
+                return Err(NotWaiting::Gone(n));
+            };
             if (self.goal == Goal::In) != (v.state == State::Up) {
-                return Err(format!(
-                    "{n} is {} ({}): HAProxy will not {}; not waiting",
-                    v.state,
-                    v.reason,
-                    if self.goal == Goal::In {
-                        "put it back"
-                    } else {
-                        "take it out"
-                    }
-                ));
+                return Err(NotWaiting::WillNotAct {
+                    service: n,
+                    state: v.state,
+                    reason: v.reason.clone(),
+                    goal: self.goal,
+                });
             }
             targets.push(Target {
                 service: n,
@@ -128,53 +147,169 @@ fn key(p: &Prober) -> Key {
     )
 }
 
-/// None when caught up, else why not (for the progress and timeout messages).
-pub fn lagging(p: &Prober, goal: Goal, fall: u32, rise: u32) -> Option<String> {
+/// Why a prober has not caught up yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lag {
+    /// Its `X-Haproxy-Server-State` still says otherwise.
+    Reports { node: String, state: String },
+    /// It has read `have` of the `need` answers in a row it takes.
+    Answers { have: u32, need: u32, goal: Goal },
+}
+
+impl fmt::Display for Lag {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Lag::Reports { node, state } => write!(f, "HAProxy {node} still reports {state}"),
+            Lag::Answers { have, need, goal } => {
+                write!(f, "{have} of {need} answers saying {}", goal.answers())
+            }
+        }
+    }
+}
+
+/// None when caught up, else why not.
+pub fn lagging(p: &Prober, goal: Goal, fall: u32, rise: u32) -> Option<Lag> {
     if let Some(h) = &p.haproxy {
         let done = match goal {
             Goal::Out => !h.is_up(),
             Goal::In => h.is_up(),
         };
-        return (!done).then(|| format!("HAProxy {} still reports {}", h.node, h.state));
+        return (!done).then(|| Lag::Reports {
+            node: h.node.clone(),
+            state: h.state.clone(),
+        });
     }
     let need = match (p.kind, goal) {
         ("agent", _) => 1,
         (_, Goal::Out) => fall,
         (_, Goal::In) => rise,
     };
-    let want_up = goal == Goal::In;
-    let have = if p.streak_up == Some(want_up) {
+    let have = if p.streak_up == Some(goal == Goal::In) {
         p.streak
     } else {
         0
     };
-    (have < need).then(|| {
-        format!(
-            "{have} of {need} answers saying {}",
-            if want_up { "up" } else { "out" }
-        )
-    })
+    (have < need).then_some(Lag::Answers { have, need, goal })
 }
 
-fn done_text(p: &Prober, goal: Goal) -> String {
-    match &p.haproxy {
-        Some(h) => format!("{}: HAProxy {} reports {}", p.label(), h.node, h.state),
-        None => format!(
-            "{}: has read {} answers in a row saying {}",
-            p.label(),
-            p.streak,
-            if goal == Goal::In { "up" } else { "out" }
-        ),
+/// A line of progress, sent as things happen.
+#[derive(Debug, Clone)]
+pub enum Progress {
+    Waiting {
+        service: String,
+        probers: usize,
+        goal: Goal,
+    },
+    /// One prober has acted.
+    Acted {
+        service: String,
+        prober: Prober,
+        goal: Goal,
+    },
+}
+
+impl fmt::Display for Progress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Progress::Waiting {
+                service,
+                probers,
+                goal,
+            } => write!(
+                f,
+                "{service}: waiting for {probers} prober(s) to {}",
+                goal.action()
+            ),
+            Progress::Acted {
+                service,
+                prober: p,
+                goal,
+            } => match &p.haproxy {
+                Some(h) => write!(
+                    f,
+                    "{service}: {}: HAProxy {} reports {}",
+                    p.label(),
+                    h.node,
+                    h.state
+                ),
+                None => write!(
+                    f,
+                    "{service}: {}: has read {} answers in a row saying {}",
+                    p.label(),
+                    p.streak,
+                    goal.answers()
+                ),
+            },
+        }
     }
 }
 
-/// Waits for every target; progress lines go to `progress` as they happen. Ok: what was
-/// seen; Err: who has not caught up when `timeout` ran out.
+/// How the wait ended for one service, when every prober caught up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Caught {
+    /// Every prober seen in the last [`RECENT`] has acted.
+    Acted { service: String, probers: usize },
+    /// Nobody probed lately: nothing to wait for.
+    NoProbers { service: String },
+}
+
+impl fmt::Display for Caught {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Caught::Acted { service, probers } => {
+                write!(f, "{service}: every recent prober ({probers}) has acted")
+            }
+            Caught::NoProbers { service } => write!(
+                f,
+                "{service}: no prober in the last {}s; nothing to wait for",
+                RECENT.as_secs()
+            ),
+        }
+    }
+}
+
+/// A prober that has not caught up: its label and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pending {
+    pub prober: String,
+    /// None: forgotten (the prober table was full).
+    pub lag: Option<Lag>,
+}
+
+impl fmt::Display for Pending {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.lag {
+            Some(lag) => write!(f, "{} ({lag})", self.prober),
+            None => write!(f, "{} (forgotten: table full)", self.prober),
+        }
+    }
+}
+
+/// Why the wait ended before every prober caught up.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotCaught {
+    #[error("{service}: timed out after {}s; not caught up: {}", timeout.as_secs_f64(), list(pending))]
+    TimedOut {
+        service: String,
+        timeout: Duration,
+        pending: Vec<Pending>,
+    },
+    #[error("{0}: the service went away while waiting")]
+    Gone(String),
+}
+
+fn list(pending: &[Pending]) -> String {
+    let v: Vec<String> = pending.iter().map(ToString::to_string).collect();
+    v.join(", ")
+}
+
+/// Waits for every target; progress goes to `progress` as it happens. Ok: how each service
+/// ended; Err: the first service whose probers had not caught up when `timeout` ran out.
 pub async fn wait(
     targets: Vec<Target>,
     timeout: Duration,
-    progress: mpsc::UnboundedSender<String>,
-) -> Result<String, String> {
+    progress: mpsc::UnboundedSender<Progress>,
+) -> Result<Vec<Caught>, NotCaught> {
     let deadline = tokio::time::Instant::now() + timeout;
     let mut summary = Vec::new();
     for t in targets {
@@ -188,23 +323,14 @@ pub async fn wait(
             .map(key)
             .collect();
         if keys.is_empty() {
-            summary.push(format!(
-                "{}: no prober in the last {}s; nothing to wait for",
-                t.service,
-                RECENT.as_secs()
-            ));
+            summary.push(Caught::NoProbers { service: t.service });
             continue;
         }
-        let what = if t.goal == Goal::Out {
-            "take it out"
-        } else {
-            "put it back"
-        };
-        let _ = progress.send(format!(
-            "{}: waiting for {} prober(s) to {what}",
-            t.service,
-            keys.len()
-        ));
+        let _ = progress.send(Progress::Waiting {
+            service: t.service.clone(),
+            probers: keys.len(),
+            goal: t.goal,
+        });
         let mut reported: Vec<Key> = Vec::new();
         loop {
             changed.borrow_and_update();
@@ -212,42 +338,45 @@ pub async fn wait(
             let mut pending = Vec::new();
             for k in &keys {
                 match table.iter().find(|p| key(p) == *k) {
-                    None => pending.push(format!("{} (forgotten: table full)", k.0)),
+                    None => pending.push(Pending {
+                        prober: k.0.to_string(),
+                        lag: None,
+                    }),
                     Some(p) => match lagging(p, t.goal, t.haproxy_fall, t.haproxy_rise) {
-                        Some(why) => pending.push(format!("{} ({why})", p.label())),
+                        Some(lag) => pending.push(Pending {
+                            prober: p.label(),
+                            lag: Some(lag),
+                        }),
                         None if !reported.contains(k) => {
                             reported.push(k.clone());
-                            let _ =
-                                progress.send(format!("{}: {}", t.service, done_text(p, t.goal)));
+                            let _ = progress.send(Progress::Acted {
+                                service: t.service.clone(),
+                                prober: p.clone(),
+                                goal: t.goal,
+                            });
                         }
                         None => {}
                     },
                 }
             }
             if pending.is_empty() {
-                summary.push(format!(
-                    "{}: every recent prober ({}) has acted",
-                    t.service,
-                    keys.len()
-                ));
+                summary.push(Caught::Acted {
+                    service: t.service.clone(),
+                    probers: keys.len(),
+                });
                 break;
             }
             tokio::select! {
                 r = changed.changed() => if r.is_err() {
-                    return Err(format!("{}: the service went away while waiting", t.service));
+                    return Err(NotCaught::Gone(t.service));
                 },
                 _ = tokio::time::sleep_until(deadline) => {
-                    return Err(format!(
-                        "{}: timed out after {}s; not caught up: {}",
-                        t.service,
-                        timeout.as_secs_f64(),
-                        pending.join(", ")
-                    ));
+                    return Err(NotCaught::TimedOut { service: t.service, timeout, pending });
                 }
             }
         }
     }
-    Ok(summary.join("\n"))
+    Ok(summary)
 }
 
 #[cfg(test)]

@@ -1,8 +1,10 @@
 //! The Unix control socket: the classic `psentinel -c COMMAND` interface.
 //!
 //! `proto` is the wire format and command table, shared by both ends; `server` runs in the
-//! daemon and forwards to the engine's [`crate::engine::Handle`]; `client` is `psentinel -c`.
+//! daemon and forwards to the engine's [`crate::engine::Handle`], `words` puts the engine's
+//! answers into the socket's words; `client` is `psentinel -c`.
 
 pub mod client;
 pub mod proto;
 pub mod server;
+pub mod words;

@@ -6,9 +6,10 @@
 //! left by a crashed daemon is replaced; one that a live daemon answers on is not.
 
 use super::proto::{self, Code, Command, MAX_LINE, REQUEST_DEADLINE};
-use crate::engine::{EngineError, Handle};
+use super::words;
+use crate::engine::{CheckRun, EngineError, Handle, Outcome};
 use crate::status;
-use crate::wait::Want;
+use crate::wait::{Goal, Want};
 use anyhow::Context;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixListener as StdUnixListener;
@@ -177,11 +178,17 @@ async fn execute_and_wait(
     auth: &Arc<Auth>,
     stop: &CancellationToken,
 ) -> (Code, String) {
-    let Some(want) = Want::of(&cmd) else {
-        return (
-            Code::Usage,
-            "--wait goes with enable, disable, pause, run\n".into(),
-        );
+    let want = match &cmd {
+        Command::Disable { service, .. } => Want::new(Goal::Out, Some(vec![service.clone()])),
+        Command::Enable(s) => Want::new(Goal::In, Some(vec![s.clone()])),
+        Command::Pause { service, .. } => Want::new(Goal::Out, service.clone().map(|s| vec![s])),
+        Command::Run(service) => Want::new(Goal::In, service.clone().map(|s| vec![s])),
+        _ => {
+            return (
+                Code::Usage,
+                "--wait goes with enable, disable, pause, run\n".into(),
+            )
+        }
     };
     let (code, body) = execute(cmd, stream, handle, auth, stop).await;
     if code != Code::Ok {
@@ -191,7 +198,7 @@ async fn execute_and_wait(
         Ok(t) => t,
         Err(why) => return (Code::Refused, format!("{body}{why}\n")),
     };
-    let (ptx, mut prx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let (ptx, mut prx) = tokio::sync::mpsc::unbounded_channel();
     let fut = crate::wait::wait(targets, timeout, ptx);
     tokio::pin!(fut);
     let mut client_gone = false;
@@ -210,11 +217,11 @@ async fn execute_and_wait(
         }
         tokio::select! {
             r = &mut fut => break r,
-            Some(l) = prx.recv() => lines.push(l),
+            Some(p) = prx.recv() => lines.push(p.to_string()),
         }
     };
-    while let Ok(l) = prx.try_recv() {
-        let line = format!("{}{l}\n", proto::PROGRESS);
+    while let Ok(p) = prx.try_recv() {
+        let line = format!("{}{p}\n", proto::PROGRESS);
         if tokio::time::timeout(REQUEST_DEADLINE, stream.write_all(line.as_bytes()))
             .await
             .is_err()
@@ -223,10 +230,13 @@ async fn execute_and_wait(
         }
     }
     match outcome {
-        Ok(msg) => (Code::Ok, msg + "\n"),
-        Err(msg) => {
-            tracing::warn!("--wait: {msg}");
-            (Code::Refused, msg + "\n")
+        Ok(caught) => {
+            let lines: Vec<String> = caught.iter().map(|c| format!("{c}\n")).collect();
+            (Code::Ok, lines.concat())
+        }
+        Err(why) => {
+            tracing::warn!("--wait: {why}");
+            (Code::Refused, format!("{why}\n"))
         }
     }
 }
@@ -262,8 +272,8 @@ async fn execute(
         }
         actor = name;
     }
-    let done = |r: Result<String, EngineError>| match r {
-        Ok(msg) => (Code::Ok, msg + "\n"),
+    let done = |r: Result<Outcome, EngineError>| match r {
+        Ok(o) => (Code::Ok, words::outcome(&o)),
         Err(e) => (Code::Refused, format!("{e}\n")),
     };
     match cmd {
@@ -307,19 +317,14 @@ async fn execute(
         Command::EnableTest(s) => done(handle.set_checks_stopped(&s, false, &actor).await),
         Command::Reload => done(handle.reload(&actor).await),
         Command::Test(s) => match handle.run_check(&s).await {
-            Ok(r) => (
-                if r.exit.passed() {
-                    Code::Ok
-                } else {
-                    Code::Failed
-                },
-                format!(
-                    "{s}: {} after {} ms\n{}",
-                    r.exit.describe(),
-                    r.duration_us / 1000,
-                    r.output
-                ),
-            ),
+            Ok(run) => {
+                let passed = match &run {
+                    CheckRun::Ran(r) => r.exit.passed(),
+                    CheckRun::NoCheck => true,
+                };
+                let code = if passed { Code::Ok } else { Code::Failed };
+                (code, words::check_run(&s, &run))
+            }
             Err(e) => (Code::Refused, format!("{e}\n")),
         },
         Command::Metrics => (Code::Ok, crate::metrics::render(&handle.snapshot())),

@@ -3,6 +3,7 @@
 
 use super::error::{Error, Result};
 use super::{service_path, Ctx};
+use crate::engine::EngineError;
 use crate::model::Refusal;
 use std::sync::Arc;
 use zbus::message::Header;
@@ -33,9 +34,9 @@ impl Manager {
         if self.ctx.handle.snapshot().services.contains_key(name) {
             Ok(service_path(name))
         } else {
-            Err(Error::from(crate::engine::EngineError::from(
-                Refusal::UnknownService(name.into()),
-            )))
+            Err(Error::from(EngineError::from(Refusal::UnknownService(
+                name.into(),
+            ))))
         }
     }
 

@@ -22,7 +22,8 @@ pub mod service;
 
 use crate::auth::Auth;
 use crate::config::DbusMode;
-use crate::engine::{Handle, Snapshot};
+use crate::engine::Handle;
+use crate::view::Snapshot;
 use error::Error;
 use service::{Props, ServiceObject};
 use std::collections::HashMap;

@@ -7,8 +7,10 @@
 
 use super::error::Result;
 use super::Ctx;
-use crate::engine::ServiceView;
-use crate::status::ServiceStatus;
+use crate::engine::{CheckRun, EngineError, Outcome};
+use crate::model::{Override, Refusal};
+use crate::status::{override_text, ServiceStatus};
+use crate::view::ServiceView;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -148,6 +150,16 @@ pub fn status_dict(v: &ServiceView) -> HashMap<String, Value<'static>> {
     d
 }
 
+/// The `replaced` answer of Disable and Pause: D-Bus has one string for it.
+fn replaced(done: &Outcome) -> String {
+    let before: Option<&Override> = match done {
+        Outcome::Disabled { replaced, .. } => replaced.as_ref(),
+        Outcome::Paused { replaced, .. } => replaced.first().map(|(_, o)| o),
+        _ => None,
+    };
+    before.map_or(String::new(), override_text)
+}
+
 pub struct ServiceObject {
     pub(super) name: String,
     pub(super) ctx: Arc<Ctx>,
@@ -189,13 +201,16 @@ impl ServiceObject {
     }
 
     /// Takes the service out (503 or disabled_status); expire_after_s 0 = until Enable.
+    /// `replaced`: the disable this one took the place of ("by alice since ...: reason"),
+    /// empty when the service was not disabled.
+    #[zbus(out_args("replaced"))]
     async fn disable(
         &self,
         reason: &str,
         expire_after_s: u64,
         #[zbus(header)] hdr: Header<'_>,
         #[zbus(connection)] conn: &Connection,
-    ) -> Result<()> {
+    ) -> Result<String> {
         let actor = self.ctx.authorise(conn, &hdr, "Disable").await?;
         if expire_after_s > MAX_EXPIRE_AFTER_S {
             return Err(zbus::fdo::Error::InvalidArgs(format!(
@@ -204,25 +219,29 @@ impl ServiceObject {
             .into());
         }
         let for_ = (expire_after_s > 0).then(|| Duration::from_secs(expire_after_s));
-        self.ctx
+        let done = self
+            .ctx
             .handle
             .disable(&self.name, reason, for_, &actor)
             .await?;
-        Ok(())
+        Ok(replaced(&done))
     }
 
-    /// Pauses a pausable service (NotPausable otherwise).
+    /// Pauses a pausable service (NotPausable otherwise). `replaced`: the pause this one took
+    /// the place of, empty when the service was not paused.
+    #[zbus(out_args("replaced"))]
     async fn pause(
         &self,
         #[zbus(header)] hdr: Header<'_>,
         #[zbus(connection)] conn: &Connection,
-    ) -> Result<()> {
+    ) -> Result<String> {
         let actor = self.ctx.authorise(conn, &hdr, "Pause").await?;
-        self.ctx
+        let done = self
+            .ctx
             .handle
             .pause(Some(&self.name), "", None, &actor)
             .await?;
-        Ok(())
+        Ok(replaced(&done))
     }
 
     async fn resume(
@@ -241,8 +260,6 @@ impl ServiceObject {
         Ok(status_dict(&*self.view()?))
     }
 
-    /// Runs the check now (after a run in progress) and returns how it ended. Runs a program
-    /// on the host, so it is authorised like a change.
     /// The D-Bus form of `psentinel -c ... --wait`: returns once every HAProxy that probed
     /// in the last minute has acted on the current state (taken out, or put back when up),
     /// or when `timeout_s` (0 = 60 s) ran out. Call it after Disable, Pause, Enable, Resume.
@@ -256,12 +273,12 @@ impl ServiceObject {
         self.ctx.authorise(conn, &hdr, "WaitForHAProxy").await?;
         let snap = self.ctx.handle.snapshot();
         if !snap.services.contains_key(&self.name) {
-            let gone = crate::model::Refusal::UnknownService(self.name.clone());
-            return Err(crate::engine::EngineError::from(gone).into());
+            let gone = Refusal::UnknownService(self.name.clone());
+            return Err(EngineError::from(gone).into());
         }
         let targets = match crate::wait::Want::current(&self.name, &snap).targets(&snap) {
             Ok(t) => t,
-            Err(why) => return Ok((false, why)),
+            Err(why) => return Ok((false, why.to_string())),
         };
         let timeout = match timeout_s {
             0 => crate::wait::DEFAULT_TIMEOUT,
@@ -270,11 +287,16 @@ impl ServiceObject {
         // Progress lines are for the Unix socket's streamed answer; D-Bus has one reply.
         let (progress, _ignored) = tokio::sync::mpsc::unbounded_channel();
         Ok(match crate::wait::wait(targets, timeout, progress).await {
-            Ok(msg) => (true, msg),
-            Err(msg) => (false, msg),
+            Ok(caught) => {
+                let lines: Vec<String> = caught.iter().map(ToString::to_string).collect();
+                (true, lines.join("\n"))
+            }
+            Err(why) => (false, why.to_string()),
         })
     }
 
+    /// Runs the check now (after a run in progress) and returns how it ended. Runs a program
+    /// on the host, so it is authorised like a change.
     #[zbus(out_args("exit_status", "output"))]
     async fn run_check(
         &self,
@@ -282,8 +304,10 @@ impl ServiceObject {
         #[zbus(connection)] conn: &Connection,
     ) -> Result<(i32, String)> {
         self.ctx.authorise(conn, &hdr, "RunCheck").await?;
-        let r = self.ctx.handle.run_check(&self.name).await?;
-        Ok((r.exit.status_code(), r.output))
+        Ok(match self.ctx.handle.run_check(&self.name).await? {
+            CheckRun::Ran(r) => (r.exit.status_code(), r.output),
+            CheckRun::NoCheck => (0, crate::control::words::NO_CHECK.into()),
+        })
     }
 
     #[zbus(property)]

@@ -299,12 +299,20 @@ fn objects_properties_methods_and_errors() {
     assert!(r[1].as_str().unwrap().contains("fine"), "{r}");
 
     // Disable / Enable / Pause / Resume via D-Bus: the probe follows, the record names root.
-    bus.call(&app, SERVICE_IF, "Disable", &["st", "deploy v2", "0"]);
+    let r = bus.call(&app, SERVICE_IF, "Disable", &["st", "deploy v2", "0"]);
+    assert_eq!(r[0], "", "nothing replaced");
     assert_eq!(probe(web).status, 503);
     assert_eq!(bus.prop(&app, SERVICE_IF, "DisabledBy"), "root");
     assert_eq!(bus.prop(&app, SERVICE_IF, "Reason"), "deploy v2");
     assert_eq!(bus.prop(&app, SERVICE_IF, "DisabledUntil"), 0);
     assert_eq!(d.svc("our-app")["disabled_by"], "root");
+    // A second Disable answers what it replaced.
+    let r = bus.call(&app, SERVICE_IF, "Disable", &["st", "deploy v3", "0"]);
+    let replaced = r[0].as_str().unwrap();
+    assert!(
+        replaced.starts_with("by root since ") && replaced.ends_with(": deploy v2"),
+        "{r}"
+    );
     bus.call(&app, SERVICE_IF, "Enable", &[]);
     assert_eq!(probe(web).status, 200);
     bus.call(&app, SERVICE_IF, "Pause", &[]);

@@ -15,4 +15,5 @@ mod hostile;
 mod manual;
 mod observe;
 mod packages;
+mod reload;
 mod systemd;

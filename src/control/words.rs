@@ -1,0 +1,91 @@
+//! The control socket's words for what the engine answers: one line a person reads (and a
+//! script may grep), ending in a newline.
+
+use crate::engine::{CheckRun, Outcome, Reloaded};
+use crate::model::Micros;
+use crate::status::{override_text, time};
+use crate::view::count;
+
+pub fn outcome(o: &Outcome) -> String {
+    let mut s = match o {
+        Outcome::Enabled {
+            service,
+            was_disabled: true,
+        } => format!("{service} enabled"),
+        Outcome::Enabled { service, .. } => format!("{service} was not disabled; nothing to do"),
+        Outcome::Disabled {
+            service,
+            until: u,
+            replaced,
+        } => {
+            let mut s = format!("{service} disabled{}", until(*u));
+            if let Some(r) = replaced {
+                s += &format!("; replaced the disable {}", override_text(r));
+            }
+            s
+        }
+        Outcome::Paused {
+            services,
+            until: u,
+            replaced,
+        } => {
+            let mut s = format!("paused: {}{}", services.join(", "), until(*u));
+            for (name, r) in replaced {
+                s += &format!("; replaced the pause of {name} {}", override_text(r));
+            }
+            s
+        }
+        Outcome::Resumed { services } => format!("running: {}", services.join(", ")),
+        Outcome::ChecksStopped { service } => {
+            format!("{service}: check stopped; the service counts as passing")
+        }
+        Outcome::ChecksRestarted { service } => format!("{service}: check restarted"),
+        Outcome::Reloaded(r) => format!("reloaded: {}", reloaded(r)),
+        Outcome::Pong => "pong".into(),
+    };
+    s.push('\n');
+    s
+}
+
+fn until(u: Option<Micros>) -> String {
+    u.map_or(String::new(), |u| format!(" until {}", time(u)))
+}
+
+fn reloaded(r: &Reloaded) -> String {
+    let mut s = format!(
+        "{} ({} kept, added: [{}], removed: [{}])",
+        count(r.services as u64, "service"),
+        r.kept,
+        r.added.join(", "),
+        r.removed.join(", ")
+    );
+    if !r.check_changed.is_empty() {
+        s += &format!(
+            "; check command changed, result dropped: [{}]",
+            r.check_changed.join(", ")
+        );
+    }
+    if !r.pending_restart.is_empty() {
+        s += &format!(
+            "; [general] takes effect at the next restart: {}",
+            r.pending_restart.join(", ")
+        );
+    }
+    s
+}
+
+/// `test SERVICE`: the exit status, how it ended, how long it took, then the output.
+pub fn check_run(service: &str, run: &CheckRun) -> String {
+    match run {
+        CheckRun::Ran(r) => format!(
+            "{service}: {} after {} ms\n{}",
+            r.exit.describe(),
+            r.duration_us / 1000,
+            r.output
+        ),
+        CheckRun::NoCheck => format!("{service}: exit status 0 after 0 ms\n{NO_CHECK}"),
+    }
+}
+
+/// What `test` says of a service without a check (D-Bus `RunCheck` says it too).
+pub const NO_CHECK: &str = "no check_script configured: the service counts as passing";

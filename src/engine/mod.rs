@@ -1,0 +1,434 @@
+//! The engine: the one task that owns every service's state.
+//!
+//! Everything that changes state — operators (Unix socket, D-Bus, signals), check runners,
+//! expiry timers, reloads — reaches the engine as a message; after each change the engine
+//! publishes an immutable [`Snapshot`] on a `watch` channel. Probe responders, `status`, the
+//! D-Bus property bridge and sd_notify STATUS= read snapshots ([`crate::view`]) and never wait
+//! on the engine, so a probe is never queued behind an operator command or a slow client.
+//!
+//! The engine also owns the listening sockets of the probe ports, because a reload must bind
+//! the new configuration's ports *before* it replaces the old one: a configuration whose ports
+//! cannot be bound is refused and the old one keeps serving ([`apply`]).
+//!
+//! Operations answer with typed [`Outcome`]s; the control socket and D-Bus put them into their
+//! own words. The engine's only prose is its journal lines.
+//!
+//! Parts: [`handle`] (the front door), [`outcome`] (answers), [`apply`] (configuration,
+//! listeners, what a restart restores), [`ops`] (operator commands and their audit lines).
+
+mod apply;
+mod handle;
+mod ops;
+mod outcome;
+#[cfg(test)]
+mod tests;
+
+pub use handle::{Actor, Handle};
+pub use outcome::{CheckRun, EngineError, Outcome, ReloadRefused, Reloaded};
+
+use crate::check::{CheckDone, Processes, RunnerCmd, RunnerHandle};
+use crate::config::{Config, ServiceConfig};
+use crate::model::{micros, Admin, CheckCounts, CheckResult, Exit, Expired, HealthTracker};
+use crate::model::{Micros, Refusal};
+use crate::observer::{Observer, Silence};
+use crate::probe_stats::{ProbeStats, Seen};
+use crate::sockets::Sockets;
+use crate::state::{Saved, SavedService, Store};
+use crate::systemd::Notes;
+use crate::view::{Facts, ServiceView, Snapshot};
+use apply::{ListenKey, Listener};
+use handle::Request;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// How long check results may wait before they are written to the state file.
+const HEALTH_FLUSH_DELAY: Duration = Duration::from_secs(1);
+/// How long a check killed by SIGTERM from outside waits before it counts: when the whole
+/// service is being stopped (a `KillMode=control-group` drop-in), the check dies at the same
+/// moment as the daemon learns it is stopping, and may be seen first.
+const STOP_SIGNAL_SETTLE: Duration = Duration::from_millis(300);
+
+/// The engine's time: the wall clock at start plus tokio's monotonic time since. Timestamps
+/// (since, until) and the timers that act on them then agree: a `--for 30m` lasts 30 minutes
+/// even if the wall clock is stepped meanwhile, and tests run the engine on tokio's paused
+/// clock.
+struct Clock {
+    wall0: Micros,
+    mono0: tokio::time::Instant,
+}
+
+impl Clock {
+    fn start() -> Clock {
+        Clock {
+            wall0: micros(SystemTime::now()),
+            mono0: tokio::time::Instant::now(),
+        }
+    }
+
+    fn now(&self) -> Micros {
+        self.wall0 + self.mono0.elapsed().as_micros() as u64
+    }
+
+    /// When, on tokio's clock, the engine's time reaches `t`.
+    fn instant_at(&self, t: Micros) -> tokio::time::Instant {
+        self.mono0 + Duration::from_micros(t.saturating_sub(self.wall0))
+    }
+}
+
+/// One service as the engine holds it.
+struct Svc {
+    cfg: Arc<ServiceConfig>,
+    admin: Admin,
+    health: HealthTracker,
+    last: Option<CheckResult>,
+    checks: CheckCounts,
+    probes: Arc<ProbeStats>,
+    silent_since: Option<Micros>,
+    runner: Option<RunnerHandle>,
+    listeners: BTreeMap<ListenKey, Listener>,
+    view: Arc<ServiceView>,
+}
+
+impl Svc {
+    fn refresh_view(&mut self) {
+        self.view = Arc::new(ServiceView::new(Facts {
+            cfg: &self.cfg,
+            admin: &self.admin,
+            health: self.health,
+            last: &self.last,
+            checks: self.checks,
+            probes: &self.probes,
+            silent_since: self.silent_since,
+        }));
+    }
+
+    fn saved(&self) -> SavedService {
+        SavedService {
+            admin: self.admin.clone(),
+            health: self.health,
+            last: self.last.clone(),
+            check: self.cfg.check.clone(),
+        }
+    }
+}
+
+/// What the engine borrows from the daemon that runs it.
+pub struct Parts {
+    pub sockets: Sockets,
+    /// The daemon's record of check processes (see [`crate::check`]).
+    pub processes: Processes,
+    /// Probe connections being answered: shutdown waits for them.
+    pub in_flight: TaskTracker,
+    /// What STATUS= says besides the summary (a refused reload).
+    pub notes: Notes,
+    pub shutdown: CancellationToken,
+}
+
+/// What the engine's loop listens to besides requests, and the snapshots it publishes.
+struct Inbox {
+    snap: watch::Receiver<Arc<Snapshot>>,
+    done: mpsc::UnboundedReceiver<CheckDone>,
+    silence: mpsc::UnboundedReceiver<Silence>,
+}
+
+pub struct Engine {
+    cfg: Config,
+    services: BTreeMap<String, Svc>,
+    sockets: Sockets,
+    store: Store,
+    snap_tx: watch::Sender<Arc<Snapshot>>,
+    done_tx: mpsc::UnboundedSender<CheckDone>,
+    next_runner: u64,
+    processes: Processes,
+    in_flight: TaskTracker,
+    notes: Notes,
+    shutdown: CancellationToken,
+    clock: Clock,
+    reloads: u64,
+    health_dirty: bool,
+    /// Results killed by SIGTERM that have waited [`STOP_SIGNAL_SETTLE`]: (service, runner,
+    /// time of the result).
+    settled: std::collections::HashSet<(String, u64, u64)>,
+    /// To the observer of probes ([`crate::observer`]), handed to every listener.
+    seen_tx: mpsc::Sender<Seen>,
+}
+
+impl Engine {
+    /// Restores saved state, binds every probe port, publishes the first snapshot and starts
+    /// the probe responders and check runners. When this returns Ok, every port answers with
+    /// the restored state: the caller may say READY=1.
+    pub fn start(cfg: Config, parts: Parts) -> Result<(Handle, JoinHandle<()>), ReloadRefused> {
+        let (engine, inbox) = Engine::new(cfg, parts)?;
+        let (tx, rx) = mpsc::channel(256);
+        let handle = Handle {
+            tx,
+            snap: inbox.snap,
+        };
+        let task = tokio::spawn(engine.run(rx, inbox.done, inbox.silence));
+        Ok((handle, task))
+    }
+
+    /// The engine with its configuration applied, before its loop runs.
+    fn new(cfg: Config, parts: Parts) -> Result<(Engine, Inbox), ReloadRefused> {
+        let store = Store::new(&cfg.general.state_dir);
+        let saved = store.load();
+        let clock = Clock::start();
+        let placeholder = Arc::new(Snapshot {
+            services: BTreeMap::new(),
+            pid: std::process::id(),
+            started: clock.wall0,
+            config_file: cfg.file.clone(),
+            reloads: 0,
+        });
+        let (snap_tx, snap_rx) = watch::channel(placeholder);
+        let (done_tx, done_rx) = mpsc::unbounded_channel();
+        let (observer, seen_tx, silence_rx) = Observer::new(cfg.general.silence_min);
+        tokio::spawn(observer.run(parts.shutdown.clone()));
+        let mut engine = Engine {
+            cfg: Config {
+                services: BTreeMap::new(),
+                ..cfg.clone()
+            },
+            services: BTreeMap::new(),
+            sockets: parts.sockets,
+            store,
+            snap_tx,
+            done_tx,
+            next_runner: 1,
+            processes: parts.processes,
+            in_flight: parts.in_flight,
+            notes: parts.notes,
+            shutdown: parts.shutdown,
+            clock,
+            reloads: 0,
+            health_dirty: false,
+            settled: Default::default(),
+            seen_tx,
+        };
+        engine.apply(cfg, Some(&saved))?;
+        engine.sockets.warn_unused();
+        let inbox = Inbox {
+            snap: snap_rx,
+            done: done_rx,
+            silence: silence_rx,
+        };
+        Ok((engine, inbox))
+    }
+
+    fn publish(&self) {
+        let snap = Snapshot {
+            services: self
+                .services
+                .iter()
+                .map(|(n, s)| (n.clone(), s.view.clone()))
+                .collect(),
+            pid: std::process::id(),
+            started: self.clock.wall0,
+            config_file: self.cfg.file.clone(),
+            reloads: self.reloads,
+        };
+        let snap = Arc::new(snap);
+        let old = self.snap_tx.send_replace(snap.clone());
+        crate::logging::log_state_changes(&old, &snap);
+    }
+
+    fn persist(&mut self) {
+        let saved = Saved {
+            version: 1,
+            services: self
+                .services
+                .iter()
+                .map(|(n, s)| (n.clone(), s.saved()))
+                .collect(),
+        };
+        if let Err(e) = self.store.save(&saved) {
+            tracing::error!(path = %self.store.path().display(), "cannot save state: {e}");
+        }
+        self.health_dirty = false;
+    }
+
+    async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<Request>,
+        mut done_rx: mpsc::UnboundedReceiver<CheckDone>,
+        mut silence_rx: mpsc::UnboundedReceiver<Silence>,
+    ) {
+        let mut flush_at: Option<tokio::time::Instant> = None;
+        loop {
+            let expiry = self.next_expiry();
+            tokio::select! {
+                // Stopping comes first: a check that ended meanwhile was most likely killed by
+                // the stop itself, and is not a result.
+                biased;
+                _ = self.shutdown.cancelled() => break,
+                req = rx.recv() => match req {
+                    Some(req) => self.handle(req),
+                    None => break,
+                },
+                Some(done) = done_rx.recv() => {
+                    self.on_check_done(done);
+                    if self.health_dirty && flush_at.is_none() {
+                        flush_at = Some(tokio::time::Instant::now() + HEALTH_FLUSH_DELAY);
+                    }
+                }
+                Some(s) = silence_rx.recv() => self.on_silence(s),
+                _ = sleep_until_opt(expiry) => self.expire(),
+                _ = sleep_until_opt(flush_at) => {
+                    flush_at = None;
+                    if self.health_dirty {
+                        self.persist();
+                    }
+                }
+            }
+            if !self.health_dirty {
+                flush_at = None;
+            }
+        }
+        // Stop the checks (runners abort and kill their groups), keep the latest results.
+        for svc in self.services.values_mut() {
+            svc.runner = None;
+        }
+        self.persist();
+    }
+
+    fn next_expiry(&self) -> Option<tokio::time::Instant> {
+        let next = self
+            .services
+            .values()
+            .filter_map(|s| s.admin.next_expiry())
+            .min()?;
+        Some(self.clock.instant_at(next))
+    }
+
+    fn expire(&mut self) {
+        let now = self.clock.now();
+        let mut changed = false;
+        for (name, svc) in self.services.iter_mut() {
+            let lifted = svc.admin.expire(now);
+            for what in &lifted {
+                let what = match what {
+                    Expired::Disable => "disable",
+                    Expired::Pause => "pause",
+                };
+                tracing::info!(
+                    psentinel_service = %name,
+                    psentinel_actor = "expiry",
+                    "the timed {what} of {name} ran out; lifted"
+                );
+            }
+            if !lifted.is_empty() {
+                svc.refresh_view();
+                changed = true;
+            }
+        }
+        if changed {
+            self.after_admin_change();
+        }
+    }
+
+    /// The silence alarm changed (see [`crate::observer`]): shown in status and STATUS=.
+    fn on_silence(&mut self, s: Silence) {
+        if let Some(svc) = self.services.get_mut(&s.service) {
+            svc.silent_since = s.since;
+            svc.refresh_view();
+            self.publish();
+        }
+    }
+
+    fn on_check_done(&mut self, done: CheckDone) {
+        let Some(svc) = self.services.get_mut(&done.service) else {
+            return;
+        };
+        if svc.runner.as_ref().map(|r| r.id) != Some(done.runner) {
+            return; // a runner replaced by a reload finished late
+        }
+        if self.shutdown.is_cancelled() {
+            // The daemon is stopping and kills its checks: what they report now is the stop,
+            // not the service. Never recorded, saved or shown.
+            return;
+        }
+        // psentinel never sends SIGTERM to a check itself before a timeout (reported as
+        // such): one killed by it was most likely killed by the stop of the whole service.
+        // Counted only if the daemon is still running a moment later.
+        if done.result.exit == Exit::Signal(libc::SIGTERM) {
+            let key = (done.service.clone(), done.runner, done.result.time);
+            if !self.settled.remove(&key) {
+                self.settled.insert(key);
+                let tx = self.done_tx.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(STOP_SIGNAL_SETTLE).await;
+                    let _ = tx.send(done);
+                });
+                return;
+            }
+        }
+        let passed = done.result.exit.passed();
+        svc.health.observe(passed, svc.cfg.rise, svc.cfg.fall);
+        let exit = done.result.exit.clone();
+        svc.last = Some(done.result);
+        svc.checks.add(&exit);
+        svc.refresh_view();
+        // A change of state is logged by publish() (logging::log_state_changes).
+        tracing::debug!(psentinel_service = %done.service, "{}: check finished: {exit}", done.service);
+        self.health_dirty = true;
+        self.publish();
+    }
+
+    fn after_admin_change(&mut self) {
+        self.publish();
+        self.persist();
+    }
+
+    fn handle(&mut self, req: Request) {
+        match req {
+            Request::RunCheck(name, reply) => self.run_check(name, reply),
+            Request::Op(op, actor, reply) => {
+                let res = self.op(op, &actor);
+                // The asker may have gone (client hung up): the change stands all the same.
+                let _ = reply.send(res);
+            }
+        }
+    }
+
+    fn run_check(&mut self, name: String, reply: oneshot::Sender<Result<CheckRun, EngineError>>) {
+        let Some(svc) = self.services.get(&name) else {
+            let _ = reply.send(Err(Refusal::UnknownService(name).into()));
+            return;
+        };
+        match &svc.runner {
+            Some(r) => {
+                // The runner answers `test` directly; the engine stays free.
+                let (tx, rx) = oneshot::channel();
+                r.send(RunnerCmd::RunNow(tx));
+                tokio::spawn(async move {
+                    let res = rx
+                        .await
+                        .map(CheckRun::Ran)
+                        .map_err(|_| EngineError::Stopped);
+                    let _ = reply.send(res);
+                });
+            }
+            None => {
+                let _ = reply.send(Ok(CheckRun::NoCheck));
+            }
+        }
+    }
+
+    fn svc_mut(&mut self, name: &str) -> Result<&mut Svc, EngineError> {
+        self.services
+            .get_mut(name)
+            .ok_or_else(|| Refusal::UnknownService(name.into()).into())
+    }
+}
+
+async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,223 @@
+//! Operator commands: enable, disable, pause, resume, stopping checks, reload. Each answers a
+//! typed [`Outcome`] and leaves one audit line in the journal: who, what, why, until when,
+//! and what it replaced.
+
+use super::handle::Op;
+use super::outcome::{EngineError, Outcome, ReloadRefused, Reloaded};
+use super::Engine;
+use crate::check::RunnerCmd;
+use crate::config::Config;
+use crate::model::{from_micros, Micros, Override, Refusal};
+use crate::systemd;
+use crate::view::count;
+
+impl Engine {
+    pub(super) fn op(&mut self, op: Op, actor: &str) -> Result<Outcome, EngineError> {
+        let now = self.clock.now();
+        let outcome = match op {
+            Op::Ping => return Ok(Outcome::Pong),
+            Op::Reload => return self.reload_file(actor).map(Outcome::Reloaded),
+            Op::Enable(name) => {
+                let svc = self.svc_mut(&name)?;
+                let was_disabled = svc.admin.enable();
+                svc.refresh_view();
+                audit(&name, actor, "enable", None, None);
+                Outcome::Enabled {
+                    service: name,
+                    was_disabled,
+                }
+            }
+            Op::Disable(name, reason, for_) => {
+                let svc = self.svc_mut(&name)?;
+                let ovr = Override::new(&reason, actor, now, for_);
+                let replaced = svc.admin.disable(ovr.clone());
+                svc.refresh_view();
+                audit(&name, actor, "disable", Some(&ovr), replaced.as_ref());
+                Outcome::Disabled {
+                    service: name,
+                    until: until(&ovr),
+                    replaced,
+                }
+            }
+            Op::Pause(name, reason, for_) => {
+                let targets = self.pausable_targets(name.as_deref())?;
+                let ovr = Override::new(&reason, actor, now, for_);
+                let mut replaced = Vec::new();
+                for n in &targets {
+                    let svc = self.svc_mut(n)?;
+                    let before = svc.admin.pause(true, n, ovr.clone())?;
+                    svc.refresh_view();
+                    audit(n, actor, "pause", Some(&ovr), before.as_ref());
+                    replaced.extend(before.map(|b| (n.clone(), b)));
+                }
+                Outcome::Paused {
+                    services: targets,
+                    until: until(&ovr),
+                    replaced,
+                }
+            }
+            Op::Resume(name) => {
+                let targets = self.pausable_targets(name.as_deref())?;
+                for n in &targets {
+                    let svc = self.svc_mut(n)?;
+                    svc.admin.resume(true, n)?;
+                    svc.refresh_view();
+                    audit(n, actor, "run", None, None);
+                }
+                Outcome::Resumed { services: targets }
+            }
+            Op::SetChecksStopped(name, stopped) => {
+                let svc = self.svc_mut(&name)?;
+                svc.admin.checks_stopped = stopped;
+                if let Some(r) = &svc.runner {
+                    r.send(RunnerCmd::SetStopped(stopped));
+                }
+                svc.refresh_view();
+                if stopped {
+                    audit(&name, actor, "disable_test", None, None);
+                    Outcome::ChecksStopped { service: name }
+                } else {
+                    audit(&name, actor, "enable_test", None, None);
+                    Outcome::ChecksRestarted { service: name }
+                }
+            }
+        };
+        self.after_admin_change();
+        Ok(outcome)
+    }
+
+    /// Re-reads the configuration file and applies it; a bad file changes nothing.
+    fn reload_file(&mut self, actor: &str) -> Result<Reloaded, EngineError> {
+        systemd::notify_reloading();
+        let res = Config::load(&self.cfg.file)
+            .map_err(|e| ReloadRefused::Config(e.to_string()))
+            .and_then(|new| {
+                let pending = self.cfg.general.changed_keys(&new.general);
+                let mut r = self.apply(new, None)?;
+                r.pending_restart = pending;
+                Ok(r)
+            });
+        systemd::notify_ready();
+        match res {
+            Ok(r) => {
+                self.reloads += 1;
+                self.publish();
+                crate::last_good::remember(&self.cfg);
+                self.notes.set(systemd::Note::LastGood, None);
+                self.notes.set(systemd::Note::ReloadRefused, None);
+                tracing::info!(
+                    psentinel_actor = actor,
+                    "configuration reloaded: {} ({} kept, added: [{}], removed: [{}])",
+                    count(r.services as u64, "service"),
+                    r.kept,
+                    r.added.join(", "),
+                    r.removed.join(", ")
+                );
+                for name in &r.check_changed {
+                    tracing::info!(
+                        psentinel_service = %name,
+                        "{name}: check command changed; its earlier result is dropped"
+                    );
+                }
+                if !r.pending_restart.is_empty() {
+                    tracing::warn!(
+                        "[general] changed in {}; takes effect at the next restart: {}",
+                        self.cfg.file.display(),
+                        r.pending_restart.join(", ")
+                    );
+                }
+                Ok(r)
+            }
+            Err(e) => {
+                tracing::error!(
+                    psentinel_actor = actor,
+                    "reload refused, keeping the running configuration: {e}"
+                );
+                let note = format!("reload refused: {e}");
+                self.notes.set(systemd::Note::ReloadRefused, Some(note));
+                Err(EngineError::Reload(e))
+            }
+        }
+    }
+
+    /// Names of the services a pause/run acts on: the one named (which must be pausable), or
+    /// every pausable one.
+    fn pausable_targets(&self, name: Option<&str>) -> Result<Vec<String>, EngineError> {
+        match name {
+            Some(n) => {
+                let svc = self
+                    .services
+                    .get(n)
+                    .ok_or_else(|| Refusal::UnknownService(n.into()))?;
+                if !svc.cfg.pausable {
+                    return Err(Refusal::NotPausable(n.into()).into());
+                }
+                Ok(vec![n.into()])
+            }
+            None => {
+                let all: Vec<String> = self
+                    .services
+                    .values()
+                    .filter(|s| s.cfg.pausable)
+                    .map(|s| s.cfg.name.clone())
+                    .collect();
+                if all.is_empty() {
+                    Err(EngineError::NothingPausable)
+                } else {
+                    Ok(all)
+                }
+            }
+        }
+    }
+}
+
+fn until(o: &Override) -> Option<Micros> {
+    (o.until != 0).then_some(o.until)
+}
+
+fn time(us: Micros) -> humantime::Rfc3339Timestamp {
+    humantime::format_rfc3339_seconds(from_micros(us))
+}
+
+/// " (why) until T" for the log.
+fn described(o: &Override) -> String {
+    let mut s = String::new();
+    if !o.reason.is_empty() {
+        s.push_str(&format!(" ({})", o.reason));
+    }
+    if o.until != 0 {
+        s.push_str(&format!(" until {}", time(o.until)));
+    }
+    s
+}
+
+/// One journal line per manual change, with who, what, why, until when, and the override it
+/// replaced (a second disable or pause): the trail stays complete.
+fn audit(
+    service: &str,
+    actor: &str,
+    what: &str,
+    set: Option<&Override>,
+    replaced: Option<&Override>,
+) {
+    let replaces = replaced.map_or(String::new(), |r| {
+        format!(
+            "; replaces the {what} by {} since {}{}",
+            r.by,
+            time(r.since),
+            described(r)
+        )
+    });
+    tracing::info!(
+        psentinel_service = service,
+        psentinel_actor = actor,
+        psentinel_reason = set.map_or("", |o| o.reason.as_str()),
+        psentinel_until = set.map_or(0, |o| o.until),
+        psentinel_replaced_by = replaced.map(|r| r.by.as_str()),
+        psentinel_replaced_reason = replaced.map(|r| r.reason.as_str()),
+        psentinel_replaced_since = replaced.map(|r| r.since),
+        psentinel_replaced_until = replaced.map(|r| r.until),
+        "{actor}: {what} {service}{}{replaces}",
+        set.map_or(String::new(), described),
+    );
+}

@@ -1,0 +1,92 @@
+//! What engine operations answer: typed outcomes, put into words by whoever asked (the
+//! control socket, D-Bus), and typed refusals.
+
+use crate::model::{CheckResult, Micros, Override, Refusal};
+use crate::probe_stats::ProbeKind;
+use std::net::SocketAddr;
+
+/// What an operation did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// `was_disabled` false: there was no disable to lift.
+    Enabled {
+        service: String,
+        was_disabled: bool,
+    },
+    /// `replaced`: the disable this one took the place of (its reason, who, since, until).
+    Disabled {
+        service: String,
+        until: Option<Micros>,
+        replaced: Option<Override>,
+    },
+    /// `replaced`: the pauses this one took the place of, by service.
+    Paused {
+        services: Vec<String>,
+        until: Option<Micros>,
+        replaced: Vec<(String, Override)>,
+    },
+    Resumed {
+        services: Vec<String>,
+    },
+    /// `disable_test`: the check no longer runs; the service counts as passing.
+    ChecksStopped {
+        service: String,
+    },
+    /// `enable_test`: the check runs again.
+    ChecksRestarted {
+        service: String,
+    },
+    Reloaded(Reloaded),
+    Pong,
+}
+
+/// What `test` (D-Bus `RunCheck`) got.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CheckRun {
+    Ran(CheckResult),
+    /// No check_script is configured: the service counts as passing.
+    NoCheck,
+}
+
+/// What a reload changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reloaded {
+    /// Services in the new configuration.
+    pub services: usize,
+    /// Services that were there before and stay (with their manual state and results).
+    pub kept: usize,
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    /// Kept services whose check command changed: their results were dropped.
+    pub check_changed: Vec<String>,
+    /// `[general]` keys whose value changed in the file: they take effect at the next restart.
+    pub pending_restart: Vec<&'static str>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    #[error("no pausable service is configured")]
+    NothingPausable,
+    #[error("reload refused, the running configuration stays: {0}")]
+    Reload(ReloadRefused),
+    #[error("the daemon is shutting down")]
+    Stopped,
+}
+
+/// Why a new configuration was not applied.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReloadRefused {
+    /// The file does not load (the configuration module's own message).
+    #[error("{0}")]
+    Config(String),
+    /// A new port cannot be bound.
+    #[error("[{service}] cannot listen on {addr} ({}): {error}", kind.as_str())]
+    Listen {
+        service: String,
+        addr: SocketAddr,
+        kind: ProbeKind,
+        error: String,
+    },
+}

@@ -1,0 +1,428 @@
+//! The engine in-process, on tokio's paused clock: no real sleeping, no daemon. Check results
+//! are handed to the engine as its runners would (the runners' own processes are tested in
+//! `check`); probe ports bind on 127.0.0.1.
+
+use super::*;
+use crate::model::{Exit, State};
+use crate::state::Saved;
+use std::path::PathBuf;
+
+struct Bench {
+    dir: tempfile::TempDir,
+    /// Service sections, `{port}` and `{port2}` filled in.
+    services: String,
+    general: String,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Bench {
+    fn new(services: &str) -> Bench {
+        let dir = tempfile::tempdir().unwrap();
+        let services = services
+            .replace("{port}", &free_port().to_string())
+            .replace("{port2}", &free_port().to_string());
+        let general = format!(
+            "[general]\nsock_file={0}/s.sock\npid_file={0}/p.pid\nstate_dir={0}/state\ndbus=off\n",
+            dir.path().display()
+        );
+        let b = Bench {
+            dir,
+            services,
+            general,
+        };
+        b.write();
+        b
+    }
+
+    fn file(&self) -> PathBuf {
+        self.dir.path().join("psentinel.cfg")
+    }
+
+    fn write(&self) {
+        std::fs::write(self.file(), format!("{}\n{}", self.services, self.general)).unwrap();
+    }
+
+    fn rewrite(&mut self, from: &str, to: &str) {
+        assert!(
+            self.services.contains(from),
+            "{from:?} in {}",
+            self.services
+        );
+        self.services = self.services.replace(from, to);
+        self.write();
+    }
+
+    fn save_state(&self, saved: &Saved) {
+        crate::state::Store::new(&self.dir.path().join("state"))
+            .save(saved)
+            .unwrap();
+    }
+
+    fn parts(&self) -> Parts {
+        Parts {
+            sockets: Sockets::default(),
+            processes: Processes::new(false),
+            in_flight: TaskTracker::new(),
+            notes: Notes::default(),
+            shutdown: CancellationToken::new(),
+        }
+    }
+
+    /// The engine with its configuration applied, its loop not running: driven by calls.
+    fn engine(&self) -> Engine {
+        let cfg = Config::load(&self.file()).unwrap();
+        Engine::new(cfg, self.parts()).unwrap().0
+    }
+}
+
+fn view<'a>(e: &'a Engine, name: &str) -> &'a ServiceView {
+    &e.services[name].view
+}
+
+/// A finished run, handed over as the service's current runner would.
+fn check_done(e: &mut Engine, name: &str, exit: Exit) {
+    let runner = e.services[name].runner.as_ref().expect("a runner").id;
+    let result = CheckResult {
+        exit,
+        time: e.clock.now(),
+        duration_us: 1000,
+        output: String::new(),
+    };
+    e.on_check_done(CheckDone {
+        service: name.into(),
+        runner,
+        result,
+    });
+}
+
+fn op(e: &mut Engine, op: handle::Op) -> Outcome {
+    e.op(op, "root").unwrap()
+}
+
+const CHECKED: &str = "[web]\nport={port}\nbind=127.0.0.1\npausable=yes\ncheck_script=/bin/true\n\
+     check_script_interval=10\ncheck_timeout=2\nrise=2\nfall=2\n";
+
+#[tokio::test(start_paused = true)]
+async fn a_timed_disable_runs_out_on_time() {
+    let b = Bench::new("[web]\nport={port}\nbind=127.0.0.1\n");
+    let cfg = Config::load(&b.file()).unwrap();
+    let (h, _task) = Engine::start(cfg, b.parts()).unwrap();
+    let out = h
+        .disable("web", "deploy", Some(Duration::from_secs(1800)), "root")
+        .await
+        .unwrap();
+    let Outcome::Disabled {
+        until: Some(until),
+        replaced: None,
+        ..
+    } = out
+    else {
+        panic!("{out:?}");
+    };
+    let since = h.snapshot().services["web"]
+        .admin
+        .disabled
+        .clone()
+        .unwrap()
+        .since;
+    assert_eq!(until - since, 1_800_000_000);
+    tokio::time::sleep(Duration::from_secs(1799)).await;
+    assert_eq!(h.snapshot().services["web"].state, State::Disabled);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let snap = h.snapshot();
+    assert_eq!(snap.services["web"].state, State::Up, "lifted at its time");
+    assert!(snap.services["web"].admin.disabled.is_none());
+}
+
+#[tokio::test(start_paused = true)]
+async fn rise_and_fall_smooth_the_check() {
+    let b = Bench::new(CHECKED);
+    let mut e = b.engine();
+    assert_eq!(view(&e, "web").state, State::Starting);
+    check_done(&mut e, "web", Exit::Code(0));
+    assert_eq!(view(&e, "web").state, State::Up, "the first result decides");
+    check_done(&mut e, "web", Exit::Code(1));
+    assert_eq!(view(&e, "web").state, State::Up, "1 of fall=2");
+    check_done(&mut e, "web", Exit::Code(1));
+    assert_eq!(view(&e, "web").state, State::Down);
+    check_done(&mut e, "web", Exit::Code(0));
+    assert_eq!(view(&e, "web").state, State::Down, "1 of rise=2");
+    check_done(&mut e, "web", Exit::Code(0));
+    assert_eq!(view(&e, "web").state, State::Up);
+    assert_eq!(view(&e, "web").checks_count, 5);
+}
+
+#[tokio::test(start_paused = true)]
+async fn reasons_say_why() {
+    let b = Bench::new(CHECKED);
+    let mut e = b.engine();
+    let reason = |e: &Engine| view(e, "web").reason.clone();
+    assert_eq!(reason(&e), "Starting: no check result yet");
+    check_done(&mut e, "web", Exit::TimedOut);
+    assert_eq!(reason(&e), "Check failed: timed out after 2s");
+    check_done(&mut e, "web", Exit::Code(0));
+    check_done(&mut e, "web", Exit::Code(3));
+    check_done(&mut e, "web", Exit::Code(3));
+    assert_eq!(reason(&e), "Check failed: exit 3");
+    op(&mut e, handle::Op::SetChecksStopped("web".into(), true));
+    assert_eq!(reason(&e), "OK: check stopped by an operator");
+    op(&mut e, handle::Op::SetChecksStopped("web".into(), false));
+    op(
+        &mut e,
+        handle::Op::Pause(Some("web".into()), String::new(), None),
+    );
+    assert_eq!(reason(&e), "Paused by root", "no reason given: who");
+    op(
+        &mut e,
+        handle::Op::Disable("web".into(), "deploy v2".into(), None),
+    );
+    assert_eq!(reason(&e), "Disabled: deploy v2", "disabled beats paused");
+    assert_eq!(view(&e, "web").http_status, 503);
+
+    let b = Bench::new("[plain]\nport={port}\nbind=127.0.0.1\n");
+    let e = b.engine();
+    assert_eq!(view(&e, "plain").reason, "OK: no check configured");
+}
+
+#[tokio::test(start_paused = true)]
+async fn enable_while_paused_stays_paused_and_a_second_disable_says_what_it_replaced() {
+    let b = Bench::new("[web]\nport={port}\nbind=127.0.0.1\npausable=yes\n");
+    let mut e = b.engine();
+    op(
+        &mut e,
+        handle::Op::Pause(Some("web".into()), "db".into(), None),
+    );
+    let first = op(
+        &mut e,
+        handle::Op::Disable("web".into(), "deploy v2".into(), None),
+    );
+    assert!(matches!(first, Outcome::Disabled { replaced: None, .. }));
+    let d = handle::Op::Disable(
+        "web".into(),
+        "deploy v3".into(),
+        Some(Duration::from_secs(60)),
+    );
+    match op(&mut e, d) {
+        Outcome::Disabled {
+            replaced: Some(r),
+            until: Some(_),
+            ..
+        } => assert_eq!(
+            (r.reason.as_str(), r.by.as_str(), r.until),
+            ("deploy v2", "root", 0)
+        ),
+        other => panic!("{other:?}"),
+    }
+    let out = op(&mut e, handle::Op::Enable("web".into()));
+    assert_eq!(
+        out,
+        Outcome::Enabled {
+            service: "web".into(),
+            was_disabled: true
+        }
+    );
+    assert_eq!(view(&e, "web").state, State::Paused, "the pause stays");
+    let again = op(&mut e, handle::Op::Enable("web".into()));
+    assert!(matches!(
+        again,
+        Outcome::Enabled {
+            was_disabled: false,
+            ..
+        }
+    ));
+    let paused = op(&mut e, handle::Op::Pause(None, "again".into(), None));
+    match paused {
+        Outcome::Paused {
+            services, replaced, ..
+        } => {
+            assert_eq!(services, ["web"]);
+            assert_eq!(replaced.len(), 1);
+            assert_eq!(replaced[0].1.reason, "db");
+        }
+        other => panic!("{other:?}"),
+    }
+    op(&mut e, handle::Op::Resume(None));
+    assert_eq!(view(&e, "web").state, State::Up);
+}
+
+#[tokio::test(start_paused = true)]
+async fn reload_keeps_manual_state_and_results_unless_the_command_changed() {
+    let mut b = Bench::new(CHECKED);
+    let mut e = b.engine();
+    check_done(&mut e, "web", Exit::Code(0));
+    op(
+        &mut e,
+        handle::Op::Disable("web".into(), "deploy".into(), None),
+    );
+    let runner = e.services["web"].runner.as_ref().unwrap().id;
+
+    // Timing only: the result and the decision stay; the runner restarts with the new timing.
+    b.rewrite(
+        "check_script_interval=10\ncheck_timeout=2\n",
+        "check_script_interval=30\ncheck_timeout=5\n",
+    );
+    let Outcome::Reloaded(r) = op(&mut e, handle::Op::Reload) else {
+        panic!()
+    };
+    assert_eq!((r.kept, r.check_changed.len()), (1, 0));
+    let svc = &e.services["web"];
+    assert_eq!(svc.health.healthy, Some(true), "health kept");
+    assert!(svc.last.is_some(), "result kept");
+    assert_eq!(svc.view.state, State::Disabled, "manual state kept");
+    assert_ne!(svc.runner.as_ref().unwrap().id, runner, "runner restarted");
+    op(&mut e, handle::Op::Enable("web".into()));
+    assert_eq!(view(&e, "web").state, State::Up, "no flap to starting");
+
+    // Another command: its result is unknown.
+    b.rewrite("check_script=/bin/true", "check_script=/bin/true --deep");
+    let Outcome::Reloaded(r) = op(&mut e, handle::Op::Reload) else {
+        panic!()
+    };
+    assert_eq!(r.check_changed, ["web"]);
+    assert_eq!(view(&e, "web").state, State::Starting);
+
+    // [general] is not moved live: the reload names what waits for a restart.
+    b.general = b.general.replace("dbus=off", "dbus=session\nlog_level=3");
+    b.write();
+    let Outcome::Reloaded(r) = op(&mut e, handle::Op::Reload) else {
+        panic!()
+    };
+    assert_eq!(r.pending_restart, ["log_level", "dbus"]);
+
+    // A bad file changes nothing.
+    std::fs::write(b.file(), "[web\n").unwrap();
+    let err = e.op(handle::Op::Reload, "root").unwrap_err();
+    assert!(
+        matches!(err, EngineError::Reload(ReloadRefused::Config(_))),
+        "{err}"
+    );
+    assert!(e.services.contains_key("web"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reload_that_cannot_bind_changes_nothing() {
+    let mut b = Bench::new("[web]\nport={port}\nbind=127.0.0.1\n");
+    let mut e = b.engine();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    b.services
+        .push_str(&format!("[db]\nport={port}\nbind=127.0.0.1\n"));
+    b.write();
+    let err = e.op(handle::Op::Reload, "root").unwrap_err();
+    match err {
+        EngineError::Reload(ReloadRefused::Listen { service, .. }) => assert_eq!(service, "db"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(e.services.keys().collect::<Vec<_>>(), ["web"]);
+}
+
+fn saved_with(check: &[&str], ended_ago: Duration, now: Micros) -> Saved {
+    let mut s = Saved {
+        version: 1,
+        ..Saved::default()
+    };
+    let age = ended_ago.as_micros() as u64;
+    s.services.insert(
+        "web".into(),
+        SavedService {
+            admin: Admin {
+                disabled: Some(crate::model::Override::new(
+                    "kept",
+                    "alice",
+                    now - age,
+                    None,
+                )),
+                ..Admin::default()
+            },
+            health: HealthTracker {
+                healthy: Some(true),
+                passes: 1,
+                failures: 0,
+            },
+            last: Some(CheckResult {
+                exit: Exit::Code(0),
+                time: now - age - 1000,
+                duration_us: 1000,
+                output: String::new(),
+            }),
+            check: Some(check.iter().map(|s| s.to_string()).collect()),
+        },
+    );
+    s
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_restart_trusts_only_a_fresh_result_of_the_same_command() {
+    let now = micros(SystemTime::now());
+    // interval 10 s + timeout 2 s: a result that ended 5 s ago is fresh, 60 s ago stale.
+    let cases = [
+        (&["/bin/true"][..], Duration::from_secs(5), Some(true)),
+        (&["/bin/true"][..], Duration::from_secs(60), None),
+        (&["/bin/false"][..], Duration::from_secs(5), None),
+    ];
+    for (check, ago, healthy) in cases {
+        let b = Bench::new(CHECKED);
+        b.save_state(&saved_with(check, ago, now));
+        let mut e = b.engine();
+        let svc = &e.services["web"];
+        assert_eq!(svc.health.healthy, healthy, "{check:?} {ago:?}");
+        assert_eq!(svc.last.is_some(), healthy.is_some());
+        assert_eq!(
+            svc.view.state,
+            State::Disabled,
+            "manual state restored always"
+        );
+        assert_eq!(svc.admin.disabled.as_ref().unwrap().by, "alice");
+        op(&mut e, handle::Op::Enable("web".into()));
+        let want = if healthy.is_some() {
+            State::Up
+        } else {
+            State::Starting
+        };
+        assert_eq!(view(&e, "web").state, want);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn start_paused_applies_only_without_saved_state() {
+    let services = "[a]\nport={port}\nbind=127.0.0.1\npausable=yes\nstart_paused=yes\n";
+    let b = Bench::new(services);
+    let e = b.engine();
+    assert_eq!(view(&e, "a").state, State::Paused);
+    assert_eq!(view(&e, "a").reason, "Paused: start_paused");
+    // Its listeners close once their aborted tasks are dropped, at the next turn.
+    drop(e);
+    tokio::task::yield_now().await;
+    let mut saved = Saved {
+        version: 1,
+        ..Saved::default()
+    };
+    saved.services.insert("a".into(), SavedService::default());
+    b.save_state(&saved);
+    let e = b.engine();
+    assert_eq!(
+        view(&e, "a").state,
+        State::Up,
+        "an operator's run beats start_paused"
+    );
+}
+
+/// The engine's own clock follows tokio's: what the paused clock makes possible here.
+#[tokio::test(start_paused = true)]
+async fn the_engine_clock_follows_tokio_time() {
+    let c = Clock::start();
+    let t0 = c.now();
+    tokio::time::advance(Duration::from_secs(90)).await;
+    assert_eq!(c.now() - t0, 90_000_000);
+    assert_eq!(
+        c.instant_at(t0 + 10_000_000),
+        c.mono0 + Duration::from_secs(10)
+    );
+}

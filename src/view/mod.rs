@@ -1,0 +1,186 @@
+//! What readers see: the immutable [`Snapshot`] the engine publishes after every change, one
+//! [`ServiceView`] per service, and the ready-made probe answers ([`replies`]).
+//!
+//! Probe responders, `status`, metrics, the D-Bus bridge, sd_notify STATUS= and the journal's
+//! state-change lines read snapshots and never talk to the engine. This module imports no
+//! engine code: a view is built from plain facts (configuration, operator state, health,
+//! last result), and everything a reader shows — state, reason, HTTP status, agent weight —
+//! is derived here, once per change, never on the probe path.
+
+pub mod replies;
+
+use crate::config::ServiceConfig;
+use crate::model::{derive_state, Admin, CheckCounts, CheckResult, Exit, HealthTracker, Override};
+use crate::model::{Micros, State};
+use crate::probe_stats::ProbeStats;
+use replies::{weight_from_output, AgentExtra, Replies};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// One service as everyone outside the engine sees it. Immutable; replaced on every change.
+#[derive(Debug)]
+pub struct ServiceView {
+    pub cfg: Arc<ServiceConfig>,
+    pub state: State,
+    pub admin: Admin,
+    pub health: HealthTracker,
+    pub last: Option<CheckResult>,
+    pub checks_count: u64,
+    /// Why the service is in its state, in a few words ("Check failed: exit 1").
+    pub reason: String,
+    pub http_status: u16,
+    /// `weight=NN%` from the last check's output while up: sent to HAProxy's agent-check.
+    pub agent_weight: Option<u8>,
+    /// Ready-made probe answers: the hot path only copies bytes.
+    pub replies: Replies,
+    pub checks_by_result: CheckCounts,
+    /// Probe counters and probers; live (atomics), shared with the service's listeners.
+    pub probes: Arc<ProbeStats>,
+    /// Silence alarm: µs of the last probe, when no probe came for too long.
+    pub silent_since: Option<Micros>,
+}
+
+/// What the engine holds about one service, from which its view is derived.
+pub struct Facts<'a> {
+    pub cfg: &'a Arc<ServiceConfig>,
+    pub admin: &'a Admin,
+    pub health: HealthTracker,
+    pub last: &'a Option<CheckResult>,
+    pub checks: CheckCounts,
+    pub probes: &'a Arc<ProbeStats>,
+    pub silent_since: Option<Micros>,
+}
+
+impl ServiceView {
+    pub fn new(f: Facts<'_>) -> ServiceView {
+        let cfg = f.cfg;
+        let state = derive_state(f.admin, &f.health, cfg.check.is_some());
+        let reason = reason_for(state, f.admin, f.last, cfg);
+        let http_status = match state {
+            State::Up => 200,
+            State::Down => 500,
+            State::Disabled => cfg.disabled_status,
+            State::Paused => cfg.paused_status,
+            State::Starting => 503,
+        };
+        // Parsed here, once per change, so that agent probes only copy bytes.
+        let checked = cfg.check.is_some() && !f.admin.checks_stopped;
+        let agent = AgentExtra {
+            passing: !checked || f.health.healthy == Some(true),
+            weight: match f.last {
+                Some(r) if checked && state == State::Up => weight_from_output(&r.output),
+                _ => None,
+            },
+        };
+        ServiceView {
+            replies: Replies::with_agent(&cfg.name, state, http_status, &reason, agent),
+            agent_weight: agent.weight,
+            cfg: cfg.clone(),
+            state,
+            admin: f.admin.clone(),
+            health: f.health,
+            last: f.last.clone(),
+            checks_count: f.checks.total(),
+            reason,
+            http_status,
+            checks_by_result: f.checks,
+            probes: f.probes.clone(),
+            silent_since: f.silent_since,
+        }
+    }
+}
+
+/// The reason shown with a state: the probe's reason phrase, `status`, D-Bus `Reason`-like
+/// fields. An operator's own words win; without them, who did it.
+fn reason_for(
+    state: State,
+    admin: &Admin,
+    last: &Option<CheckResult>,
+    cfg: &ServiceConfig,
+) -> String {
+    fn with_reason(word: &str, o: &Override) -> String {
+        if o.reason.is_empty() {
+            format!("{word} by {}", o.by)
+        } else {
+            format!("{word}: {}", o.reason)
+        }
+    }
+    match state {
+        State::Disabled => with_reason("Disabled", admin.disabled.as_ref().expect("disabled")),
+        State::Paused => with_reason("Paused", admin.paused.as_ref().expect("paused")),
+        State::Starting => "Starting: no check result yet".into(),
+        State::Up if cfg.check.is_none() => "OK: no check configured".into(),
+        State::Up if admin.checks_stopped => "OK: check stopped by an operator".into(),
+        State::Up => "OK: check passed".into(),
+        State::Down => match last {
+            Some(r) if r.exit == Exit::TimedOut => format!(
+                "Check failed: timed out after {}s",
+                cfg.timeout.as_secs_f64()
+            ),
+            Some(r) => format!("Check failed: {}", r.exit),
+            None => "Check failed".into(),
+        },
+    }
+}
+
+/// Everything readers need, consistent at one instant.
+#[derive(Debug)]
+pub struct Snapshot {
+    pub services: BTreeMap<String, Arc<ServiceView>>,
+    pub pid: u32,
+    pub started: Micros,
+    pub config_file: std::path::PathBuf,
+    pub reloads: u64,
+}
+
+impl Snapshot {
+    /// "3 services: 2 up, 1 disabled": sd_notify STATUS= and the first line of `status`.
+    pub fn summary(&self) -> String {
+        let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+        for v in self.services.values() {
+            *counts.entry(v.state.as_str()).or_default() += 1;
+        }
+        let parts: Vec<String> = counts.iter().map(|(s, c)| format!("{c} {s}")).collect();
+        let silent: Vec<&str> = self
+            .services
+            .values()
+            .filter(|v| v.silent_since.is_some())
+            .map(|v| v.cfg.name.as_str())
+            .collect();
+        format!(
+            "{}: {}{}",
+            count(self.services.len() as u64, "service"),
+            if parts.is_empty() {
+                "none".to_string()
+            } else {
+                parts.join(", ")
+            },
+            if silent.is_empty() {
+                String::new()
+            } else {
+                format!("; not probed any more: {}", silent.join(", "))
+            }
+        )
+    }
+}
+
+/// "1 service", "2 services": a count with its noun, plural when it is not one.
+pub fn count(n: u64, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_agree_in_number() {
+        assert_eq!(count(1, "service"), "1 service");
+        assert_eq!(count(0, "service"), "0 services");
+        assert_eq!(count(3, "check"), "3 checks");
+    }
+}
