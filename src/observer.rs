@@ -3,7 +3,7 @@
 //!
 //! It runs off the hot path: probe responders hand it a [`Seen`] record through a bounded
 //! channel and never wait for it. Under load it folds what queued in a batch, then lets
-//! records queue for [`COALESCE`] before it wakes again.
+//! records queue for `COALESCE` (20 ms) before it wakes again.
 //!
 //! # Silence alarm
 //!
@@ -108,7 +108,7 @@ pub struct Observer {
 }
 
 impl Observer {
-    /// The sender goes to the probe responders (inside [`Tap`]s), the receiver of silence
+    /// The sender goes to the probe responders (inside [`crate::probe_stats::Tap`]s), the receiver of silence
     /// transitions to the engine.
     pub fn new(
         floor: Duration,

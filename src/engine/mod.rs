@@ -8,13 +8,13 @@
 //!
 //! The engine also owns the listening sockets of the probe ports, because a reload must bind
 //! the new configuration's ports *before* it replaces the old one: a configuration whose ports
-//! cannot be bound is refused and the old one keeps serving ([`apply`]).
+//! cannot be bound is refused and the old one keeps serving (`apply.rs`).
 //!
 //! Operations answer with typed [`Outcome`]s; the control socket and D-Bus put them into their
 //! own words. The engine's only prose is its journal lines.
 //!
-//! Parts: [`handle`] (the front door), [`outcome`] (answers), [`apply`] (configuration,
-//! listeners, what a restart restores), [`ops`] (operator commands and their audit lines).
+//! Parts: `handle.rs` (the front door), `outcome.rs` (answers), `apply.rs` (configuration,
+//! listeners, what a restart restores), `ops.rs` (operator commands and their audit lines).
 
 mod apply;
 mod handle;

@@ -426,3 +426,19 @@ async fn the_engine_clock_follows_tokio_time() {
         c.mono0 + Duration::from_secs(10)
     );
 }
+
+/// Nothing process-wide: two engines in one process keep their own state, probe
+/// connections and check processes.
+#[tokio::test(start_paused = true)]
+async fn two_engines_run_side_by_side() {
+    let (a, b) = (
+        Bench::new("[web]\nport={port}\nbind=127.0.0.1\n"),
+        Bench::new("[web]\nport={port}\nbind=127.0.0.1\n"),
+    );
+    let (ha, _ta) = Engine::start(Config::load(&a.file()).unwrap(), a.parts()).unwrap();
+    let (hb, _tb) = Engine::start(Config::load(&b.file()).unwrap(), b.parts()).unwrap();
+    ha.disable("web", "only here", None, "root").await.unwrap();
+    assert_eq!(ha.snapshot().services["web"].state, State::Disabled);
+    assert_eq!(hb.snapshot().services["web"].state, State::Up);
+    assert_eq!(hb.ping().await, Ok(Outcome::Pong));
+}
