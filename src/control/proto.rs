@@ -166,7 +166,12 @@ pub const COMMANDS: &[(&str, &str, &str)] = &[
 const WAIT_HELP: &str = "--wait: return when every HAProxy that probed in the last minute has acted (its \
 send-state header, else haproxy_fall/haproxy_rise answers read); exit 1 at --timeout (default 60s)\n";
 
-pub fn help_text(command: Option<&str>) -> Result<String, String> {
+/// `help COMMAND` for a command that does not exist.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown command '{0}'; 'help' lists them")]
+pub struct UnknownCommand(pub String);
+
+pub fn help_text(command: Option<&str>) -> Result<String, UnknownCommand> {
     match command {
         None => {
             let mut out = String::from("commands (psentinel -c COMMAND [ARG...]):\n");
@@ -181,7 +186,7 @@ pub fn help_text(command: Option<&str>) -> Result<String, String> {
             .iter()
             .find(|(name, _, _)| *name == c)
             .map(|(_, usage, what)| format!("{usage}\n  {what}\n"))
-            .ok_or_else(|| format!("unknown command '{c}'; 'help' lists them")),
+            .ok_or_else(|| UnknownCommand(c.to_string())),
     }
 }
 

@@ -279,7 +279,7 @@ async fn execute(
     match cmd {
         Command::Help(c) => match proto::help_text(c.as_deref()) {
             Ok(t) => (Code::Ok, t),
-            Err(e) => (Code::Usage, e + "\n"),
+            Err(e) => (Code::Usage, format!("{e}\n")),
         },
         Command::Version => (Code::Ok, format!("psentinel {}\n", status::VERSION)),
         Command::Status { service, json } => {
