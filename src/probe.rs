@@ -16,8 +16,11 @@
 //!
 //! The reason phrase says why (`HTTP/1.0 503 Disabled: deploy v2`); HAProxy shows it as the
 //! check's description. The body is one line, `<service> <state> <reason>`; HEAD gets none.
-//! A request that is not HTTP gets `400`, a head over [`MAX_HEAD`] gets `431`; a client that
-//! sends nothing is closed at the deadline without an answer.
+//! A request that is not HTTP gets `400` (as soon as a byte shows it: a TLS hello is refused at
+//! once; header lines are checked too, and only HTTP/1.0 and 1.1 are accepted), a head over
+//! [`MAX_HEAD`] or with more than [`MAX_HEADERS`] header lines gets `431`; a client that sends
+//! nothing is closed at the deadline without an answer. A client that half-closes after the
+//! request line is answered.
 //!
 //! # Agent
 //!
@@ -69,6 +72,7 @@ use crate::view::replies::{http_response, Replies};
 use crate::view::Snapshot;
 use nix::errno::Errno;
 use nix::sys::socket::{recv, send, MsgFlags};
+use std::mem::MaybeUninit;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
@@ -99,49 +103,37 @@ pub enum Head {
     Partial,
 }
 
-/// Classifies the bytes received so far. `eof`: the client will send nothing more.
-pub fn parse_head(buf: &[u8], eof: bool) -> Head {
-    let line_end = buf.iter().position(|&b| b == b'\n');
-    let complete = find(buf, b"\r\n\r\n") || find(buf, b"\n\n");
-    let Some(line_end) = line_end else {
-        return if buf.len() >= MAX_HEAD {
-            Head::TooLarge
-        } else if eof {
-            Head::Garbage
-        } else {
-            Head::Partial
-        };
-    };
-    let line = &buf[..line_end];
-    let line = line.strip_suffix(b"\r").unwrap_or(line);
-    let mut parts = line.split(|&b| b == b' ');
-    let (Some(method), Some(target), Some(version), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Head::Garbage;
-    };
-    let token = |s: &[u8]| {
-        !s.is_empty()
-            && s.iter()
-                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(b))
-    };
-    if !token(method) || target.is_empty() || !version.starts_with(b"HTTP/1.") {
-        return Head::Garbage;
-    }
-    if !complete && !eof {
-        return if buf.len() >= MAX_HEAD {
-            Head::TooLarge
-        } else {
-            Head::Partial
-        };
-    }
-    Head::Request {
-        head_only: method == b"HEAD",
-    }
-}
+/// Headers parsed per request; more is answered like a head over [`MAX_HEAD`] (431). Probers
+/// send a handful; the slots are left uninitialised, so the bound costs nothing per probe.
+pub const MAX_HEADERS: usize = 100;
 
-fn find(hay: &[u8], needle: &[u8]) -> bool {
-    hay.windows(needle.len()).any(|w| w == needle)
+/// Classifies the bytes received so far. `eof`: the client will send nothing more.
+///
+/// The parsing is httparse's (strict HTTP/1.0 and 1.1 request heads, bare `\n` line ends
+/// accepted); the bounds and what they answer are ours.
+pub fn parse_head(buf: &[u8], eof: bool) -> Head {
+    let mut headers = [const { MaybeUninit::uninit() }; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut []);
+    match req.parse_with_uninit_headers(buf, &mut headers) {
+        Ok(httparse::Status::Complete(_)) => Head::Request {
+            head_only: req.method == Some("HEAD"),
+        },
+        Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD => Head::TooLarge,
+        // Half-closed after the request line: what was sent is a request, answer it. (After
+        // optional empty lines, the first line end is the request line's.)
+        Ok(httparse::Status::Partial) if eof => {
+            if req.version.is_some() && buf.trim_ascii_start().contains(&b'\n') {
+                Head::Request {
+                    head_only: req.method == Some("HEAD"),
+                }
+            } else {
+                Head::Garbage
+            }
+        }
+        Ok(httparse::Status::Partial) => Head::Partial,
+        Err(httparse::Error::TooManyHeaders) => Head::TooLarge,
+        Err(_) => Head::Garbage,
+    }
 }
 
 fn static_reply(status: u16, reason: &str) -> Arc<[u8]> {
@@ -425,5 +417,38 @@ mod tests {
         long.resize(MAX_HEAD, b'x');
         assert_eq!(parse_head(&long, false), Head::TooLarge);
         assert_eq!(parse_head(b"", true), Head::Garbage);
+        assert_eq!(parse_head(b"GET / HTTP/1.0", true), Head::Garbage);
+        assert_eq!(
+            parse_head(b"GET / HTTP/1.0\r\nHost: x", true),
+            Head::Request { head_only: false }
+        );
+    }
+
+    #[test]
+    fn heads_are_checked_whole_and_garbage_is_known_early() {
+        let req = |s: &[u8]| parse_head(s, false);
+        // Header lines are HTTP too: a broken one is not a request.
+        assert_eq!(
+            req(b"GET / HTTP/1.1\r\nNo colon here\r\n\r\n"),
+            Head::Garbage
+        );
+        assert_eq!(req(b"GET / HTTP/1.1\r\nBad Name: x\r\n\r\n"), Head::Garbage);
+        assert_eq!(req(b"GET / HTTP/1.2\r\n\r\n"), Head::Garbage);
+        assert_eq!(req(b"GET /a\x01b HTTP/1.1\r\n\r\n"), Head::Garbage);
+        // A TLS hello or other binary needs no line end to be refused.
+        assert_eq!(req(b"\x16\x03\x01\x02\x00"), Head::Garbage);
+        // Too many header lines, even within MAX_HEAD: 431 like a head too long.
+        let mut many = b"GET / HTTP/1.1\r\n".to_vec();
+        for i in 0..=MAX_HEADERS {
+            many.extend_from_slice(format!("h{i}: v\r\n").as_bytes());
+        }
+        many.extend_from_slice(b"\r\n");
+        assert!(many.len() < MAX_HEAD);
+        assert_eq!(req(&many), Head::TooLarge);
+        // Empty lines before the request line are skipped (RFC 9112, 2.2).
+        assert_eq!(
+            req(b"\r\nHEAD / HTTP/1.1\r\n\r\n"),
+            Head::Request { head_only: true }
+        );
     }
 }

@@ -119,6 +119,34 @@ fn garbage_oversized_silent_and_reset_clients_do_not_disturb_probes() {
     drop(d);
 }
 
+#[test]
+fn broken_headers_too_many_headers_and_tls_are_refused_at_once() {
+    let port = free_port();
+    let d = Daemon::start(&format!("[web]\nport={port}\n"));
+    // A malformed header line is not HTTP.
+    let r = parse_reply(raw(port, b"GET / HTTP/1.1\r\nno colon\r\n\r\n"));
+    assert_eq!(r.status, 400);
+    // More header lines than the parser keeps: like a head too long.
+    let mut many = b"GET / HTTP/1.1\r\n".to_vec();
+    for i in 0..200 {
+        many.extend_from_slice(format!("h{i}: v\r\n").as_bytes());
+    }
+    many.extend_from_slice(b"\r\n");
+    assert_eq!(parse_reply(raw(port, &many)).status, 431);
+    // A TLS hello without a line end is answered 400 now, not left to the read deadline: the
+    // client keeps its side open and still gets the answer well before it.
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03")
+        .unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let out = String::from_utf8_lossy(&out);
+    assert!(out.starts_with("HTTP/1.0 400 "), "{out:?}");
+    assert_eq!(probe_status(port), 200);
+    drop(d);
+}
+
 /// Closes with RST instead of FIN.
 fn socket2_linger0(s: &TcpStream) -> TcpStream {
     nix::sys::socket::setsockopt(
