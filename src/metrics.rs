@@ -7,16 +7,28 @@
 //! probe responder's little sibling: same head parser ([`crate::probe::parse_head`]), same
 //! bounds (head size, deadline), a connection cap, one answer and close.
 //!
+//! The text itself is written by the `prometheus-client` crate's Prometheus-text encoder
+//! (escaping, number formatting, `_total` suffixes), fed by a collector that reads the
+//! snapshot while encoding: nothing is copied into the crate's own metric types per scrape,
+//! and the per-service atomics stay where they are.
+//!
 //! Names follow Prometheus conventions: `psentinel_` prefix, `_total` counters, seconds, and
 //! one gauge per state label (`psentinel_service_state{state="up"} 1`). The list is in the
 //! README ("Observability").
 //!
 //! `metrics_listen` is read at start; a reload does not move it.
 
-use crate::model::State;
+use crate::model::{CheckResult, State};
 use crate::probe::{parse_head, Head, HEAD_DEADLINE, MAX_HEAD};
+use crate::probe_stats::Prober;
 use crate::view::{ServiceView, Snapshot};
-use std::fmt::Write as _;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{
+    prometheus_text, DescriptorEncoder, EncodeGaugeValue, MetricEncoder, NoLabelSet,
+};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -28,114 +40,128 @@ use tokio_util::sync::CancellationToken;
 const MAX_CONNS: usize = 64;
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-/// A label value, escaped as the text format wants (`\\`, `\"`, `\n`).
-fn esc(v: &str) -> String {
-    let mut s = String::with_capacity(v.len());
-    for c in v.chars() {
-        match c {
-            '\\' => s.push_str("\\\\"),
-            '"' => s.push_str("\\\""),
-            '\n' => s.push_str("\\n"),
-            c => s.push(c),
-        }
-    }
-    s
-}
-
 /// One sample of a per-prober family: the same labels for every such family.
-fn prober_sample(
-    f: &mut Family,
-    name: &str,
-    service: &str,
-    p: &crate::probe_stats::Prober,
-    value: impl std::fmt::Display,
-) {
-    let addr = p.address.to_string();
+fn prober_labels<'a>(service: &'a str, addr: &'a str, p: &'a Prober) -> [(&'a str, &'a str); 4] {
     let server = p.haproxy.as_ref().map_or("", |h| h.name.as_str());
-    let labels = [
+    [
         ("service", service),
-        ("address", addr.as_str()),
+        ("address", addr),
         ("kind", p.kind),
         ("haproxy_server", server),
-    ];
-    f.sample(name, &labels, value);
+    ]
 }
 
 fn secs(us: u64) -> f64 {
     us as f64 / 1e6
 }
 
-/// One metric family: HELP and TYPE once, then its samples.
-struct Family<'a> {
-    out: &'a mut String,
-}
+/// One metric family being encoded: HELP and TYPE written, samples follow.
+struct Family<'a>(MetricEncoder<'a>);
 
 impl<'a> Family<'a> {
-    fn new(out: &'a mut String, name: &str, kind: &str, help: &str) -> Family<'a> {
-        let _ = writeln!(out, "# HELP {name} {help}");
-        let _ = writeln!(out, "# TYPE {name} {kind}");
-        Family { out }
+    /// `name` of a counter without `_total`: the encoder appends it.
+    fn new(
+        enc: &'a mut DescriptorEncoder<'_>,
+        name: &'a str,
+        kind: MetricType,
+        help: &str,
+    ) -> Result<Family<'a>, fmt::Error> {
+        Ok(Family(enc.encode_descriptor(name, help, None, kind)?))
     }
 
-    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: impl std::fmt::Display) {
-        self.out.push_str(name);
-        if !labels.is_empty() {
-            self.out.push('{');
-            for (i, (k, v)) in labels.iter().enumerate() {
-                if i > 0 {
-                    self.out.push(',');
-                }
-                let _ = write!(self.out, "{k}=\"{}\"", esc(v));
-            }
-            self.out.push('}');
+    fn gauge(&mut self, labels: &[(&str, &str)], v: impl EncodeGaugeValue) -> fmt::Result {
+        if labels.is_empty() {
+            return self.0.encode_gauge(&v);
         }
-        let _ = writeln!(self.out, " {value}");
+        self.0.encode_family(&labels)?.encode_gauge(&v)
+    }
+
+    fn counter(&mut self, labels: &[(&str, &str)], v: u64) -> fmt::Result {
+        if labels.is_empty() {
+            return self.0.encode_counter::<NoLabelSet, _, u64>(&v, None);
+        }
+        self.0
+            .encode_family(&labels)?
+            .encode_counter::<NoLabelSet, _, u64>(&v, None)
+    }
+}
+
+/// A gauge of the last check run, for the services that have one.
+fn last_check<V: EncodeGaugeValue>(
+    o: &mut DescriptorEncoder,
+    services: &[&ServiceView],
+    name: &str,
+    help: &str,
+    get: impl Fn(&CheckResult) -> V,
+) -> fmt::Result {
+    let mut f = Family::new(o, name, MetricType::Gauge, help)?;
+    for v in services {
+        if let Some(r) = &v.last {
+            f.gauge(&[("service", &v.cfg.name)], get(r))?;
+        }
+    }
+    Ok(())
+}
+
+/// The snapshot as a collector: values are read from it (and from the live probe counters)
+/// while encoding; nothing is copied into the crate's own metric types.
+#[derive(Debug)]
+struct Exposition(Arc<Snapshot>);
+
+impl Collector for Exposition {
+    fn encode(&self, mut enc: DescriptorEncoder) -> fmt::Result {
+        families(&self.0, &mut enc)
     }
 }
 
 /// The whole exposition, from one snapshot.
-pub fn render(snap: &Snapshot) -> String {
+pub fn render(snap: &Arc<Snapshot>) -> String {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(Exposition(snap.clone())));
     let mut out = String::with_capacity(4096);
-    let o = &mut out;
-    let services: Vec<_> = snap.services.values().collect();
+    // Writing into a String cannot fail.
+    let _ = prometheus_text::encode(&mut out, &registry);
+    out
+}
 
-    let n = "psentinel_build_info";
+fn families(snap: &Snapshot, o: &mut DescriptorEncoder) -> fmt::Result {
+    use MetricType::{Counter, Gauge};
+    let services: Vec<&ServiceView> = snap.services.values().map(|v| &**v).collect();
+
     Family::new(
         o,
-        n,
-        "gauge",
+        "psentinel_build_info",
+        Gauge,
         "Always 1; the version of the running daemon.",
-    )
-    .sample(n, &[("version", crate::status::VERSION)], 1);
-    let n = "psentinel_start_time_seconds";
+    )?
+    .gauge(&[("version", crate::status::VERSION)], 1)?;
     Family::new(
         o,
-        n,
-        "gauge",
+        "psentinel_start_time_seconds",
+        Gauge,
         "When the daemon started, seconds since the epoch.",
-    )
-    .sample(n, &[], secs(snap.started));
-    let n = "psentinel_reloads_total";
-    Family::new(o, n, "counter", "Configuration reloads that succeeded.").sample(
-        n,
-        &[],
-        snap.reloads,
-    );
+    )?
+    .gauge(&[], secs(snap.started))?;
+    Family::new(
+        o,
+        "psentinel_reloads",
+        Counter,
+        "Configuration reloads that succeeded.",
+    )?
+    .counter(&[], snap.reloads)?;
 
-    let n = "psentinel_service_state";
     let mut f = Family::new(
         o,
-        n,
-        "gauge",
+        "psentinel_service_state",
+        Gauge,
         "1 for the state the service is in (what probes answer), 0 for the others.",
-    );
+    )?;
     for v in &services {
         for st in State::ALL {
-            f.sample(
-                n,
+            f.gauge(
                 &[("service", &v.cfg.name), ("state", st.as_str())],
-                u8::from(v.state == st),
-            );
+                u32::from(v.state == st),
+            )?;
         }
     }
     for (n, help, get) in [
@@ -160,14 +186,18 @@ pub fn render(snap: &Snapshot) -> String {
             |v| v.silent_since.is_some(),
         ),
     ] {
-        let mut f = Family::new(o, n, "gauge", help);
+        let mut f = Family::new(o, n, Gauge, help)?;
         for v in &services {
-            f.sample(n, &[("service", &v.cfg.name)], u8::from(get(v)));
+            f.gauge(&[("service", &v.cfg.name)], u32::from(get(v)))?;
         }
     }
 
-    let n = "psentinel_checks_total";
-    let mut f = Family::new(o, n, "counter", "Finished check runs by result.");
+    let mut f = Family::new(
+        o,
+        "psentinel_checks",
+        Counter,
+        "Finished check runs by result.",
+    )?;
     for v in &services {
         let c = v.checks_by_result;
         for (result, count) in [
@@ -176,137 +206,135 @@ pub fn render(snap: &Snapshot) -> String {
             ("timeout", c.timeout),
             ("cannot_start", c.cannot_start),
         ] {
-            f.sample(n, &[("service", &v.cfg.name), ("result", result)], count);
+            f.counter(&[("service", &v.cfg.name), ("result", result)], count)?;
         }
     }
-    for (n, help, get) in [
-        (
-            "psentinel_check_last_duration_seconds",
-            "How long the last check run took.",
-            (|r: &crate::model::CheckResult| r.duration_us as f64 / 1e6)
-                as fn(&crate::model::CheckResult) -> f64,
-        ),
-        (
-            "psentinel_check_last_exit_status",
-            "Exit status of the last check run (128+N for signal N, 124 timeout, 127 cannot start).",
-            |r| f64::from(r.exit.status_code()),
-        ),
-        (
-            "psentinel_check_last_timestamp_seconds",
-            "When the last check run started, seconds since the epoch.",
-            |r| secs(r.time),
-        ),
-    ] {
-        let mut f = Family::new(o, n, "gauge", help);
-        for v in &services {
-            if let Some(r) = &v.last {
-                f.sample(n, &[("service", &v.cfg.name)], get(r));
-            }
-        }
-    }
-    let n = "psentinel_check_consecutive_failures";
+    last_check(
+        o,
+        &services,
+        "psentinel_check_last_duration_seconds",
+        "How long the last check run took.",
+        |r| r.duration_us as f64 / 1e6,
+    )?;
+    last_check(
+        o,
+        &services,
+        "psentinel_check_last_exit_status",
+        "Exit status of the last check run (128+N for signal N, 124 timeout, 127 cannot start).",
+        |r| i64::from(r.exit.status_code()),
+    )?;
+    last_check(
+        o,
+        &services,
+        "psentinel_check_last_timestamp_seconds",
+        "When the last check run started, seconds since the epoch.",
+        |r| secs(r.time),
+    )?;
     let mut f = Family::new(
         o,
-        n,
-        "gauge",
+        "psentinel_check_consecutive_failures",
+        Gauge,
         "Failed check runs in a row (0 after a pass).",
-    );
+    )?;
     for v in &services {
-        f.sample(n, &[("service", &v.cfg.name)], v.health.failures);
+        f.gauge(&[("service", &v.cfg.name)], v.health.failures)?;
     }
 
-    let n = "psentinel_probes_total";
     let mut f = Family::new(
         o,
-        n,
-        "counter",
+        "psentinel_probes",
+        Counter,
         "Probes answered, by kind (http, agent) and answer (HTTP status or agent word).",
-    );
+    )?;
     for v in &services {
         for (a, count) in v.probes.answers() {
             let (kind, answer) = a.labels();
-            f.sample(
-                n,
+            f.counter(
                 &[
                     ("service", &v.cfg.name),
                     ("kind", kind),
                     ("answer", &answer),
                 ],
                 count,
-            );
+            )?;
         }
     }
-    let n = "psentinel_probe_last_timestamp_seconds";
     let mut f = Family::new(
         o,
-        n,
-        "gauge",
+        "psentinel_probe_last_timestamp_seconds",
+        Gauge,
         "When the last probe was answered, seconds since the epoch (0: never).",
-    );
+    )?;
     for v in &services {
-        f.sample(n, &[("service", &v.cfg.name)], secs(v.probes.last_probe()));
+        f.gauge(&[("service", &v.cfg.name)], secs(v.probes.last_probe()))?;
     }
-    let n = "psentinel_probe_events_dropped_total";
     let mut f = Family::new(
         o,
-        n,
-        "counter",
+        "psentinel_probe_events_dropped",
+        Counter,
         "Probes answered but not entered in the prober table (observer behind).",
-    );
+    )?;
     for v in &services {
-        f.sample(n, &[("service", &v.cfg.name)], v.probes.dropped());
+        f.counter(&[("service", &v.cfg.name)], v.probes.dropped())?;
     }
 
     let tables: Vec<_> = services.iter().map(|v| (v, v.probes.probers())).collect();
-    let n = "psentinel_probers";
-    let mut f = Family::new(o, n, "gauge", "Distinct probers remembered (at most 64).");
-    for (v, t) in &tables {
-        f.sample(n, &[("service", &v.cfg.name)], t.len());
-    }
-    let n = "psentinel_prober_probes_total";
-    let mut f = Family::new(o, n, "counter", "Probes from one prober.");
-    for (v, t) in &tables {
-        for p in t {
-            prober_sample(&mut f, n, &v.cfg.name, p, p.count);
-        }
-    }
-    let n = "psentinel_prober_last_seen_timestamp_seconds";
     let mut f = Family::new(
         o,
-        n,
-        "gauge",
+        "psentinel_probers",
+        Gauge,
+        "Distinct probers remembered (at most 64).",
+    )?;
+    for (v, t) in &tables {
+        f.gauge(&[("service", &v.cfg.name)], t.len())?;
+    }
+    let mut f = Family::new(
+        o,
+        "psentinel_prober_probes",
+        Counter,
+        "Probes from one prober.",
+    )?;
+    for (v, t) in &tables {
+        for p in t {
+            let addr = p.address.to_string();
+            f.counter(&prober_labels(&v.cfg.name, &addr, p), p.count)?;
+        }
+    }
+    let mut f = Family::new(
+        o,
+        "psentinel_prober_last_seen_timestamp_seconds",
+        Gauge,
         "When a prober last probed, seconds since the epoch.",
-    );
+    )?;
     for (v, t) in &tables {
         for p in t {
-            prober_sample(&mut f, n, &v.cfg.name, p, secs(p.last_seen));
+            let addr = p.address.to_string();
+            f.gauge(&prober_labels(&v.cfg.name, &addr, p), secs(p.last_seen))?;
         }
     }
-    let n = "psentinel_prober_haproxy_up";
     let mut f = Family::new(
         o,
-        n,
-        "gauge",
+        "psentinel_prober_haproxy_up",
+        Gauge,
         "HAProxy's own view (http-check send-state): 1 if it has the server UP.",
-    );
+    )?;
     for (v, t) in &tables {
         for p in t {
             if let Some(h) = &p.haproxy {
                 let addr = p.address.to_string();
-                f.sample(
-                    n,
+                f.gauge(
                     &[
                         ("service", &v.cfg.name),
                         ("address", &addr),
                         ("haproxy_node", &h.node),
                         ("haproxy_server", &h.name),
                     ],
-                    u8::from(h.is_up()),
-                );
+                    u32::from(h.is_up()),
+                )?;
             }
         }
     }
-    out
+    Ok(())
 }
 
 /// Serves `GET /metrics` until shutdown.
@@ -414,8 +442,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn label_values_are_escaped() {
-        assert_eq!(esc("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    fn request_line_splits_method_and_target() {
         assert_eq!(
             request_line(b"GET /metrics?x=1 HTTP/1.1\r\n\r\n"),
             (&b"GET"[..], &b"/metrics?x=1"[..])

@@ -250,6 +250,27 @@ fn prom_query(port: u16, query: &str) -> Option<String> {
 }
 
 #[test]
+fn label_values_from_a_prober_cannot_break_the_exposition() {
+    let port = free_port();
+    let d = Daemon::start(&format!("[web]\nport={port}\n"));
+    wait_status(port, 200);
+    // HAProxy's server and node names reach labels: quotes, backslashes and braces included.
+    raw(
+        port,
+        b"OPTIONS / HTTP/1.0\r\nX-Haproxy-Server-State: UP; name=b\"k\\/s{1}; node=l\"b\r\n\r\n",
+    );
+    let text = eventually("the send-state prober in the metrics", DEADLINE, || {
+        let t = d.ok(&["metrics"]);
+        t.contains("psentinel_prober_haproxy_up{").then_some(t)
+    });
+    promtool_check(&text);
+    assert!(
+        text.contains(r#"haproxy_node="l\"b",haproxy_server="b\"k\\/s{1}"} 1"#),
+        "{text}"
+    );
+}
+
+#[test]
 fn metrics_parse_with_promtool_and_prometheus_sees_a_disable() {
     need("prometheus", "prometheus");
     let (port, aport, mport) = (free_port(), free_port(), free_port());
