@@ -597,10 +597,22 @@ mod tests {
         assert_eq!(a.port, 8080);
         assert_eq!(a.interval, Duration::from_secs(10));
         assert_eq!(a.timeout, a.interval);
-        assert_eq!((a.rise, a.fall, a.haproxy_fall), (1, 1, 3));
+        assert_eq!((a.rise, a.fall), (1, 1));
+        assert_eq!((a.haproxy_fall, a.haproxy_rise), (3, 2));
         assert_eq!((a.disabled_status, a.paused_status), (503, 503));
         assert!(a.check.is_none() && !a.pausable && !a.start_paused);
-        assert_eq!(c.general, General::default());
+        assert!(a.bind.is_none() && a.agent_port.is_none());
+        // The documented defaults as literals: comparing with General::default() would only
+        // compare the parser with itself.
+        let g = &c.general;
+        assert_eq!(g.log_level, 2);
+        assert_eq!(g.pid_file, Path::new("/run/psentinel/psentinel.pid"));
+        assert_eq!(g.sock_file, Path::new("/run/psentinel/psentinel.sock"));
+        assert_eq!(g.state_dir, Path::new("/var/lib/psentinel"));
+        assert_eq!(g.control_group, "psentinel");
+        assert_eq!(g.dbus, DbusMode::System);
+        assert_eq!(g.metrics_listen, None);
+        assert_eq!(g.silence_min, Duration::from_secs(30));
     }
 
     #[test]

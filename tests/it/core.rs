@@ -42,11 +42,14 @@ fn probes_follow_checks_and_operators() {
     assert_eq!(s["state"], "disabled");
     assert_eq!(s["reason"], "deploy v2");
     assert_eq!(s["enabled"], false);
-    assert!(!s["disabled_by"].as_str().unwrap().is_empty());
-    assert!(
-        s["checks_count"].as_u64().unwrap() >= 2,
-        "checks keep running while disabled"
-    );
+    assert_eq!(s["disabled_by"], current_user());
+    // Checks keep running while disabled: more runs finish after the disable than before it,
+    // and the answer stays 503.
+    let at_disable = s["checks_count"].as_u64().unwrap();
+    eventually("checks running while disabled", DEADLINE, || {
+        (d.svc("ourapp")["checks_count"].as_u64().unwrap() >= at_disable + 2).then_some(())
+    });
+    assert_eq!(probe_status(port), 503);
 
     std::fs::write(&flag, "").unwrap();
     d.ok(&["enable", "ourapp"]);
@@ -73,9 +76,10 @@ fn any_method_target_and_version_and_head_without_body() {
     let r = parse_reply(raw(port, b"HEAD / HTTP/1.1\r\n\r\n"));
     assert_eq!(r.status, 200);
     assert_eq!(r.body, "", "HEAD gets no body");
-    assert_ne!(
+    let get_len = "web up OK: no check configured\n".len().to_string();
+    assert_eq!(
         r.header("Content-Length"),
-        Some("0"),
+        Some(get_len.as_str()),
         "HEAD tells the GET length"
     );
     drop(d);
@@ -87,6 +91,7 @@ fn garbage_oversized_silent_and_reset_clients_do_not_disturb_probes() {
     let d = Daemon::start(&format!("[web]\nport={port}\n"));
     // A client that connects and says nothing, held open through everything below.
     let idle = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let idle_since = std::time::Instant::now();
     assert_eq!(
         parse_reply(raw(port, b"\x16\x03\x01\x00\xff\x01\x00\n")).status,
         400
@@ -109,13 +114,20 @@ fn garbage_oversized_silent_and_reset_clients_do_not_disturb_probes() {
     s.read_to_string(&mut out).unwrap();
     assert!(out.starts_with("HTTP/1.0 200 "), "{out:?}");
     assert_eq!(probe_status(port), 200);
-    // The idle client is closed by the daemon at the read deadline, without an answer.
+    // The idle client is closed by the daemon at the read deadline (5 s after the accept),
+    // without an answer. A read that times out on our side is a failure: the daemon never
+    // closed it.
     let mut idle = idle;
-    idle.set_read_timeout(Some(Duration::from_secs(20)))
-        .unwrap();
+    idle.set_read_timeout(Some(DEADLINE)).unwrap();
     let mut buf = Vec::new();
-    let n = idle.read_to_end(&mut buf).unwrap_or(0);
-    assert_eq!(n, 0, "an idle client gets no answer");
+    idle.read_to_end(&mut buf)
+        .expect("the daemon closes an idle client at its read deadline");
+    assert_eq!(buf, b"", "an idle client gets no answer");
+    let held = idle_since.elapsed();
+    assert!(
+        held >= Duration::from_secs(5),
+        "closed after {held:?}, before the 5 s read deadline"
+    );
     drop(d);
 }
 
@@ -243,7 +255,13 @@ fn client_errors_and_exit_codes() {
 fn test_and_disable_test() {
     let port = free_port();
     let d = Daemon::prepare("");
-    let check = d.script("check.sh", "echo 'hello from check'; exit 3");
+    // The exit code comes from a file, so that a fresh run is told from the stored result.
+    let code_file = d.path("code");
+    std::fs::write(&code_file, "3").unwrap();
+    let check = d.script(
+        "check.sh",
+        &format!("echo 'hello from check'; exit $(cat {})", code_file.display()),
+    );
     d.rewrite(&format!(
         "[app]\nport={port}\ncheck_script={} arg\ncheck_script_interval=3600\n",
         check.display()
@@ -259,8 +277,14 @@ fn test_and_disable_test() {
     d.ok(&["disable_test", "app"]);
     assert_eq!(probe_status(port), 200, "a stopped check counts as passing");
     assert_eq!(d.svc("app")["checks_enabled"], false);
+    // enable_test runs the check at once (the interval is an hour): the answer carries the
+    // new run's exit code, not the stored one.
+    std::fs::write(&code_file, "4").unwrap();
     d.ok(&["enable_test", "app"]);
-    wait_status(port, 500);
+    eventually("a fresh run after enable_test", DEADLINE, || {
+        let r = probe(port);
+        (r.status == 500 && r.reason == "Check failed: exit 4").then_some(())
+    });
 }
 
 #[test]
@@ -428,11 +452,27 @@ fn detach_writes_pid_file_and_reports_start_up_errors() {
 fn children_a_check_leaves_behind_are_killed() {
     let port = free_port();
     let d = Daemon::prepare("");
-    let token = format!("psentinel-orphan-{}", std::process::id());
-    // One child stays in the check's process group, one escapes it with setsid.
+    // The test dir is in every stray's command line: any copy left behind is found in /proc.
+    let token = d.dir.path().display().to_string();
+    let started = d.path("started");
+    d.script(
+        "stray.sh",
+        &format!(
+            "echo $$ >> {}\ntrap '' TERM HUP INT\nwhile :; do sleep 1; done",
+            started.display()
+        ),
+    );
+    // One child stays in the check's process group, one escapes it with setsid. The check
+    // exits only once both are running, so they are there to be killed.
     let check = d.script(
         "forks.sh",
-        &format!("sh -c 'exec -a {token}-a sleep 300' & setsid sh -c 'exec -a {token}-b sleep 300' & echo forked; exit 0"),
+        &format!(
+            "/bin/sh {token}/stray.sh >/dev/null 2>&1 &\n\
+             setsid /bin/sh {token}/stray.sh >/dev/null 2>&1 &\n\
+             while [ \"$(wc -l < {0} 2>/dev/null)\" != 2 ]; do sleep 0.05; done\n\
+             echo forked; exit 0",
+            started.display()
+        ),
     );
     d.rewrite(&format!(
         "[app]\nport={port}\ncheck_script={}\ncheck_script_interval=3600\n",
@@ -440,26 +480,19 @@ fn children_a_check_leaves_behind_are_killed() {
     ));
     let d = d.started(&[]);
     wait_status(port, 200);
-    eventually("no process left from the check", DEADLINE, || {
-        let left: Vec<String> = std::fs::read_dir("/proc")
-            .unwrap()
-            .flatten()
-            .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
-            .map(|c| String::from_utf8_lossy(&c).into_owned())
-            .filter(|c| c.contains(&token))
-            .collect();
-        left.is_empty().then_some(())
-    });
+    let strays = std::fs::read_to_string(&started).unwrap();
+    assert_eq!(strays.lines().count(), 2, "both children started: {strays}");
+    let mut left = vec![];
+    let gone = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        eventually("no process left from the check", DEADLINE, || {
+            left = processes_with(&token, d.pid());
+            left.is_empty().then_some(())
+        })
+    }));
+    assert!(gone.is_ok(), "processes left: {left:#?}");
     // And no zombie children of the daemon (reaping follows SIGCHLD: wait for it).
-    let children = format!("/proc/{0}/task/{0}/children", d.pid());
     eventually("no zombie children", DEADLINE, || {
-        let list = std::fs::read_to_string(&children).unwrap_or_default();
-        let zombie = list.split_whitespace().any(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .unwrap_or_default()
-                .contains(") Z ")
-        });
-        (!zombie).then_some(())
+        zombies(d.pid()).is_empty().then_some(())
     });
 }
 

@@ -401,3 +401,64 @@ pub fn wait_status(port: u16, status: u16) -> Reply {
         }
     })
 }
+
+/// Children of `pid` (all its threads) and their states (`Z` = zombie).
+pub fn children(pid: u32) -> Vec<(u32, char)> {
+    let mut out = Vec::new();
+    for t in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+    {
+        let list = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
+        for c in list
+            .split_whitespace()
+            .filter_map(|c| c.parse::<u32>().ok())
+        {
+            let stat = std::fs::read_to_string(format!("/proc/{c}/stat")).unwrap_or_default();
+            let state = stat
+                .rsplit_once(") ")
+                .and_then(|(_, rest)| rest.chars().next())
+                .unwrap_or('?');
+            out.push((c, state));
+        }
+    }
+    out
+}
+
+pub fn zombies(pid: u32) -> Vec<u32> {
+    children(pid)
+        .into_iter()
+        .filter(|(_, s)| *s == 'Z')
+        .map(|(p, _)| p)
+        .collect()
+}
+
+/// Processes anywhere, other than `daemon`, whose command line mentions `token` (a test's own
+/// temp dir).
+pub fn processes_with(token: &str, daemon: u32) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let name = e.file_name();
+        let Some(pid) = name
+            .to_str()
+            .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        else {
+            continue;
+        };
+        let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        if cmd.contains(token) && pid != daemon.to_string() {
+            out.push(format!("{pid}: {cmd}"));
+        }
+    }
+    out
+}
+
+/// The user this test runs as: what the daemon records as `disabled_by`/`paused_by` for our
+/// commands (tests run as root or as a normal user).
+pub fn current_user() -> String {
+    nix::unistd::User::from_uid(nix::unistd::getuid())
+        .unwrap()
+        .expect("the test's uid has a passwd entry")
+        .name
+}

@@ -134,10 +134,14 @@ fn socket_activate_adopts_sockets_by_address() {
     // The control socket is the passed one: binding it ourselves would have failed (it is
     // in use), and the daemon would not be running.
     let out = d.ok(&["status"]);
-    assert!(
-        out.contains("a") && out.contains(&http_a.to_string()),
-        "{out}"
-    );
+    for line in [
+        format!("\n[a] port {http_a}, agent port {agent_a}, pausable no\n"),
+        format!("\n[b] port {http_b}, pausable no\n"),
+        format!("\n[c] port {any_c}, pausable no\n"),
+        format!("\n[d] port {self_bound}, pausable no\n"),
+    ] {
+        assert!(out.contains(&line), "{line:?} missing from\n{out}");
+    }
     let st = d.stop();
     assert!(st.success(), "exit status {st}");
     // Passed sockets belong to whoever passed them: the socket file stays.
