@@ -260,7 +260,10 @@ fn test_and_disable_test() {
     std::fs::write(&code_file, "3").unwrap();
     let check = d.script(
         "check.sh",
-        &format!("echo 'hello from check'; exit $(cat {})", code_file.display()),
+        &format!(
+            "echo 'hello from check'; exit $(cat {})",
+            code_file.display()
+        ),
     );
     d.rewrite(&format!(
         "[app]\nport={port}\ncheck_script={} arg\ncheck_script_interval=3600\n",

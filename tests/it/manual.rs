@@ -8,7 +8,9 @@ use std::time::Duration;
 fn disable_for_a_while_expires_by_itself_and_records_who_and_why() {
     let port = free_port();
     let d = Daemon::start(&format!("[web]\nport={port}\npausable=yes\n"));
-    let out = d.ok(&["disable", "web", "--for", "1s", "deploy", "v2"]);
+    // Long enough that the checks below, each a process spawn, cannot outlast it on a loaded
+    // machine; the expiry itself is tested with a short one after them.
+    let out = d.ok(&["disable", "web", "--for", "1h", "deploy", "v2"]);
     assert!(out.contains("web disabled until"), "{out}");
     let s = d.svc("web");
     assert_eq!(s["reason"], "deploy v2");
@@ -18,7 +20,7 @@ fn disable_for_a_while_expires_by_itself_and_records_who_and_why() {
         s["disabled_until"].as_u64().unwrap(),
     );
     assert!(
-        until >= since + 1_000_000 && until < since + 2_000_000,
+        until >= since + 3_600_000_000 && until < since + 3_601_000_000,
         "{since} {until}"
     );
     assert_eq!(probe(port).reason, "Disabled: deploy v2");
@@ -30,6 +32,7 @@ fn disable_for_a_while_expires_by_itself_and_records_who_and_why() {
         "{text}"
     );
     // The expiry is the engine's own timer: wait for its log line, then the probe is back.
+    d.ok(&["disable", "web", "--for", "1s", "deploy", "v2"]);
     d.log.wait("timed disable of web ran out");
     assert_eq!(probe_status(port), 200);
     assert_eq!(d.svc("web")["disabled_until"], 0);
@@ -85,17 +88,20 @@ fn a_recent_check_result_survives_kill_9_so_the_node_does_not_flap() {
     let port = free_port();
     let d = Daemon::prepare("");
     let marker = d.path("ran-once");
-    // The first run is fast; every later run takes 5 s, longer than this test waits for the
-    // first answer after the restart, so that answer can only come from the saved result.
+    let release = d.path("release");
+    // The first run is fast; every later run waits until the test creates `release`, so the
+    // first answer after the restart can only come from the saved result, however slow the
+    // machine.
     let check = d.script(
-        "slow-after-first.sh",
+        "blocked-after-first.sh",
         &format!(
-            "if [ -e {0} ]; then sleep 5; fi; touch {0}; exit 0",
-            marker.display()
+            "if [ -e {0} ]; then while [ ! -e {1} ]; do sleep 0.05; done; fi; touch {0}; exit 0",
+            marker.display(),
+            release.display()
         ),
     );
     d.rewrite(&format!(
-        "[app]\nport={port}\ncheck_script={}\ncheck_script_interval=30\ncheck_timeout=10\n",
+        "[app]\nport={port}\ncheck_script={}\ncheck_script_interval=30\ncheck_timeout=600\n",
         check.display()
     ));
     let mut d = d.started(&[]);
@@ -121,6 +127,8 @@ fn a_recent_check_result_survives_kill_9_so_the_node_does_not_flap() {
         0,
         "no new check has finished yet"
     );
+    std::fs::write(&release, "").unwrap();
+    d.stop();
 }
 
 /// A daemon whose state file holds a passing result saved `age` ago by a check that never
