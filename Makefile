@@ -169,7 +169,9 @@ check:
 	$(CARGO) clippy --all-targets --locked -- -D warnings
 	shellcheck tests/box/psbox
 
-# The packages are built once here; tests/it/packages.rs only looks for them.
+# The packages are built once here; tests/it/packages.rs tests exactly these files.
+test: export PSENTINEL_TEST_DEB = $(CURDIR)/$(DEB)
+test: export PSENTINEL_TEST_RPM = $(CURDIR)/$(RPM)
 test: deps check deb rpm
 	$(CARGO) build --locked
 	@if $(CARGO) nextest --version >/dev/null 2>&1; then \

@@ -2,9 +2,10 @@
 //! in a psbox with no network, its contents and lintian; the .rpm's contents and rpmlint.
 //!
 //! The packages are release builds, slow to make: `make test` builds them once (`make deb
-//! rpm`) before running the tests, and the tests only look for them here, failing with
-//! "run make deb" when they are missing. (After changing the code, `make deb` again: a test
-//! run alone does not rebuild them.)
+//! rpm`) before running the tests and passes their exact paths in `PSENTINEL_TEST_DEB` and
+//! `PSENTINEL_TEST_RPM`. A test run alone takes the one `make deb`/`make rpm` left in target/.
+//! Either way a package older than any source it is made from fails the test ("stale: run
+//! make deb"): a test never passes on yesterday's package.
 
 use crate::sysbox::Sysbox;
 use std::collections::{BTreeMap, BTreeSet};
@@ -78,25 +79,77 @@ fn assert_checks_executable(files: &BTreeMap<String, String>, what: &str) {
     }
 }
 
-/// The package `make deb` / `make rpm` built for this version, or a failure saying so.
-fn built(dir: &str, prefix: &str, suffix: &str, make: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
-    let found = std::fs::read_dir(&dir).ok().and_then(|entries| {
-        entries.flatten().map(|e| e.path()).find(|p| {
-            let name = p.file_name().unwrap().to_string_lossy();
-            name.starts_with(prefix) && name.ends_with(suffix)
-        })
-    });
-    found.unwrap_or_else(|| {
+/// The package under test: the exact path in `env` (set by `make test`), else the one
+/// `make deb` / `make rpm` built for this version in `dir`; either way it must be newer than
+/// every source it is made from.
+fn built(env: &str, dir: &str, prefix: &str, suffix: &str, make: &str) -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let found = match std::env::var_os(env) {
+        Some(p) => {
+            let p = PathBuf::from(p);
+            assert!(p.exists(), "{env}={} does not exist", p.display());
+            Some(p)
+        }
+        None => std::fs::read_dir(root.join(dir)).ok().and_then(|entries| {
+            entries.flatten().map(|e| e.path()).find(|p| {
+                let name = p.file_name().unwrap().to_string_lossy();
+                name.starts_with(prefix) && name.ends_with(suffix)
+            })
+        }),
+    };
+    let pkg = found.unwrap_or_else(|| {
         panic!(
-            "no {prefix}*{suffix} in {}: run `{make}` first (`make test` does)",
-            dir.display()
+            "no {prefix}*{suffix} in {dir} (and {env} unset): run `{make}` first \
+             (`make test` does)"
         )
-    })
+    });
+    let made = mtime(&pkg);
+    let (newest, source) = SOURCES
+        .iter()
+        .flat_map(|s| newest_under(&root.join(s)))
+        .max()
+        .expect("sources");
+    assert!(
+        made >= newest,
+        "{} is stale: {} changed after it was made; run `{make}`",
+        pkg.display(),
+        source.display()
+    );
+    pkg
+}
+
+/// What the packages are made from: a change to any of these needs a new package.
+const SOURCES: &[&str] = &[
+    "src",
+    "Cargo.toml",
+    "Cargo.lock",
+    "systemd",
+    "dbus",
+    "packaging",
+    "examples",
+    "Makefile",
+];
+
+fn mtime(p: &Path) -> std::time::SystemTime {
+    std::fs::metadata(p).unwrap().modified().unwrap()
+}
+
+/// The newest file at or under `p`, with its time.
+fn newest_under(p: &Path) -> Option<(std::time::SystemTime, PathBuf)> {
+    if p.is_dir() {
+        std::fs::read_dir(p)
+            .unwrap()
+            .flatten()
+            .filter_map(|e| newest_under(&e.path()))
+            .max()
+    } else {
+        p.exists().then(|| (mtime(p), p.to_path_buf()))
+    }
 }
 
 fn deb() -> PathBuf {
     built(
+        "PSENTINEL_TEST_DEB",
         "target/debian",
         &format!("psentinel_{VERSION}-1_"),
         ".deb",
@@ -106,6 +159,7 @@ fn deb() -> PathBuf {
 
 fn rpm() -> PathBuf {
     built(
+        "PSENTINEL_TEST_RPM",
         "target/rpm",
         &format!("psentinel-{VERSION}-1."),
         ".rpm",
