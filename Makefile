@@ -164,9 +164,15 @@ deps:
 		$(CARGO) install cargo-nextest --locked || \
 		echo "warning: cargo-nextest not installable; 'make test' will use cargo test" >&2
 
+# bench/ and fuzz/ are workspaces of their own: linted here so that they keep building
+# (on stable: fuzz/ is only checked, fuzzing itself needs nightly). They share target/.
 check:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets --locked -- -D warnings
+	$(CARGO) fmt --check --manifest-path bench/Cargo.toml
+	$(CARGO) clippy --manifest-path bench/Cargo.toml --target-dir target --all-targets --locked -- -D warnings
+	$(CARGO) fmt --check --manifest-path fuzz/Cargo.toml
+	$(CARGO) clippy --manifest-path fuzz/Cargo.toml --target-dir target --all-targets --locked -- -D warnings
 	shellcheck tests/box/psbox
 
 # The packages are built once here; tests/it/packages.rs tests exactly these files.

@@ -10,6 +10,7 @@ mod cli;
 mod core;
 mod dbus;
 mod docs;
+mod fuzz_seeds;
 mod haproxy;
 mod hostile;
 mod manual;
