@@ -16,6 +16,7 @@ mod haproxy;
 mod hostile;
 mod manual;
 mod observe;
+mod operator;
 mod packages;
 mod reload;
 mod systemd;

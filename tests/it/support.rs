@@ -233,7 +233,9 @@ impl Daemon {
             .env("NOTIFY_SOCKET", &self.notify.path)
             .env_remove("LISTEN_FDS")
             .env_remove("JOURNAL_STREAM")
-            .stdin(Stdio::null())
+            // A pipe nobody writes to (kept open with the Child): a check that inherited the
+            // daemon's stdin instead of getting /dev/null would be seen.
+            .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         for (k, v) in extra_env {
