@@ -512,8 +512,24 @@ fn deb_installs_upgrades_and_purges_on_systemd() {
         assert_eq!(b.prop(unit, "UnitFileState"), "disabled", "{unit}");
     }
 
-    // Purge: nothing of the package's left, no unit, no process.
+    // Remove (not purge): the program goes, the operator's configuration and the saved state
+    // (the disable above) stay for a later install.
     let listed = b.ok("dpkg -L psentinel");
+    b.ok("dpkg -r psentinel");
+    b.ok("! test -e /usr/bin/psentinel");
+    assert_eq!(
+        b.ok("cat /etc/psentinel/psentinel.cfg"),
+        TEST_CFG,
+        "configuration lost on dpkg -r"
+    );
+    let state = b.ok("cat /var/lib/psentinel/state.json");
+    assert!(state.contains("upgrading"), "state lost on dpkg -r: {state}");
+    assert_eq!(
+        b.ok("dpkg-query -W -f='${Status}' psentinel"),
+        "deinstall ok config-files"
+    );
+
+    // Purge: nothing of the package's left, no unit, no process.
     let (code, out, err) = b.sh("dpkg --purge psentinel");
     assert_eq!(code, 0, "dpkg --purge: {out}{err}");
     assert!(
