@@ -523,7 +523,10 @@ fn deb_installs_upgrades_and_purges_on_systemd() {
         "configuration lost on dpkg -r"
     );
     let state = b.ok("cat /var/lib/psentinel/state.json");
-    assert!(state.contains("upgrading"), "state lost on dpkg -r: {state}");
+    assert!(
+        state.contains("upgrading"),
+        "state lost on dpkg -r: {state}"
+    );
     assert_eq!(
         b.ok("dpkg-query -W -f='${Status}' psentinel"),
         "deinstall ok config-files"

@@ -54,19 +54,20 @@ fn a_reload_that_changes_only_the_timing_keeps_the_check_result() {
 fn a_second_disable_says_what_it_replaced_and_the_journal_keeps_both() {
     let port = free_port();
     let d = Daemon::start(&format!("[web]\nport={port}\npausable=yes\n"));
+    let me = current_user();
     let first = d.ok(&["disable", "web", "deploy", "v2"]);
     assert_eq!(first, "web disabled\n");
     let second = d.ok(&["disable", "web", "--for", "1h", "deploy", "v3"]);
     assert!(
         second.starts_with("web disabled until ")
-            && second.contains("; replaced the disable by root since ")
+            && second.contains(&format!("; replaced the disable by {me} since "))
             && second.trim_end().ends_with(": deploy v2"),
         "{second}"
     );
-    d.log.wait("root: disable web (deploy v2)");
-    let i = d.log.wait("root: disable web (deploy v3) until ");
+    d.log.wait(&format!("{me}: disable web (deploy v2)"));
+    let i = d.log.wait(&format!("{me}: disable web (deploy v3) until "));
     assert!(
-        d.log.all()[i].contains("; replaces the disable by root since ")
+        d.log.all()[i].contains(&format!("; replaces the disable by {me} since "))
             && d.log.all()[i].contains("(deploy v2)"),
         "{}",
         d.log.all()[i]
@@ -75,7 +76,8 @@ fn a_second_disable_says_what_it_replaced_and_the_journal_keeps_both() {
     d.ok(&["pause", "web", "db"]);
     let out = d.ok(&["pause", "web", "again"]);
     assert!(
-        out.contains("; replaced the pause of web by root since ") && out.contains(": db"),
+        out.contains(&format!("; replaced the pause of web by {me} since "))
+            && out.contains(": db"),
         "{out}"
     );
 }
