@@ -60,6 +60,9 @@ pub struct Target {
     pub goal: Goal,
     pub haproxy_fall: u32,
     pub haproxy_rise: u32,
+    /// When the daemon started (µs): before that it saw no probe, so a daemon younger than
+    /// [`RECENT`] cannot tell "nobody probes" from "nobody has probed *this* process yet".
+    pub daemon_started: u64,
 }
 
 /// What a `--wait` command waits for, known before the command runs.
@@ -131,6 +134,7 @@ impl Want {
                 goal: self.goal,
                 haproxy_fall: v.cfg.haproxy_fall,
                 haproxy_rise: v.cfg.haproxy_rise,
+                daemon_started: snap.started,
             });
         }
         Ok(targets)
@@ -195,6 +199,12 @@ pub fn lagging(p: &Prober, goal: Goal, fall: u32, rise: u32) -> Option<Lag> {
 /// A line of progress, sent as things happen.
 #[derive(Debug, Clone)]
 pub enum Progress {
+    /// The daemon started less than [`RECENT`] ago and nobody has probed it yet.
+    Unprobed {
+        service: String,
+        started_ago: Duration,
+        wait_up_to: Duration,
+    },
     Waiting {
         service: String,
         probers: usize,
@@ -211,6 +221,16 @@ pub enum Progress {
 impl fmt::Display for Progress {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            Progress::Unprobed {
+                service,
+                started_ago,
+                wait_up_to,
+            } => write!(
+                f,
+                "{service}: psentinel started {}s ago and has not been probed yet; waiting up to {}s for a prober",
+                started_ago.as_secs(),
+                wait_up_to.as_secs()
+            ),
             Progress::Waiting {
                 service,
                 probers,
@@ -294,6 +314,9 @@ pub enum NotCaught {
         timeout: Duration,
         pending: Vec<Pending>,
     },
+    /// The timeout ran out before any prober reached a daemon that had just started.
+    #[error("{service}: timed out after {}s; no prober has reached psentinel since it started, so whether HAProxy has acted is unknown", timeout.as_secs_f64())]
+    Unprobed { service: String, timeout: Duration },
     #[error("{0}: the service went away while waiting")]
     Gone(String),
 }
@@ -301,6 +324,17 @@ pub enum NotCaught {
 fn list(pending: &[Pending]) -> String {
     let v: Vec<String> = pending.iter().map(ToString::to_string).collect();
     v.join(", ")
+}
+
+/// The probers seen in the last [`RECENT`].
+fn recent(stats: &ProbeStats) -> Vec<Key> {
+    let since = micros(SystemTime::now()).saturating_sub(RECENT.as_micros() as u64);
+    stats
+        .probers()
+        .iter()
+        .filter(|p| p.last_seen >= since)
+        .map(key)
+        .collect()
 }
 
 /// Waits for every target; progress goes to `progress` as it happens. Ok: how each service
@@ -314,14 +348,43 @@ pub async fn wait(
     let mut summary = Vec::new();
     for t in targets {
         let mut changed = t.stats.subscribe();
-        let since = micros(SystemTime::now()).saturating_sub(RECENT.as_micros() as u64);
-        let keys: Vec<Key> = t
-            .stats
-            .probers()
-            .iter()
-            .filter(|p| p.last_seen >= since)
-            .map(key)
-            .collect();
+        let mut keys = recent(&t.stats);
+        if keys.is_empty() {
+            // Just after a restart (an upgrade) the probers of the last minute probed the
+            // previous process: wait for the first one to reach this one, else a deploy
+            // script's `disable --wait` would go ahead while HAProxy still sends traffic.
+            let now = micros(SystemTime::now());
+            let blind_until = t.daemon_started.saturating_add(RECENT.as_micros() as u64);
+            if now < blind_until {
+                let left = Duration::from_micros(blind_until - now);
+                let _ = progress.send(Progress::Unprobed {
+                    service: t.service.clone(),
+                    started_ago: Duration::from_micros(now.saturating_sub(t.daemon_started)),
+                    wait_up_to: left,
+                });
+                let until = tokio::time::Instant::now() + left;
+                let timed_out = deadline < until;
+                loop {
+                    changed.borrow_and_update();
+                    keys = recent(&t.stats);
+                    if !keys.is_empty() {
+                        break;
+                    }
+                    tokio::select! {
+                        r = changed.changed() => if r.is_err() {
+                            return Err(NotCaught::Gone(t.service));
+                        },
+                        _ = tokio::time::sleep_until(deadline.min(until)) => break,
+                    }
+                }
+                if keys.is_empty() && timed_out {
+                    return Err(NotCaught::Unprobed {
+                        service: t.service,
+                        timeout,
+                    });
+                }
+            }
+        }
         if keys.is_empty() {
             summary.push(Caught::NoProbers { service: t.service });
             continue;
@@ -415,5 +478,37 @@ mod tests {
         let mut agent = prober(Some(false), 1, None);
         agent.kind = "agent";
         assert!(lagging(&agent, Goal::Out, 3, 2).is_none());
+    }
+
+    fn unprobed(daemon_started: u64) -> Target {
+        Target {
+            service: "web".into(),
+            stats: ProbeStats::new("web"),
+            goal: Goal::Out,
+            haproxy_fall: 3,
+            haproxy_rise: 2,
+            daemon_started,
+        }
+    }
+
+    #[tokio::test]
+    async fn unprobed_service_nothing_to_wait_for_only_once_the_daemon_is_a_minute_old() {
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let old = micros(SystemTime::now()) - 2 * RECENT.as_micros() as u64;
+        let out = wait(vec![unprobed(old)], Duration::from_secs(5), tx.clone())
+            .await
+            .unwrap();
+        assert_eq!(
+            out,
+            vec![Caught::NoProbers {
+                service: "web".into()
+            }]
+        );
+
+        let young = micros(SystemTime::now());
+        let err = wait(vec![unprobed(young)], Duration::from_millis(100), tx)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, NotCaught::Unprobed { .. }), "{err}");
     }
 }

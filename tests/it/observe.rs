@@ -129,6 +129,36 @@ fn disable_wait_returns_after_haproxy_marks_down_without_send_state() {
     disable_wait_enable_wait(false);
 }
 
+/// Just after a restart (every upgrade does one) the probers of the last minute probed the old
+/// process, not this one: `disable --wait` must still wait for HAProxy, not answer "nothing to
+/// wait for" while HAProxy sends traffic.
+#[test]
+fn disable_wait_right_after_a_restart_waits_for_haproxy() {
+    let port = free_port();
+    let mut d = Daemon::start(&format!("[web]\nport={port}\n"));
+    // Probes 4 s apart (200 ms once a check fails): the restart falls between two of them.
+    let hap = Haproxy::start(&format!(
+        "global\n    node lb1\n\nbackend bck\n    option httpchk\n    http-check send-state\n    server srv1 127.0.0.1:{port} check inter 4s fastinter 200ms fall 2 rise 2\n"
+    ));
+    eventually("HAProxy probing", DEADLINE, || {
+        probers(&d, "web").first().map(|_| ())
+    });
+    d.restart();
+    assert!(probers(&d, "web").is_empty(), "probed too soon to test");
+
+    let (code, out, err) = d.ctl(&["disable", "web", "--wait", "--timeout", "20s", "deploy"]);
+    let after = srv1(&hap);
+    assert_eq!(code, 0, "disable --wait: {out}{err}");
+    assert!(
+        !after.starts_with("UP"),
+        "disable --wait returned while HAProxy still says {after}; {out}{err}"
+    );
+    assert!(err.contains("has not been probed yet"), "{err}");
+    assert!(err.contains("HAProxy lb1 reports"), "{err}");
+    assert!(out.contains("every recent prober (1) has acted"), "{out}");
+    hap.assert_clean_log();
+}
+
 #[test]
 fn wait_times_out_naming_the_prober_that_lags() {
     let port = free_port();
@@ -145,11 +175,16 @@ fn wait_times_out_naming_the_prober_that_lags() {
         "{err}"
     );
     assert_eq!(d.svc("web")["enabled"], true, "the change stands");
-    // Nobody probing: nothing to wait for.
+    // Nobody probing a daemon that just started: it cannot know whether HAProxy acted (a
+    // daemon up for a minute answers "nothing to wait for": src/wait.rs's unit test).
     let quiet = free_port();
     let d2 = Daemon::start(&format!("[quiet]\nport={quiet}\n"));
-    let out = d2.ok(&["disable", "quiet", "--wait"]);
-    assert!(out.contains("nothing to wait for"), "{out}");
+    let (code, out, err) = d2.ctl(&["disable", "quiet", "--wait", "--timeout", "1s"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains("no prober has reached psentinel since it started"),
+        "{err}"
+    );
 }
 
 #[test]
