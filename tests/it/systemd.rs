@@ -860,3 +860,52 @@ fn sysbox_broken_config_without_a_last_good_one_keeps_the_socket() {
     assert_eq!(box_probe(&b, 48083), "200");
     assert_eq!(b.prop("psentinel.socket", "ActiveState"), "active");
 }
+
+/// A `disable --for 1h` is one journal entry per field the docs list, and it holds across
+/// restarts: the disabled service's port never answers 200, not even in the first moments of
+/// a new process (its manual state is restored before the first accept).
+#[test]
+fn sysbox_disable_journal_fields_and_restarts_never_answer_200() {
+    let b = installed_box("disablerestart", BOX_CFG);
+    b.ok("systemctl start psentinel.socket");
+    assert_eq!(box_probe(&b, 48083), "200");
+    let t0: u64 = b.ok("date +%s").trim().parse().unwrap();
+    b.ok("psentinel -c disable spare --for 1h deploy v2");
+    wait_journal(&b, "spare: up -> disabled", 1);
+
+    let change = journal(
+        &b,
+        &format!("MESSAGE_ID={MSG_STATE_CHANGED} PSENTINEL_SERVICE=spare"),
+    );
+    let change = change
+        .iter()
+        .find(|e| e["PSENTINEL_STATE"] == "disabled")
+        .unwrap_or_else(|| panic!("no spare disabled entry: {change:#?}"));
+    assert_eq!(change["PSENTINEL_PREVIOUS_STATE"], "up", "{change:#?}");
+    assert_eq!(change["PSENTINEL_REASON"], "Disabled: deploy v2", "{change:#?}");
+    // The operator's entry says who, why and until when (µs since the epoch).
+    let audit = journal(&b, "PSENTINEL_SERVICE=spare PSENTINEL_REASON='deploy v2'");
+    let audit = audit
+        .iter()
+        .find(|e| e.get("PSENTINEL_UNTIL").is_some())
+        .unwrap_or_else(|| panic!("no entry with PSENTINEL_UNTIL: {audit:#?}"));
+    let until: u64 = audit["PSENTINEL_UNTIL"].as_str().unwrap().parse().unwrap();
+    let hour = 3_600_000_000;
+    assert!(
+        until >= (t0 * 1_000_000 + hour) && until <= (t0 + 60) * 1_000_000 + hour,
+        "PSENTINEL_UNTIL={until}, disable at {t0}s + 1h: {audit:#?}"
+    );
+    assert_eq!(audit["PSENTINEL_ACTOR"], "root", "{audit:#?}");
+
+    let p = probe_across_restarts(&b, 48083, 3, "");
+    assert_eq!(p.n["rcs"], "0,0,0", "{}", p.line);
+    assert_eq!(p.count("answered"), p.count("sent"), "{}", p.line);
+    assert_eq!(
+        p.n["codes"],
+        format!("503:{}", p.count("sent")),
+        "{}\n{:?}",
+        p.line,
+        p.odd
+    );
+    assert_eq!(b.prop("psentinel.service", "NRestarts"), "0");
+}
