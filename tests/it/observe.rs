@@ -391,3 +391,140 @@ fn metrics_parse_with_promtool_and_prometheus_sees_a_disable() {
     });
     assert_eq!(prom_query(qport, up).as_deref(), Some("0"));
 }
+
+/// The metric families of docs/observability.md's table, in the order written there
+/// (`psentinel_service_disabled`, `_paused` ... expanded).
+fn documented_families() -> Vec<String> {
+    let doc = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/docs/observability.md"
+    ))
+    .unwrap();
+    let mut families = Vec::new();
+    for row in doc.lines().filter(|l| l.starts_with("| `psentinel_")) {
+        let first_cell = row.split('|').nth(1).unwrap();
+        let names: Vec<&str> = first_cell.split('`').skip(1).step_by(2).collect();
+        let prefix = names[0].rsplit_once('_').unwrap().0.to_string();
+        for n in names {
+            families.push(match n.strip_prefix('_') {
+                Some(tail) => format!("{prefix}_{tail}"),
+                None => n.to_string(),
+            });
+        }
+    }
+    assert!(families.len() >= 18, "{families:?}");
+    families
+}
+
+/// Every family of the docs' table, by value, in one known situation: `web` passed its only
+/// check and is disabled for an hour, then probed twice plainly, once with send-state and once
+/// by an agent; `bad` failed its only check with exit 3 and has its checks stopped (so it
+/// counts as up).
+#[test]
+fn every_documented_metric_family_has_its_value() {
+    let (port, aport, bport) = (free_port(), free_port(), free_port());
+    let d = Daemon::prepare("");
+    let bad = d.script("bad.sh", "#!/bin/sh\nexit 3\n");
+    d.rewrite(&format!(
+        "[web]\nport={port}\nagent_port={aport}\ncheck_script=true\ncheck_script_interval=3600\n\
+         [bad]\nport={bport}\ncheck_script={}\ncheck_script_interval=3600\n",
+        bad.display()
+    ));
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64()
+    };
+    let t0 = now().floor();
+    let d = d.started(&[]);
+    // Waits on the status, not on a probe: every probe is counted.
+    eventually("web up and bad down", DEADLINE, || {
+        (d.svc("web")["state"] == "up" && d.svc("bad")["state"] == "down").then_some(())
+    });
+    d.ok(&["disable", "web", "--for", "1h", "metrics test"]);
+    d.ok(&["disable_test", "bad"]);
+    for _ in 0..2 {
+        assert_eq!(probe_status(port), 503);
+    }
+    let send_state = raw(
+        port,
+        b"OPTIONS / HTTP/1.0\r\nX-Haproxy-Server-State: UP; name=bck/srv1; node=lb1; weight=1/1; scur=0/0; qcur=0\r\n\r\n",
+    );
+    assert!(send_state.starts_with("HTTP/1.0 503"), "{send_state}");
+    let agent = raw(aport, b"");
+    assert!(agent.starts_with("maint "), "{agent}");
+    eventually("the prober table filled", DEADLINE, || {
+        (probers(&d, "web").len() == 3).then_some(())
+    });
+    let t1 = now().ceil();
+
+    let text = d.ok(&["metrics"]);
+    let samples: std::collections::BTreeMap<&str, f64> = text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| {
+            let (k, v) = l.rsplit_once(' ').unwrap();
+            (k, v.parse().unwrap_or_else(|e| panic!("{e}: {l}")))
+        })
+        .collect();
+    let version = env!("CARGO_PKG_VERSION");
+    let web_http = r#"service="web",address="127.0.0.1",kind="http",haproxy_server="""#;
+    let web_ss = r#"service="web",address="127.0.0.1",kind="http",haproxy_server="bck/srv1""#;
+    let web_agent = r#"service="web",address="127.0.0.1",kind="agent",haproxy_server="""#;
+    let exact = |v: f64| move |x: f64| x == v;
+    let within = |lo: f64, hi: f64| move |x: f64| (lo..=hi).contains(&x);
+    type Want = Box<dyn Fn(f64) -> bool>;
+    let want: Vec<(String, Want, &str)> = vec![
+        (format!(r#"psentinel_build_info{{version="{version}"}}"#), Box::new(exact(1.0)), "1"),
+        ("psentinel_start_time_seconds".into(), Box::new(within(t0, t1)), "the start"),
+        ("psentinel_reloads_total".into(), Box::new(exact(0.0)), "0"),
+        (r#"psentinel_service_state{service="web",state="disabled"}"#.into(), Box::new(exact(1.0)), "1"),
+        (r#"psentinel_service_state{service="web",state="up"}"#.into(), Box::new(exact(0.0)), "0"),
+        // A stopped check counts as passing.
+        (r#"psentinel_service_state{service="bad",state="up"}"#.into(), Box::new(exact(1.0)), "1"),
+        (r#"psentinel_service_state{service="bad",state="down"}"#.into(), Box::new(exact(0.0)), "0"),
+        (r#"psentinel_service_state{service="bad",state="disabled"}"#.into(), Box::new(exact(0.0)), "0"),
+        (r#"psentinel_service_disabled{service="web"}"#.into(), Box::new(exact(1.0)), "1"),
+        (r#"psentinel_service_disabled{service="bad"}"#.into(), Box::new(exact(0.0)), "0"),
+        (r#"psentinel_service_paused{service="web"}"#.into(), Box::new(exact(0.0)), "0"),
+        (r#"psentinel_service_checks_stopped{service="bad"}"#.into(), Box::new(exact(1.0)), "1"),
+        (r#"psentinel_service_checks_stopped{service="web"}"#.into(), Box::new(exact(0.0)), "0"),
+        (r#"psentinel_service_silent{service="web"}"#.into(), Box::new(exact(0.0)), "0"),
+        (r#"psentinel_checks_total{service="web",result="pass"}"#.into(), Box::new(exact(1.0)), "1"),
+        (r#"psentinel_checks_total{service="bad",result="fail"}"#.into(), Box::new(exact(1.0)), "1"),
+        (r#"psentinel_check_last_duration_seconds{service="web"}"#.into(), Box::new(within(0.0, 5.0)), "0..5"),
+        (r#"psentinel_check_last_exit_status{service="bad"}"#.into(), Box::new(exact(3.0)), "3"),
+        (r#"psentinel_check_last_exit_status{service="web"}"#.into(), Box::new(exact(0.0)), "0"),
+        (r#"psentinel_check_last_timestamp_seconds{service="bad"}"#.into(), Box::new(within(t0, t1)), "during the test"),
+        (r#"psentinel_check_consecutive_failures{service="bad"}"#.into(), Box::new(exact(1.0)), "1"),
+        (r#"psentinel_check_consecutive_failures{service="web"}"#.into(), Box::new(exact(0.0)), "0"),
+        (r#"psentinel_probes_total{service="web",kind="http",answer="503"}"#.into(), Box::new(exact(3.0)), "3"),
+        (r#"psentinel_probes_total{service="web",kind="agent",answer="maint"}"#.into(), Box::new(exact(1.0)), "1"),
+        (r#"psentinel_probe_last_timestamp_seconds{service="web"}"#.into(), Box::new(within(t0, t1)), "during the test"),
+        (r#"psentinel_probe_last_timestamp_seconds{service="bad"}"#.into(), Box::new(exact(0.0)), "0 (never)"),
+        (r#"psentinel_probers{service="web"}"#.into(), Box::new(exact(3.0)), "3"),
+        (r#"psentinel_probers{service="bad"}"#.into(), Box::new(exact(0.0)), "0"),
+        (format!("psentinel_prober_probes_total{{{web_http}}}"), Box::new(exact(2.0)), "2"),
+        (format!("psentinel_prober_probes_total{{{web_ss}}}"), Box::new(exact(1.0)), "1"),
+        (format!("psentinel_prober_probes_total{{{web_agent}}}"), Box::new(exact(1.0)), "1"),
+        (format!("psentinel_prober_last_seen_timestamp_seconds{{{web_ss}}}"), Box::new(within(t0, t1)), "during the test"),
+        (r#"psentinel_prober_haproxy_up{service="web",address="127.0.0.1",haproxy_node="lb1",haproxy_server="bck/srv1"}"#.into(), Box::new(exact(1.0)), "1"),
+        (r#"psentinel_probe_events_dropped_total{service="web"}"#.into(), Box::new(exact(0.0)), "0"),
+    ];
+    for (key, ok, expected) in &want {
+        let got = samples.get(key.as_str());
+        assert!(
+            got.is_some_and(|v| ok(*v)),
+            "{key} = {got:?}, expected {expected}\n{text}"
+        );
+    }
+    // The table and the test cover the same families, and the daemon sends no other.
+    let family = |k: &str| k.split('{').next().unwrap().to_string();
+    let tested: std::collections::BTreeSet<String> = want.iter().map(|w| family(&w.0)).collect();
+    let sent: std::collections::BTreeSet<String> = samples.keys().map(|k| family(k)).collect();
+    let documented: std::collections::BTreeSet<String> =
+        documented_families().into_iter().collect();
+    assert_eq!(tested, documented, "families tested vs the docs' table");
+    assert_eq!(sent, documented, "families sent vs the docs' table");
+}

@@ -882,7 +882,10 @@ fn sysbox_disable_journal_fields_and_restarts_never_answer_200() {
         .find(|e| e["PSENTINEL_STATE"] == "disabled")
         .unwrap_or_else(|| panic!("no spare disabled entry: {change:#?}"));
     assert_eq!(change["PSENTINEL_PREVIOUS_STATE"], "up", "{change:#?}");
-    assert_eq!(change["PSENTINEL_REASON"], "Disabled: deploy v2", "{change:#?}");
+    assert_eq!(
+        change["PSENTINEL_REASON"], "Disabled: deploy v2",
+        "{change:#?}"
+    );
     // The operator's entry says who, why and until when (µs since the epoch).
     let audit = journal(&b, "PSENTINEL_SERVICE=spare PSENTINEL_REASON='deploy v2'");
     let audit = audit
