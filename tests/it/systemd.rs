@@ -912,3 +912,56 @@ fn sysbox_disable_journal_fields_and_restarts_never_answer_200() {
     );
     assert_eq!(b.prop("psentinel.service", "NRestarts"), "0");
 }
+
+/// The generator with a broken file: never fails (daemon-reload succeeds), writes nothing
+/// while there is no last good configuration, and then keeps the last good one's ports (not
+/// the broken file's) in the socket unit.
+#[test]
+fn sysbox_generator_with_a_broken_config() {
+    let dropin = "/run/systemd/generator/psentinel.socket.d/50-ports.conf";
+    let generator = "/usr/lib/systemd/system-generators/psentinel-generator";
+    let b = installed_box("generator", "[spare]\nport = 48083\npausable = maybe\n");
+    b.ok("systemctl daemon-reload");
+    b.ok(&format!("test ! -e {dropin}"));
+    let (code, out, err) = b.sh(&format!("{generator} /tmp/gen1"));
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        err.contains("pausable") && err.contains("probe ports not added to psentinel.socket"),
+        "{err}"
+    );
+    b.ok("test ! -e /tmp/gen1/psentinel.socket.d");
+
+    // A good file, run once: it becomes the last good copy.
+    b.write(
+        "/etc/psentinel/psentinel.cfg",
+        "[spare]\nport = 48083\npausable = yes\n",
+    );
+    b.ok("systemctl daemon-reload && systemctl start psentinel.socket");
+    assert_eq!(box_probe(&b, 48083), "200");
+    b.wait_for(
+        "the last good copy",
+        30,
+        "tail -n +2 /var/lib/psentinel/last-good.cfg | cmp - /etc/psentinel/psentinel.cfg",
+    );
+
+    // Broken again, with a new port: the socket unit keeps the last good file's ports.
+    b.write(
+        "/etc/psentinel/psentinel.cfg",
+        "[spare]\nport = 48083\n[new]\nport = 48099\npausable = maybe\n",
+    );
+    b.ok("systemctl daemon-reload");
+    let ports = b.ok(&format!("grep ListenStream= {dropin}"));
+    assert_eq!(ports, "ListenStream=48083\n");
+    let (code, out, err) = b.sh(&format!("{generator} /tmp/gen2"));
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        err.contains("using the ports of the last good configuration"),
+        "{err}"
+    );
+    assert_eq!(
+        b.ok("grep ListenStream= /tmp/gen2/psentinel.socket.d/50-ports.conf"),
+        "ListenStream=48083\n"
+    );
+    assert_eq!(b.prop("psentinel.socket", "ActiveState"), "active");
+    assert_eq!(box_probe(&b, 48083), "200");
+}
