@@ -717,7 +717,7 @@ mod tests {
     }
 
     #[test]
-    fn seed_examples_load_unchanged() {
+    fn case_examples_load_unchanged() {
         let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/examples");
         let c1 = Config::load(&Path::new(dir).join("case1-ourapp.cfg")).unwrap();
         let o = &c1.services["ourapp"];

@@ -392,7 +392,7 @@ fn second_daemon_on_the_same_socket_refuses_and_stale_socket_is_replaced() {
 /// `-t` fails only because their check scripts are not installed here (a check that cannot
 /// run is an error of `-t`).
 #[test]
-fn seed_case_configs_validate() {
+fn case_example_configs_validate() {
     for f in ["case1-ourapp.cfg", "case2-pgpool.cfg"] {
         let p = format!("{}/examples/{f}", env!("CARGO_MANIFEST_DIR"));
         let out = std::process::Command::new(BIN)

@@ -74,7 +74,7 @@ fn httpchk_case1_check_and_deploy_cycle() {
     let apps: Vec<Dummy> = (1..=2)
         .map(|n| Dummy::start(node_ip(n), app_port, &format!("node{n}")))
         .collect();
-    let seed = std::fs::read_to_string(concat!(
+    let case_cfg = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/examples/case1-ourapp.cfg"
     ))
@@ -82,7 +82,7 @@ fn httpchk_case1_check_and_deploy_cycle() {
     let nodes: Vec<Daemon> = (1..=2)
         .map(|n| {
             let d = start_node(
-                &seed,
+                &case_cfg,
                 node_ip(n),
                 &[("port=48080", format!("port={check_port}"))],
                 &[("test_ourapp.py", TEST_OURAPP)],
@@ -347,7 +347,7 @@ fn case2_write_backend_follows_the_primary() {
             &format!("db{n}-postgres"),
         ));
     }
-    let seed = std::fs::read_to_string(concat!(
+    let case_cfg = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/examples/case2-pgpool.cfg"
     ))
@@ -355,7 +355,7 @@ fn case2_write_backend_follows_the_primary() {
     let nodes: Vec<Daemon> = (1..=3)
         .map(|n| {
             start_node(
-                &seed,
+                &case_cfg,
                 node_ip(n),
                 &[
                     ("port=64321", format!("port={pgpool}")),

@@ -668,9 +668,9 @@ fn probe_across_restarts(b: &Sysbox, port: u16, restarts: u32, before: &str) -> 
     }
 }
 
-/// The seed's `sock_file=/var/run/psentinel/psentinel.sock` is the file the socket unit binds
-/// at /run/psentinel/psentinel.sock (Debian's /var/run -> /run): the daemon adopts it, and
-/// restarts neither fail nor take the socket unit down.
+/// `sock_file=/var/run/psentinel/psentinel.sock` (the path older configs use) is the file the
+/// socket unit binds at /run/psentinel/psentinel.sock (Debian's /var/run -> /run): the daemon
+/// adopts it, and restarts neither fail nor take the socket unit down.
 #[test]
 fn sysbox_var_run_sock_file_is_the_passed_socket() {
     let cfg = format!("{BOX_CFG}sock_file = /var/run/psentinel/psentinel.sock\n");
