@@ -167,6 +167,16 @@ fn rpm() -> PathBuf {
     )
 }
 
+/// One line per file of the package: its path and its rpm flags (`c` %config, `n` noreplace,
+/// `d` %doc).
+fn rpm_file_flags(rpm: &str) -> String {
+    host(
+        "rpm",
+        &["-qp", "--qf", "[%{FILENAMES} %{FILEFLAGS:fflags}\n]", rpm],
+        "rpm",
+    )
+}
+
 /// Runs a host tool; panics with its output (and what to install) unless it succeeds.
 fn host(program: &str, args: &[&str], package: &str) -> String {
     let out = Command::new(program)
@@ -271,11 +281,7 @@ fn rpm_ships_the_same_files_config_noreplace() {
     assert_checks_executable(&modes, r);
 
     // c = %config, n = noreplace: an edited configuration survives an upgrade.
-    let flags = host(
-        "rpm",
-        &["-qp", "--qf", "[%{FILENAMES} %{FILEFLAGS:fflags}\n]", r],
-        "rpm",
-    );
+    let flags = rpm_file_flags(r);
     assert!(
         flags
             .lines()
@@ -319,11 +325,7 @@ fn rpm_has_no_rpmlint_errors_but_the_signature() {
         String::from_utf8_lossy(&out.stderr)
     );
     let r = rpm.to_str().unwrap();
-    let flags = host(
-        "rpm",
-        &["-qp", "--qf", "[%{FILENAMES} %{FILEFLAGS:fflags}\n]", r],
-        "rpm",
-    );
+    let flags = rpm_file_flags(r);
     assert!(
         flags
             .lines()
