@@ -18,7 +18,7 @@ use crate::model::{Admin, CheckCounts, HealthTracker, Micros, Override};
 use crate::probe;
 use crate::probe_stats::{ProbeKind, ProbeStats, Tap};
 use crate::state::{Saved, SavedService};
-use crate::view::{Facts, ServiceView};
+use crate::view::Facts;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -90,17 +90,19 @@ impl Engine {
             let mut svc = match old.remove(name) {
                 Some(mut p) => {
                     kept += 1;
-                    if p.cfg.check != cfg.check {
+                    if p.facts.cfg.check != cfg.check {
                         // Another command: the old one's result says nothing about it.
                         p.runner = None;
-                        p.health = HealthTracker::default();
-                        p.last = None;
+                        p.facts.health = HealthTracker::default();
+                        p.facts.last = None;
                         check_changed.push(name.clone());
-                    } else if p.cfg.interval != cfg.interval || p.cfg.timeout != cfg.timeout {
+                    } else if p.facts.cfg.interval != cfg.interval
+                        || p.facts.cfg.timeout != cfg.timeout
+                    {
                         // Same command, new timing: the result stands, the runner restarts.
                         p.runner = None;
                     }
-                    p.cfg = cfg.clone();
+                    p.facts.cfg = cfg.clone();
                     p
                 }
                 None => {
@@ -131,7 +133,7 @@ impl Engine {
                         &cfg,
                         argv,
                         id,
-                        svc.admin.checks_stopped,
+                        svc.facts.admin.checks_stopped,
                         self.done_tx.clone(),
                         self.processes.clone(),
                     )
@@ -153,7 +155,7 @@ impl Engine {
         };
         self.publish();
         for (name, key, socket) in to_spawn {
-            let Some(probes) = self.services.get(&name).map(|s| s.probes.clone()) else {
+            let Some(probes) = self.services.get(&name).map(|s| s.facts.probes.clone()) else {
                 continue;
             };
             let tap = Tap::new(probes, self.seen_tx.clone());
@@ -215,26 +217,13 @@ fn new_service(cfg: Arc<ServiceConfig>, saved: Option<&SavedService>, now: Micro
     } else if cfg.start_paused {
         admin.paused = Some(Override::new("start_paused", "config", now, None));
     }
-    let probes = ProbeStats::new(&cfg.name);
-    let view = Arc::new(ServiceView::new(Facts {
-        cfg: &cfg,
-        admin: &admin,
-        health,
-        last: &last,
-        checks: CheckCounts::default(),
-        probes: &probes,
-        silent_since: None,
-    }));
-    Svc {
+    Svc::new(Facts {
+        probes: ProbeStats::new(&cfg.name),
         cfg,
         admin,
         health,
         last,
         checks: CheckCounts::default(),
-        probes,
         silent_since: None,
-        runner: None,
-        listeners: BTreeMap::new(),
-        view,
-    }
+    })
 }

@@ -27,11 +27,11 @@ pub use handle::{Actor, Handle};
 pub use outcome::{CheckRun, EngineError, Outcome, ReloadRefused, Reloaded};
 
 use crate::check::{CheckDone, Processes, RunnerCmd, RunnerHandle};
-use crate::config::{Config, ServiceConfig};
-use crate::model::{micros, Admin, CheckCounts, CheckResult, Exit, Expired, HealthTracker};
+use crate::config::Config;
+use crate::model::{micros, Exit, Expired};
 use crate::model::{Micros, Refusal};
 use crate::observer::{Observer, Silence};
-use crate::probe_stats::{ProbeStats, Seen};
+use crate::probe_stats::Seen;
 use crate::sockets::Sockets;
 use crate::state::{Saved, SavedService, Store};
 use crate::systemd::Notes;
@@ -82,37 +82,33 @@ impl Clock {
 
 /// One service as the engine holds it.
 struct Svc {
-    cfg: Arc<ServiceConfig>,
-    admin: Admin,
-    health: HealthTracker,
-    last: Option<CheckResult>,
-    checks: CheckCounts,
-    probes: Arc<ProbeStats>,
-    silent_since: Option<Micros>,
+    facts: Facts,
     runner: Option<RunnerHandle>,
     listeners: BTreeMap<ListenKey, Listener>,
+    /// Derived from `facts`; rebuilt after each change (readers compare views by pointer).
     view: Arc<ServiceView>,
 }
 
 impl Svc {
+    fn new(facts: Facts) -> Svc {
+        Svc {
+            view: Arc::new(ServiceView::new(&facts)),
+            facts,
+            runner: None,
+            listeners: BTreeMap::new(),
+        }
+    }
+
     fn refresh_view(&mut self) {
-        self.view = Arc::new(ServiceView::new(Facts {
-            cfg: &self.cfg,
-            admin: &self.admin,
-            health: self.health,
-            last: &self.last,
-            checks: self.checks,
-            probes: &self.probes,
-            silent_since: self.silent_since,
-        }));
+        self.view = Arc::new(ServiceView::new(&self.facts));
     }
 
     fn saved(&self) -> SavedService {
         SavedService {
-            admin: self.admin.clone(),
-            health: self.health,
-            last: self.last.clone(),
-            check: self.cfg.check.clone(),
+            admin: self.facts.admin.clone(),
+            health: self.facts.health,
+            last: self.facts.last.clone(),
+            check: self.facts.cfg.check.clone(),
         }
     }
 }
@@ -300,7 +296,7 @@ impl Engine {
         let next = self
             .services
             .values()
-            .filter_map(|s| s.admin.next_expiry())
+            .filter_map(|s| s.facts.admin.next_expiry())
             .min()?;
         Some(self.clock.instant_at(next))
     }
@@ -309,7 +305,7 @@ impl Engine {
         let now = self.clock.now();
         let mut changed = false;
         for (name, svc) in self.services.iter_mut() {
-            let lifted = svc.admin.expire(now);
+            let lifted = svc.facts.admin.expire(now);
             for what in &lifted {
                 let what = match what {
                     Expired::Disable => "disable",
@@ -334,7 +330,7 @@ impl Engine {
     /// The silence alarm changed (see [`crate::observer`]): shown in status and STATUS=.
     fn on_silence(&mut self, s: Silence) {
         if let Some(svc) = self.services.get_mut(&s.service) {
-            svc.silent_since = s.since;
+            svc.facts.silent_since = s.since;
             svc.refresh_view();
             self.publish();
         }
@@ -368,10 +364,12 @@ impl Engine {
             }
         }
         let passed = done.result.exit.passed();
-        svc.health.observe(passed, svc.cfg.rise, svc.cfg.fall);
+        svc.facts
+            .health
+            .observe(passed, svc.facts.cfg.rise, svc.facts.cfg.fall);
         let exit = done.result.exit.clone();
-        svc.last = Some(done.result);
-        svc.checks.add(&exit);
+        svc.facts.last = Some(done.result);
+        svc.facts.checks.add(&exit);
         svc.refresh_view();
         // A change of state is logged by publish() (logging::log_state_changes).
         tracing::debug!(psentinel_service = %done.service, "{}: check finished: {exit}", done.service);

@@ -19,7 +19,7 @@ impl Engine {
             Op::Reload => return self.reload_file(actor).map(Outcome::Reloaded),
             Op::Enable(name) => {
                 let svc = self.svc_mut(&name)?;
-                let was_disabled = svc.admin.enable();
+                let was_disabled = svc.facts.admin.enable();
                 svc.refresh_view();
                 audit(&name, actor, "enable", None, None);
                 Outcome::Enabled {
@@ -30,7 +30,7 @@ impl Engine {
             Op::Disable(name, reason, for_) => {
                 let svc = self.svc_mut(&name)?;
                 let ovr = Override::new(&reason, actor, now, for_);
-                let replaced = svc.admin.disable(ovr.clone());
+                let replaced = svc.facts.admin.disable(ovr.clone());
                 svc.refresh_view();
                 audit(&name, actor, "disable", Some(&ovr), replaced.as_ref());
                 Outcome::Disabled {
@@ -45,7 +45,7 @@ impl Engine {
                 let mut replaced = Vec::new();
                 for n in &targets {
                     let svc = self.svc_mut(n)?;
-                    let before = svc.admin.pause(true, n, ovr.clone())?;
+                    let before = svc.facts.admin.pause(true, n, ovr.clone())?;
                     svc.refresh_view();
                     audit(n, actor, "pause", Some(&ovr), before.as_ref());
                     replaced.extend(before.map(|b| (n.clone(), b)));
@@ -60,7 +60,7 @@ impl Engine {
                 let targets = self.pausable_targets(name.as_deref())?;
                 for n in &targets {
                     let svc = self.svc_mut(n)?;
-                    svc.admin.resume(true, n)?;
+                    svc.facts.admin.resume(true, n)?;
                     svc.refresh_view();
                     audit(n, actor, "run", None, None);
                 }
@@ -68,7 +68,7 @@ impl Engine {
             }
             Op::SetChecksStopped(name, stopped) => {
                 let svc = self.svc_mut(&name)?;
-                svc.admin.checks_stopped = stopped;
+                svc.facts.admin.checks_stopped = stopped;
                 if let Some(r) = &svc.runner {
                     r.send(RunnerCmd::SetStopped(stopped));
                 }
@@ -149,7 +149,7 @@ impl Engine {
                     .services
                     .get(n)
                     .ok_or_else(|| Refusal::UnknownService(n.into()))?;
-                if !svc.cfg.pausable {
+                if !svc.facts.cfg.pausable {
                     return Err(Refusal::NotPausable(n.into()).into());
                 }
                 Ok(vec![n.into()])
@@ -158,8 +158,8 @@ impl Engine {
                 let all: Vec<String> = self
                     .services
                     .values()
-                    .filter(|s| s.cfg.pausable)
-                    .map(|s| s.cfg.name.clone())
+                    .filter(|s| s.facts.cfg.pausable)
+                    .map(|s| s.facts.cfg.name.clone())
                     .collect();
                 if all.is_empty() {
                     Err(EngineError::NothingPausable)

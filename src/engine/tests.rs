@@ -3,7 +3,7 @@
 //! `check`); probe ports bind on 127.0.0.1.
 
 use super::*;
-use crate::model::{Exit, State};
+use crate::model::{Admin, CheckResult, Exit, HealthTracker, State};
 use crate::state::Saved;
 use std::path::PathBuf;
 
@@ -273,8 +273,8 @@ async fn reload_keeps_manual_state_and_results_unless_the_command_changed() {
     };
     assert_eq!((r.kept, r.check_changed.len()), (1, 0));
     let svc = &e.services["web"];
-    assert_eq!(svc.health.healthy, Some(true), "health kept");
-    assert!(svc.last.is_some(), "result kept");
+    assert_eq!(svc.facts.health.healthy, Some(true), "health kept");
+    assert!(svc.facts.last.is_some(), "result kept");
     assert_eq!(svc.view.state, State::Disabled, "manual state kept");
     assert_ne!(svc.runner.as_ref().unwrap().id, runner, "runner restarted");
     op(&mut e, handle::Op::Enable("web".into()));
@@ -372,14 +372,14 @@ async fn a_restart_trusts_only_a_fresh_result_of_the_same_command() {
         b.save_state(&saved_with(check, ago, now));
         let mut e = b.engine();
         let svc = &e.services["web"];
-        assert_eq!(svc.health.healthy, healthy, "{check:?} {ago:?}");
-        assert_eq!(svc.last.is_some(), healthy.is_some());
+        assert_eq!(svc.facts.health.healthy, healthy, "{check:?} {ago:?}");
+        assert_eq!(svc.facts.last.is_some(), healthy.is_some());
         assert_eq!(
             svc.view.state,
             State::Disabled,
             "manual state restored always"
         );
-        assert_eq!(svc.admin.disabled.as_ref().unwrap().by, "alice");
+        assert_eq!(svc.facts.admin.disabled.as_ref().unwrap().by, "alice");
         op(&mut e, handle::Op::Enable("web".into()));
         let want = if healthy.is_some() {
             State::Up

@@ -41,21 +41,21 @@ pub struct ServiceView {
 }
 
 /// What the engine holds about one service, from which its view is derived.
-pub struct Facts<'a> {
-    pub cfg: &'a Arc<ServiceConfig>,
-    pub admin: &'a Admin,
+pub struct Facts {
+    pub cfg: Arc<ServiceConfig>,
+    pub admin: Admin,
     pub health: HealthTracker,
-    pub last: &'a Option<CheckResult>,
+    pub last: Option<CheckResult>,
     pub checks: CheckCounts,
-    pub probes: &'a Arc<ProbeStats>,
+    pub probes: Arc<ProbeStats>,
     pub silent_since: Option<Micros>,
 }
 
 impl ServiceView {
-    pub fn new(f: Facts<'_>) -> ServiceView {
-        let cfg = f.cfg;
-        let state = derive_state(f.admin, &f.health, cfg.check.is_some());
-        let reason = reason_for(state, f.admin, f.last, cfg);
+    pub fn new(f: &Facts) -> ServiceView {
+        let cfg = &f.cfg;
+        let state = derive_state(&f.admin, &f.health, cfg.check.is_some());
+        let reason = reason_for(state, &f.admin, &f.last, cfg);
         let http_status = match state {
             State::Up => 200,
             State::Down => 500,
@@ -67,7 +67,7 @@ impl ServiceView {
         let checked = cfg.check.is_some() && !f.admin.checks_stopped;
         let agent = AgentExtra {
             passing: !checked || f.health.healthy == Some(true),
-            weight: match f.last {
+            weight: match &f.last {
                 Some(r) if checked && state == State::Up => weight_from_output(&r.output),
                 _ => None,
             },
