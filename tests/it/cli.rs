@@ -8,15 +8,6 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::process::Command;
 
-fn run(cmd: &mut Command) -> (i32, String, String) {
-    let out = cmd.output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into(),
-        String::from_utf8_lossy(&out.stderr).into(),
-    )
-}
-
 /// One request on the control socket, as `socat` would send it: the whole answer.
 fn raw_request(sock: &Path, line: &str) -> String {
     let mut s = UnixStream::connect(sock).unwrap();

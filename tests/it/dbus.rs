@@ -209,15 +209,6 @@ impl Drop for Monitor {
     }
 }
 
-fn run(cmd: &mut Command) -> (i32, String, String) {
-    let out = cmd.output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into(),
-        String::from_utf8_lossy(&out.stderr).into(),
-    )
-}
-
 /// Writes the config with `dbus=session` (the harness writes dbus=off).
 fn configure(d: &Daemon, services: &str) {
     let services = services.replace("{dir}", &d.dir.path().display().to_string());

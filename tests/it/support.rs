@@ -369,7 +369,11 @@ pub fn ctl_as(cfg: &Path, words: &[&str], user: Option<&str>) -> (i32, String, S
         }
         None => Command::new(BIN),
     };
-    cmd.arg("-c").args(words).arg("-f").arg(cfg);
+    run(cmd.arg("-c").args(words).arg("-f").arg(cfg))
+}
+
+/// Runs a command to its end: exit code (-1 if killed by a signal), stdout, stderr.
+pub fn run(cmd: &mut Command) -> (i32, String, String) {
     let out = cmd.output().unwrap();
     (
         out.status.code().unwrap_or(-1),
