@@ -4,7 +4,6 @@
 use crate::engine::{CheckRun, Outcome, Reloaded};
 use crate::model::Micros;
 use crate::status::{override_text, time};
-use crate::view::count;
 
 pub fn outcome(o: &Outcome) -> String {
     let mut s = match o {
@@ -52,13 +51,7 @@ fn until(u: Option<Micros>) -> String {
 }
 
 fn reloaded(r: &Reloaded) -> String {
-    let mut s = format!(
-        "{} ({} kept, added: [{}], removed: [{}])",
-        count(r.services as u64, "service"),
-        r.kept,
-        r.added.join(", "),
-        r.removed.join(", ")
-    );
+    let mut s = r.summary();
     if !r.check_changed.is_empty() {
         s += &format!(
             "; check command changed, result dropped: [{}]",

@@ -9,7 +9,6 @@ use crate::check::RunnerCmd;
 use crate::config::Config;
 use crate::model::{from_micros, Micros, Override, Refusal};
 use crate::systemd;
-use crate::view::count;
 
 impl Engine {
     pub(super) fn op(&mut self, op: Op, actor: &str) -> Result<Outcome, EngineError> {
@@ -107,11 +106,8 @@ impl Engine {
                 self.notes.set(systemd::Note::ReloadRefused, None);
                 tracing::info!(
                     psentinel_actor = actor,
-                    "configuration reloaded: {} ({} kept, added: [{}], removed: [{}])",
-                    count(r.services as u64, "service"),
-                    r.kept,
-                    r.added.join(", "),
-                    r.removed.join(", ")
+                    "configuration reloaded: {}",
+                    r.summary()
                 );
                 for name in &r.check_changed {
                     tracing::info!(

@@ -3,6 +3,7 @@
 
 use crate::model::{CheckResult, Micros, Override, Refusal};
 use crate::probe_stats::ProbeKind;
+use crate::view::count;
 use std::net::SocketAddr;
 
 /// What an operation did.
@@ -61,6 +62,20 @@ pub struct Reloaded {
     pub check_changed: Vec<String>,
     /// `[general]` keys whose value changed in the file: they take effect at the next restart.
     pub pending_restart: Vec<&'static str>,
+}
+
+impl Reloaded {
+    /// "2 services (1 kept, added: [b], removed: [c])": the journal line and the control
+    /// socket's answer say the same.
+    pub fn summary(&self) -> String {
+        format!(
+            "{} ({} kept, added: [{}], removed: [{}])",
+            count(self.services as u64, "service"),
+            self.kept,
+            self.added.join(", "),
+            self.removed.join(", ")
+        )
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
