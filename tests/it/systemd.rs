@@ -765,6 +765,16 @@ fn restarts_during_checks(b: &Sysbox) -> Probed {
     p
 }
 
+/// Waits until the daemon has kept /etc/psentinel/psentinel.cfg as its last good copy (the
+/// copy starts with one line of its own).
+fn wait_last_good_is_the_file(b: &Sysbox) {
+    b.wait_for(
+        "the last good copy",
+        30,
+        "tail -n +2 /var/lib/psentinel/last-good.cfg | cmp - /etc/psentinel/psentinel.cfg",
+    );
+}
+
 /// A typo in the file, then `systemctl restart`: the daemon runs on the last good copy,
 /// loudly, and the ports keep answering; after the fix a restart serves the new file.
 #[test]
@@ -773,11 +783,7 @@ fn sysbox_broken_config_restart_runs_on_the_last_good_one() {
     b.ok("systemctl start psentinel.socket");
     assert_eq!(box_probe(&b, 48083), "200");
     wait_status_text(&b, "3 services: 1 down, 2 up");
-    b.wait_for(
-        "the last good copy",
-        30,
-        "tail -n +2 /var/lib/psentinel/last-good.cfg | cmp - /etc/psentinel/psentinel.cfg",
-    );
+    wait_last_good_is_the_file(&b);
 
     b.write(
         "/etc/psentinel/psentinel.cfg",
@@ -822,11 +828,7 @@ fn sysbox_broken_config_restart_runs_on_the_last_good_one() {
     b.ok("systemctl restart psentinel.service");
     wait_status_text(&b, "3 services: 3 up");
     assert_eq!(box_probe(&b, 48081), "200");
-    b.wait_for(
-        "the new last good copy",
-        30,
-        "tail -n +2 /var/lib/psentinel/last-good.cfg | cmp - /etc/psentinel/psentinel.cfg",
-    );
+    wait_last_good_is_the_file(&b);
 }
 
 /// Never a configuration that loaded: the start fails, but neither the socket unit nor a
@@ -938,11 +940,7 @@ fn sysbox_generator_with_a_broken_config() {
     );
     b.ok("systemctl daemon-reload && systemctl start psentinel.socket");
     assert_eq!(box_probe(&b, 48083), "200");
-    b.wait_for(
-        "the last good copy",
-        30,
-        "tail -n +2 /var/lib/psentinel/last-good.cfg | cmp - /etc/psentinel/psentinel.cfg",
-    );
+    wait_last_good_is_the_file(&b);
 
     // Broken again, with a new port: the socket unit keeps the last good file's ports.
     b.write(
