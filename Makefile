@@ -46,11 +46,12 @@ VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
 DEB     := target/debian/psentinel_$(VERSION)-1_$(shell dpkg --print-architecture 2>/dev/null).deb
 
 # Everything the test suite needs from Debian: real HAProxy and dbus-daemon
-# as peers, tests/box/psbox for a real systemd (systemd-nspawn, debootstrap
+# as peers (and Debian 13's HAProxy through tests/box/haproxy-trixie, debootstrap),
+# tests/box/psbox for a real systemd (systemd-nspawn, debootstrap
 # and the archive keyring to build its image, util-linux's nsenter, setsid and
 # flock), prometheus (promtool and the server) to parse and scrape /metrics,
 # lintian, rpm (rpmbuild) and rpmlint to build and check the packages,
-# shellcheck for the harness script.
+# shellcheck for the harness scripts.
 APT_PACKAGES := haproxy dbus systemd systemd-container debootstrap debian-archive-keyring \
                 util-linux jq socat curl libglib2.0-bin prometheus lintian rpm rpmlint shellcheck
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
@@ -173,20 +174,42 @@ check:
 	$(CARGO) clippy --manifest-path bench/Cargo.toml --target-dir target --all-targets --locked -- -D warnings
 	$(CARGO) fmt --check --manifest-path fuzz/Cargo.toml
 	$(CARGO) clippy --manifest-path fuzz/Cargo.toml --target-dir target --all-targets --locked -- -D warnings
-	shellcheck tests/box/psbox
+	shellcheck tests/box/psbox tests/box/haproxy-trixie
+
+# The tests that start a haproxy (tests/it/haproxy_support.rs): `make test` runs them twice,
+# with the host's haproxy (Debian 12, 2.6) and with Debian 13's (3.0, tests/box/haproxy-trixie).
+# A nextest filter, and the same as cargo test name filters for machines without nextest.
+HAPROXY_TESTS      := binary(it) & (test(/^haproxy::/) | test(/^observe::/) | test(=dbus::wait_for_haproxy_after_disable_and_enable))
+HAPROXY_TEST_NAMES := haproxy:: observe:: dbus::wait_for_haproxy_after_disable_and_enable
 
 # The packages are built once here; tests/it/packages.rs tests exactly these files.
+# Both runs always run; either failing fails `make test`. Debian 13's haproxy that cannot be
+# built is a failure too, never a skip.
 test: export PSENTINEL_TEST_DEB = $(CURDIR)/$(DEB)
 test: export PSENTINEL_TEST_RPM = $(CURDIR)/$(RPM)
 test: deps check deb rpm
 	$(CARGO) build --locked
-	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
-		echo "$(CARGO) nextest run --locked --no-fail-fast"; \
-		$(CARGO) nextest run --locked --no-fail-fast; \
+	@rc=0; \
+	if $(CARGO) nextest --version >/dev/null 2>&1; then \
+		echo "$(CARGO) nextest run --locked --no-fail-fast   # haproxy: $$(haproxy -v | head -n 1)"; \
+		$(CARGO) nextest run --locked --no-fail-fast || rc=1; \
 	else \
-		echo "$(CARGO) test --locked --no-fail-fast"; \
-		$(CARGO) test --locked --no-fail-fast; \
-	fi
+		echo "$(CARGO) test --locked --no-fail-fast   # haproxy: $$(haproxy -v | head -n 1)"; \
+		$(CARGO) test --locked --no-fail-fast || rc=1; \
+	fi; \
+	if ! hap=$$($(SUDO) tests/box/haproxy-trixie); then \
+		echo "make test: FAILED to build Debian 13's haproxy (tests/box/haproxy-trixie): the HAProxy tests did not run against it" >&2; \
+		exit 1; \
+	fi; \
+	echo "==> the HAProxy tests again, against Debian 13's haproxy: $$($$hap -v | head -n 1)"; \
+	if $(CARGO) nextest --version >/dev/null 2>&1; then \
+		echo "PSENTINEL_HAPROXY=$$hap $(CARGO) nextest run --locked --no-fail-fast -E '$(HAPROXY_TESTS)'"; \
+		PSENTINEL_HAPROXY=$$hap $(CARGO) nextest run --locked --no-fail-fast -E '$(HAPROXY_TESTS)' || rc=1; \
+	else \
+		echo "PSENTINEL_HAPROXY=$$hap $(CARGO) test --locked --no-fail-fast --test it -- $(HAPROXY_TEST_NAMES)"; \
+		PSENTINEL_HAPROXY=$$hap $(CARGO) test --locked --no-fail-fast --test it -- $(HAPROXY_TEST_NAMES) || rc=1; \
+	fi; \
+	exit $$rc
 
 # Foreground, debug log, no root: pid, socket and state under target/run.
 run-example:

@@ -7,6 +7,9 @@
 //! Checks are fast (`default-server inter 100ms rise 1 fall 2`): snippets under
 //! `examples/haproxy/` leave the interval to these defaults, so the files docs/haproxy.md shows are
 //! the files the tests run, with only addresses and ports substituted.
+//!
+//! The binary is `$PSENTINEL_HAPROXY`, default `haproxy` from PATH (Debian 12's 2.6): `make
+//! test` runs these tests a second time with Debian 13's 3.0 (`tests/box/haproxy-trixie`).
 
 #![allow(dead_code)]
 
@@ -78,6 +81,14 @@ pub fn substitute(text: &str, pairs: &[(&str, String)]) -> String {
     out
 }
 
+/// The haproxy the tests run: `$PSENTINEL_HAPROXY`, or `haproxy` from PATH.
+pub fn haproxy_bin() -> String {
+    std::env::var("PSENTINEL_HAPROXY")
+        .ok()
+        .filter(|b| !b.is_empty())
+        .unwrap_or_else(|| "haproxy".to_string())
+}
+
 pub struct Haproxy {
     pub dir: tempfile::TempDir,
     pub cfg: PathBuf,
@@ -95,7 +106,8 @@ impl Haproxy {
         let cfg = dir.path().join("haproxy.cfg");
         let text = format!("{PRELUDE}{body}\n").replace("{dir}", &dir.path().display().to_string());
         std::fs::write(&cfg, text).unwrap();
-        let mut child = match Command::new("haproxy")
+        let bin = haproxy_bin();
+        let mut child = match Command::new(&bin)
             .arg("-f")
             .arg(&cfg)
             .arg("-db")
@@ -106,8 +118,9 @@ impl Haproxy {
         {
             Ok(c) => c,
             Err(e) => panic!(
-                "cannot run haproxy ({e}): the HAProxy suite needs Debian's haproxy; \
-                 install it with `make deps` or `apt-get install haproxy`"
+                "cannot run {bin} ({e}): the HAProxy suite needs Debian's haproxy; \
+                 install it with `make deps` or `apt-get install haproxy`, or point \
+                 PSENTINEL_HAPROXY at one"
             ),
         };
         let log = Lines::default();
@@ -136,7 +149,7 @@ impl Haproxy {
         eventually("haproxy admin socket", DEADLINE, || {
             if let Some(st) = h.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!(
-                    "haproxy exited ({st}) on {}:\n{}",
+                    "{bin} exited ({st}) on {}:\n{}",
                     h.cfg.display(),
                     h.log.all().join("\n")
                 );
