@@ -169,6 +169,10 @@ pub struct Prober {
     pub count: u64,
     /// µs since the epoch.
     pub last_seen: Micros,
+    /// The probe before the last one (0: none): a load balancer probes on a cadence, a
+    /// person's `curl` once (see `wait::balancer`).
+    #[serde(skip)]
+    pub prev_seen: Micros,
     /// Present when HAProxy sends `http-check send-state`.
     pub haproxy: Option<HaproxyView>,
     /// Whether the last answers said "up" (2xx, agent `up`); None before any state answer.
@@ -315,6 +319,7 @@ impl ProbeStats {
                         kind,
                         count: 0,
                         last_seen: 0,
+                        prev_seen: 0,
                         haproxy: None,
                         streak_up: None,
                         streak: 0,
@@ -324,7 +329,13 @@ impl ProbeStats {
             };
             let p = &mut t[i];
             p.count += 1;
-            p.last_seen = p.last_seen.max(seen.at);
+            if seen.at >= p.last_seen {
+                p.prev_seen = p.last_seen;
+                p.last_seen = seen.at;
+            } else {
+                // Reached the observer late (probes run concurrently): still one of the two.
+                p.prev_seen = p.prev_seen.max(seen.at);
+            }
             if view.is_some() {
                 p.haproxy = view;
             }

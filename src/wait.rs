@@ -1,8 +1,11 @@
 //! `disable|enable|pause|run ... --wait`: return when HAProxy has acted, as far as psentinel can
 //! know from the probes it answers.
 //!
-//! The probers that matter are those seen in the minute before the command ([`RECENT`]). A
-//! prober has caught up when:
+//! The probers that matter are the load balancers seen in the minute before the command
+//! ([`RECENT`]): those that have shown they are one ([`balancer`]). Any client of the probe
+//! port is a prober, and a person's one `curl` to it would otherwise hold the wait up until its
+//! timeout; such a prober is named in the progress and not waited for. A prober has caught up
+//! when:
 //!
 //! - it sends `http-check send-state`: its latest `X-Haproxy-Server-State` says the server is
 //!   not `UP` (taking out) or `UP` (putting back). HAProxy sends the state it holds *before*
@@ -15,7 +18,7 @@
 //! bumped by the observer after each probe) and re-evaluates. A prober that stops probing
 //! keeps the wait from finishing; at the timeout the answer names every prober not caught up.
 
-use crate::model::{micros, State};
+use crate::model::{micros, Micros, State};
 use crate::probe_stats::{ProbeStats, Prober};
 use crate::view::Snapshot;
 use std::fmt;
@@ -171,6 +174,13 @@ impl fmt::Display for Lag {
     }
 }
 
+/// Whether a prober seen since `since` has shown that it is a load balancer, and so is waited
+/// for: it sends HAProxy's send-state header, or it is an agent-check, or it probed at least
+/// twice since `since` (a load balancer probes on a cadence; a person's `curl` asks once).
+pub fn balancer(p: &Prober, since: Micros) -> bool {
+    p.haproxy.is_some() || p.kind == "agent" || p.prev_seen >= since
+}
+
 /// None when caught up, else why not.
 pub fn lagging(p: &Prober, goal: Goal, fall: u32, rise: u32) -> Option<Lag> {
     if let Some(h) = &p.haproxy {
@@ -199,12 +209,14 @@ pub fn lagging(p: &Prober, goal: Goal, fall: u32, rise: u32) -> Option<Lag> {
 /// A line of progress, sent as things happen.
 #[derive(Debug, Clone)]
 pub enum Progress {
-    /// The daemon started less than [`RECENT`] ago and nobody has probed it yet.
+    /// The daemon started less than [`RECENT`] ago and no load balancer has probed it yet.
     Unprobed {
         service: String,
         started_ago: Duration,
         wait_up_to: Duration,
     },
+    /// A prober seen lately that has not shown it is a load balancer ([`balancer`]).
+    Ignored { service: String, prober: String },
     Waiting {
         service: String,
         probers: usize,
@@ -227,9 +239,14 @@ impl fmt::Display for Progress {
                 wait_up_to,
             } => write!(
                 f,
-                "{service}: psentinel started {}s ago and has not been probed yet; waiting up to {}s for a prober",
+                "{service}: psentinel started {}s ago and has not been probed by a load balancer yet; waiting up to {}s for one",
                 started_ago.as_secs(),
                 wait_up_to.as_secs()
+            ),
+            Progress::Ignored { service, prober } => write!(
+                f,
+                "{service}: not waiting for {prober}: it probed once in the last {}s, without HAProxy's send-state header (a one-off such as curl, not a load balancer)",
+                RECENT.as_secs()
             ),
             Progress::Waiting {
                 service,
@@ -269,7 +286,7 @@ impl fmt::Display for Progress {
 pub enum Caught {
     /// Every prober seen in the last [`RECENT`] has acted.
     Acted { service: String, probers: usize },
-    /// Nobody probed lately: nothing to wait for.
+    /// No load balancer probed lately: nothing to wait for.
     NoProbers { service: String },
 }
 
@@ -281,7 +298,7 @@ impl fmt::Display for Caught {
             }
             Caught::NoProbers { service } => write!(
                 f,
-                "{service}: no prober in the last {}s; nothing to wait for",
+                "{service}: no load balancer probed in the last {}s; nothing to wait for",
                 RECENT.as_secs()
             ),
         }
@@ -314,8 +331,8 @@ pub enum NotCaught {
         timeout: Duration,
         pending: Vec<Pending>,
     },
-    /// The timeout ran out before any prober reached a daemon that had just started.
-    #[error("{service}: timed out after {}s; no prober has reached psentinel since it started, so whether HAProxy has acted is unknown", timeout.as_secs_f64())]
+    /// The timeout ran out before any load balancer reached a daemon that had just started.
+    #[error("{service}: timed out after {}s; no load balancer has reached psentinel since it started, so whether HAProxy has acted is unknown", timeout.as_secs_f64())]
     Unprobed { service: String, timeout: Duration },
     #[error("{0}: the service went away while waiting")]
     Gone(String),
@@ -326,15 +343,19 @@ fn list(pending: &[Pending]) -> String {
     v.join(", ")
 }
 
-/// The probers seen in the last [`RECENT`].
-fn recent(stats: &ProbeStats) -> Vec<Key> {
+/// The probers seen in the last [`RECENT`]: the load balancers to wait for, and the labels of
+/// the others.
+fn recent(stats: &ProbeStats) -> (Vec<Key>, Vec<String>) {
     let since = micros(SystemTime::now()).saturating_sub(RECENT.as_micros() as u64);
-    stats
+    let (lbs, others): (Vec<Prober>, Vec<Prober>) = stats
         .probers()
-        .iter()
+        .into_iter()
         .filter(|p| p.last_seen >= since)
-        .map(key)
-        .collect()
+        .partition(|p| balancer(p, since));
+    (
+        lbs.iter().map(key).collect(),
+        others.iter().map(Prober::label).collect(),
+    )
 }
 
 /// Waits for every target; progress goes to `progress` as it happens. Ok: how each service
@@ -348,11 +369,12 @@ pub async fn wait(
     let mut summary = Vec::new();
     for t in targets {
         let mut changed = t.stats.subscribe();
-        let mut keys = recent(&t.stats);
+        let (mut keys, mut ignored) = recent(&t.stats);
         if keys.is_empty() {
             // Just after a restart (an upgrade) the probers of the last minute probed the
-            // previous process: wait for the first one to reach this one, else a deploy
-            // script's `disable --wait` would go ahead while HAProxy still sends traffic.
+            // previous process: wait for the first load balancer to reach this one (shown
+            // by its header, or by its second probe), else a deploy script's
+            // `disable --wait` would go ahead while HAProxy still sends traffic.
             let now = micros(SystemTime::now());
             let blind_until = t.daemon_started.saturating_add(RECENT.as_micros() as u64);
             if now < blind_until {
@@ -366,7 +388,7 @@ pub async fn wait(
                 let timed_out = deadline < until;
                 loop {
                     changed.borrow_and_update();
-                    keys = recent(&t.stats);
+                    (keys, ignored) = recent(&t.stats);
                     if !keys.is_empty() {
                         break;
                     }
@@ -384,6 +406,12 @@ pub async fn wait(
                     });
                 }
             }
+        }
+        for prober in ignored {
+            let _ = progress.send(Progress::Ignored {
+                service: t.service.clone(),
+                prober,
+            });
         }
         if keys.is_empty() {
             summary.push(Caught::NoProbers { service: t.service });
@@ -453,6 +481,7 @@ mod tests {
             kind: "http",
             count: 10,
             last_seen: 1,
+            prev_seen: 0,
             haproxy: hap.map(|s| HaproxyView {
                 state: s.into(),
                 name: "b/s".into(),
@@ -480,6 +509,27 @@ mod tests {
         assert!(lagging(&agent, Goal::Out, 3, 2).is_none());
     }
 
+    #[test]
+    fn a_prober_is_waited_for_once_it_has_shown_it_is_a_load_balancer() {
+        let since = 1_000;
+        // A person's curl: once, no header.
+        let mut curl = prober(Some(true), 1, None);
+        curl.last_seen = 2_000;
+        assert!(!balancer(&curl, since));
+        // Twice, but the first long ago: still a one-off each time.
+        curl.prev_seen = 500;
+        assert!(!balancer(&curl, since));
+        // A second probe within the window: a load balancer without send-state.
+        curl.prev_seen = 1_500;
+        assert!(balancer(&curl, since));
+        // HAProxy's header, or an agent-check: its first probe counts (after a restart).
+        let hap = prober(Some(true), 1, Some("UP"));
+        assert!(balancer(&hap, since));
+        let mut agent = prober(Some(true), 1, None);
+        agent.kind = "agent";
+        assert!(balancer(&agent, since));
+    }
+
     fn unprobed(daemon_started: u64) -> Target {
         Target {
             service: "web".into(),
@@ -489,6 +539,50 @@ mod tests {
             haproxy_rise: 2,
             daemon_started,
         }
+    }
+
+    /// One probe by hand, as the observer folds it in.
+    fn curl(t: &Target) {
+        use crate::probe_stats::{Answer, ProbeKind, Tap};
+        let (tx, mut rx) = mpsc::channel(1);
+        let ip = "127.0.0.1".parse().unwrap();
+        let up = Some(State::Up);
+        Tap::new(t.stats.clone(), tx).record(
+            ip,
+            ProbeKind::Http,
+            Answer::Http(200),
+            up,
+            true,
+            None,
+        );
+        t.stats.observe(&rx.try_recv().unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_curl_is_named_and_not_waited_for_nor_taken_for_the_first_load_balancer() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let old = unprobed(micros(SystemTime::now()) - 2 * RECENT.as_micros() as u64);
+        curl(&old);
+        let out = wait(vec![old], Duration::from_secs(5), tx.clone()).await;
+        assert_eq!(
+            out,
+            Ok(vec![Caught::NoProbers {
+                service: "web".into()
+            }])
+        );
+        let line = rx.try_recv().unwrap().to_string();
+        assert!(
+            line.starts_with("web: not waiting for 127.0.0.1: it probed once"),
+            "{line}"
+        );
+
+        // A daemon that just started keeps waiting for a load balancer.
+        let young = unprobed(micros(SystemTime::now()));
+        curl(&young);
+        let err = wait(vec![young], Duration::from_millis(100), tx)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, NotCaught::Unprobed { .. }), "{err}");
     }
 
     #[tokio::test]

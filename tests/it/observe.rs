@@ -129,6 +129,47 @@ fn disable_wait_returns_after_haproxy_marks_down_without_send_state() {
     disable_wait_enable_wait(false);
 }
 
+/// An operator checks the probe port by hand (one `curl -X OPTIONS`) just before a deploy:
+/// that one-off client must not hold `disable --wait` up until its timeout; HAProxy, which has
+/// shown itself (send-state), is still waited for.
+#[test]
+fn disable_wait_ignores_a_one_off_curl_and_waits_for_haproxy() {
+    let port = free_port();
+    let d = Daemon::start(&format!("[web]\nport={port}\n"));
+    let hap = Haproxy::start(&backend(port, true));
+    hap.wait_status("bck", "srv1", "UP");
+    wait_probed(&d, "web");
+    let by_hand = raw(
+        port,
+        b"OPTIONS / HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: curl/8\r\nConnection: close\r\n\r\n",
+    );
+    assert!(by_hand.contains(" 200 "), "{by_hand}");
+    eventually("the curl in the prober table", DEADLINE, || {
+        let p = probers(&d, "web");
+        p.iter()
+            .find(|p| p["haproxy"].is_null() && p["count"] == 1)
+            .map(|_| ())
+    });
+
+    let started = std::time::Instant::now();
+    let (code, out, err) = d.ctl(&["disable", "web", "--wait", "--timeout", "20s", "deploy"]);
+    let took = started.elapsed();
+    let after = srv1(&hap);
+    assert_eq!(code, 0, "disable --wait: {out}{err}");
+    assert!(
+        !after.starts_with("UP"),
+        "disable --wait returned while HAProxy still says {after}; {err}"
+    );
+    assert!(took < Duration::from_secs(10), "took {took:?}: {err}");
+    assert!(
+        err.contains("web: not waiting for 127.0.0.1: it probed once"),
+        "the ignored prober is named: {err}"
+    );
+    assert!(err.contains("HAProxy lb1 reports"), "{err}");
+    assert!(out.contains("every recent prober (1) has acted"), "{out}");
+    hap.assert_clean_log();
+}
+
 /// Just after a restart (every upgrade does one) the probers of the last minute probed the old
 /// process, not this one: `disable --wait` must still wait for HAProxy, not answer "nothing to
 /// wait for" while HAProxy sends traffic.
@@ -153,7 +194,10 @@ fn disable_wait_right_after_a_restart_waits_for_haproxy() {
         !after.starts_with("UP"),
         "disable --wait returned while HAProxy still says {after}; {out}{err}"
     );
-    assert!(err.contains("has not been probed yet"), "{err}");
+    assert!(
+        err.contains("has not been probed by a load balancer yet"),
+        "{err}"
+    );
     assert!(err.contains("HAProxy lb1 reports"), "{err}");
     assert!(out.contains("every recent prober (1) has acted"), "{out}");
     hap.assert_clean_log();
@@ -182,7 +226,7 @@ fn wait_times_out_naming_the_prober_that_lags() {
     let (code, out, err) = d2.ctl(&["disable", "quiet", "--wait", "--timeout", "1s"]);
     assert_eq!(code, 1, "{out}{err}");
     assert!(
-        err.contains("no prober has reached psentinel since it started"),
+        err.contains("no load balancer has reached psentinel since it started"),
         "{err}"
     );
 }
