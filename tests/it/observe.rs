@@ -51,6 +51,24 @@ fn srv1(h: &Haproxy) -> String {
     h.server("bck", "srv1").status().to_string()
 }
 
+/// srv1's status as soon as it satisfies `acted`, else its last status after [`APPLIED`].
+/// Without send-state, psentinel knows that HAProxy has *read* the answers that take the server
+/// out or put it back; HAProxy (several threads) may publish the new state to its stats a moment
+/// after closing the check connection. [`APPLIED`] is far shorter than one check interval
+/// (200 ms): a `--wait` that returned one check early still fails (seen: 5 of 5 runs with
+/// `wait::lagging` needing `fall - 1` answers).
+fn srv1_after_wait(h: &Haproxy, acted: impl Fn(&str) -> bool) -> String {
+    let end = std::time::Instant::now() + APPLIED;
+    loop {
+        let s = srv1(h);
+        if acted(&s) || std::time::Instant::now() >= end {
+            return s;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+const APPLIED: Duration = Duration::from_millis(30);
+
 /// The probers of `service` from `status --json`.
 fn probers(d: &Daemon, service: &str) -> Vec<serde_json::Value> {
     d.svc(service)["probers"].as_array().unwrap().clone()
@@ -82,7 +100,7 @@ fn disable_wait_enable_wait(send_state: bool) {
     }
 
     let (code, out, err) = d.ctl(&["disable", "web", "--wait", "--timeout", "20s", "deploy"]);
-    let after = srv1(&hap);
+    let after = srv1_after_wait(&hap, |s| !s.starts_with("UP"));
     assert_eq!(code, 0, "disable --wait: {out}{err}");
     assert!(
         !after.starts_with("UP"),
@@ -97,7 +115,7 @@ fn disable_wait_enable_wait(send_state: bool) {
     assert!(out.contains("every recent prober (1) has acted"), "{out}");
 
     let (code, out, err) = d.ctl(&["enable", "web", "--wait", "--timeout=20s"]);
-    let after = srv1(&hap);
+    let after = srv1_after_wait(&hap, |s| s.starts_with("UP"));
     assert_eq!(code, 0, "enable --wait: {out}{err}");
     assert!(
         after.starts_with("UP"),
