@@ -382,7 +382,8 @@ impl Tap {
         self.stats.last_probe_us.fetch_max(at, Relaxed);
         let seen = Seen {
             stats: self.stats.clone(),
-            address: canonical(address),
+            // `::ffff:127.0.0.1` (a dual-stack socket's view of an IPv4 peer) shown as `127.0.0.1`.
+            address: address.to_canonical(),
             kind,
             state,
             acked,
@@ -395,14 +396,6 @@ impl Tap {
         if self.tx.try_send(seen).is_err() {
             self.stats.dropped.fetch_add(1, Relaxed);
         }
-    }
-}
-
-/// `::ffff:127.0.0.1` (a dual-stack socket's view of an IPv4 peer) shown as `127.0.0.1`.
-fn canonical(a: IpAddr) -> IpAddr {
-    match a {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(a, IpAddr::V4),
-        v4 => v4,
     }
 }
 

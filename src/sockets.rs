@@ -158,13 +158,7 @@ fn file_id(path: &Path) -> Option<(u64, u64)> {
 
 /// One spelling per address: `[::ffff:127.0.0.1]:80` is `127.0.0.1:80`.
 fn canonical(addr: SocketAddr) -> SocketAddr {
-    match addr {
-        SocketAddr::V6(a) => match a.ip().to_ipv4_mapped() {
-            Some(v4) => SocketAddr::new(IpAddr::V4(v4), a.port()),
-            None => addr,
-        },
-        v4 => v4,
-    }
+    SocketAddr::new(addr.ip().to_canonical(), addr.port())
 }
 
 fn bind(addr: SocketAddr) -> io::Result<tokio::net::TcpListener> {
