@@ -70,6 +70,9 @@ pub struct CheckDone {
     pub service: String,
     pub runner: u64,
     pub result: CheckResult,
+    /// The engine held this result back for a moment (a check killed by SIGTERM) and now
+    /// takes it as it is.
+    pub settled: bool,
 }
 
 pub enum RunnerCmd {
@@ -163,6 +166,7 @@ async fn runner_loop(
                 service: job.service.clone(),
                 runner: id,
                 result,
+                settled: false,
             };
             if done.send(msg).is_err() {
                 return; // the engine is shutting down

@@ -147,9 +147,6 @@ pub struct Engine {
     clock: Clock,
     reloads: u64,
     health_dirty: bool,
-    /// Results killed by SIGTERM that have waited [`STOP_SIGNAL_SETTLE`]: (service, runner,
-    /// time of the result).
-    settled: std::collections::HashSet<(String, u64, u64)>,
     /// To the observer of probes ([`crate::observer`]), handed to every listener.
     seen_tx: mpsc::Sender<Seen>,
 }
@@ -203,7 +200,6 @@ impl Engine {
             clock,
             reloads: 0,
             health_dirty: false,
-            settled: Default::default(),
             seen_tx,
         };
         engine.apply(cfg, Some(&saved))?;
@@ -336,7 +332,7 @@ impl Engine {
         }
     }
 
-    fn on_check_done(&mut self, done: CheckDone) {
+    fn on_check_done(&mut self, mut done: CheckDone) {
         let Some(svc) = self.services.get_mut(&done.service) else {
             return;
         };
@@ -351,17 +347,14 @@ impl Engine {
         // psentinel never sends SIGTERM to a check itself before a timeout (reported as
         // such): one killed by it was most likely killed by the stop of the whole service.
         // Counted only if the daemon is still running a moment later.
-        if done.result.exit == Exit::Signal(libc::SIGTERM) {
-            let key = (done.service.clone(), done.runner, done.result.time);
-            if !self.settled.remove(&key) {
-                self.settled.insert(key);
-                let tx = self.done_tx.clone();
-                tokio::spawn(async move {
-                    tokio::time::sleep(STOP_SIGNAL_SETTLE).await;
-                    let _ = tx.send(done);
-                });
-                return;
-            }
+        if done.result.exit == Exit::Signal(libc::SIGTERM) && !done.settled {
+            done.settled = true;
+            let tx = self.done_tx.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(STOP_SIGNAL_SETTLE).await;
+                let _ = tx.send(done);
+            });
+            return;
         }
         let passed = done.result.exit.passed();
         svc.facts

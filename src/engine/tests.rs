@@ -99,6 +99,7 @@ fn check_done(e: &mut Engine, name: &str, exit: Exit) {
         service: name.into(),
         runner,
         result,
+        settled: false,
     });
 }
 
@@ -441,4 +442,43 @@ async fn two_engines_run_side_by_side() {
     assert_eq!(ha.snapshot().services["web"].state, State::Disabled);
     assert_eq!(hb.snapshot().services["web"].state, State::Up);
     assert_eq!(hb.ping().await, Ok(Outcome::Pong));
+}
+
+/// A check killed by SIGTERM is held back for [`STOP_SIGNAL_SETTLE`]: counted if the daemon is
+/// still running then (someone else killed it), dropped if the daemon is stopping (the stop of
+/// the whole service killed it).
+#[tokio::test(start_paused = true)]
+async fn a_check_killed_by_sigterm_counts_only_if_the_daemon_still_runs_a_moment_later() {
+    let b = Bench::new(CHECKED);
+    let (mut e, mut inbox) = Engine::new(Config::load(&b.file()).unwrap(), b.parts()).unwrap();
+    check_done(&mut e, "web", Exit::Code(0));
+    check_done(&mut e, "web", Exit::Signal(libc::SIGTERM));
+    assert_eq!(view(&e, "web").checks_count, 1, "held back");
+    let later = inbox
+        .done
+        .recv()
+        .await
+        .expect("handed back after the settle time");
+    assert!(later.settled);
+    e.on_check_done(later);
+    assert_eq!(
+        view(&e, "web").checks_count,
+        2,
+        "the daemon still runs: it counts"
+    );
+    assert_eq!(view(&e, "web").state, State::Up, "1 failure of fall=2");
+
+    check_done(&mut e, "web", Exit::Signal(libc::SIGTERM));
+    let later = inbox
+        .done
+        .recv()
+        .await
+        .expect("handed back after the settle time");
+    e.shutdown.cancel();
+    e.on_check_done(later);
+    assert_eq!(
+        view(&e, "web").checks_count,
+        2,
+        "the daemon is stopping: dropped"
+    );
 }
