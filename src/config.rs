@@ -7,6 +7,7 @@
 //! once, in file order. There is no "best effort": a file with one bad value is rejected whole,
 //! at start-up and on reload (where the running configuration stays).
 
+use crate::capacity::MinCapacity;
 use crate::ini;
 use crate::model::valid_service_name;
 use std::cell::RefCell;
@@ -153,6 +154,8 @@ pub struct ServiceConfig {
     pub haproxy_fall: u32,
     /// The `rise` HAProxy uses for this server: answers `enable --wait` counts.
     pub haproxy_rise: u32,
+    /// The capacity guard of disable and pause ([`crate::capacity`]).
+    pub min_capacity: MinCapacity,
 }
 
 impl ServiceConfig {
@@ -193,6 +196,7 @@ const SERVICE_KEYS: &[&str] = &[
     "paused_status",
     "haproxy_fall",
     "haproxy_rise",
+    "min_capacity",
 ];
 const GENERAL_KEYS: &[&str] = &[
     "log_level",
@@ -396,8 +400,23 @@ fn parse_service(s: &SectionReader) -> Option<ServiceConfig> {
         paused_status: s.parse_or("paused_status", 503, http_status),
         haproxy_fall: s.parse_or("haproxy_fall", 3, count),
         haproxy_rise: s.parse_or("haproxy_rise", 2, count),
+        min_capacity: s.parse_or("min_capacity", MinCapacity::default(), min_capacity),
     };
     port.map(|_| svc)
+}
+
+/// `off`, or a percentage 0-100 (`50` or `50%`).
+fn min_capacity(v: &str) -> Result<MinCapacity, &'static str> {
+    if v.eq_ignore_ascii_case("off") {
+        return Ok(MinCapacity::Off);
+    }
+    v.trim_end_matches('%')
+        .trim()
+        .parse::<u8>()
+        .ok()
+        .filter(|p| *p <= 100)
+        .map(MinCapacity::Percent)
+        .ok_or("expected a percentage 0-100 (the share of the backend's usable weight that must remain), or off")
 }
 
 /// yes/no, true/false, on/off, 1/0, any case.
@@ -602,6 +621,11 @@ mod tests {
         assert_eq!((a.disabled_status, a.paused_status), (503, 503));
         assert!(a.check.is_none() && !a.pausable && !a.start_paused);
         assert!(a.bind.is_none() && a.agent_port.is_none());
+        assert_eq!(a.min_capacity, MinCapacity::Percent(0));
+        let c = parse("[a]\nport=1\nmin_capacity=50%\n[b]\nport=2\nmin_capacity=off\n").unwrap();
+        assert_eq!(c.services["a"].min_capacity, MinCapacity::Percent(50));
+        assert_eq!(c.services["b"].min_capacity, MinCapacity::Off);
+        assert!(err("[a]\nport=1\nmin_capacity=101\n").contains("expected a percentage 0-100"));
         // The documented defaults as literals: comparing with General::default() would only
         // compare the parser with itself.
         let g = &c.general;

@@ -36,6 +36,7 @@
 //! - [`metrics`]: Prometheus text on `metrics_listen` and `-c metrics`. [`wait`]: `--wait`.
 
 pub mod auth;
+pub mod capacity;
 pub mod check;
 pub mod cli;
 pub mod config;

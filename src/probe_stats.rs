@@ -132,6 +132,12 @@ pub struct HaproxyView {
     pub name: String,
     /// The HAProxy node (`node` in its global section, else its hostname).
     pub node: String,
+    /// `weight=3/10`: this server's effective weight (3), and the total weight of the servers
+    /// the backend can use now (10: the active ones, or the backups when no active one is).
+    pub weight: Option<u32>,
+    pub total_weight: Option<u32>,
+    /// `scur=2/7`: sessions HAProxy has on this server (the backend's are not kept).
+    pub scur: Option<u32>,
 }
 
 impl HaproxyView {
@@ -139,9 +145,27 @@ impl HaproxyView {
     pub fn is_up(&self) -> bool {
         self.state.split_whitespace().next() == Some("UP")
     }
+
+    /// The backend part of `backend/server`.
+    pub fn backend(&self) -> &str {
+        self.name.split_once('/').map_or(&self.name, |(b, _)| b)
+    }
+
+    /// Counted in the backend's usable weight: UP (also while going down) with a weight.
+    /// NOLB (draining) and DOWN servers have left the total already.
+    pub fn usable(&self) -> bool {
+        self.is_up() && self.weight != Some(0)
+    }
 }
 
-/// Parses `UP 2/3; name=bck/srv1; node=lb1; weight=1/1; scur=0/0; qcur=0`.
+/// The first number of `3/10`.
+fn first_number(v: &str) -> Option<u32> {
+    v.split('/').next()?.trim().parse().ok()
+}
+
+/// Parses `UP 2/3; name=bck/srv1; node=lb1; weight=1/1; scur=0/0; qcur=0` (HAProxy 2.x and
+/// later put `address=...; port=...;` before `name`). Called by the observer, never on the
+/// probe's path.
 pub fn parse_haproxy_state(raw: &str) -> Option<HaproxyView> {
     let mut parts = raw.split(';').map(str::trim);
     let state = parts.next().filter(|s| !s.is_empty())?.to_string();
@@ -149,11 +173,19 @@ pub fn parse_haproxy_state(raw: &str) -> Option<HaproxyView> {
         state,
         name: String::new(),
         node: String::new(),
+        weight: None,
+        total_weight: None,
+        scur: None,
     };
     for p in parts {
         match p.split_once('=') {
             Some(("name", n)) => v.name = n.to_string(),
             Some(("node", n)) => v.node = n.to_string(),
+            Some(("weight", w)) => {
+                v.weight = first_number(w);
+                v.total_weight = w.split_once('/').and_then(|(_, t)| t.trim().parse().ok());
+            }
+            Some(("scur", n)) => v.scur = first_number(n),
             _ => {}
         }
     }
@@ -432,10 +464,24 @@ mod tests {
             HaproxyView {
                 state: "UP 2/3".into(),
                 name: "bck/srv1".into(),
-                node: "lb1".into()
+                node: "lb1".into(),
+                weight: Some(1),
+                total_weight: Some(1),
+                scur: Some(0),
             }
         );
-        assert!(v.is_up());
+        assert!(v.is_up() && v.usable());
+        assert_eq!(v.backend(), "bck");
+        let v = parse_haproxy_state(
+            "UP; address=127.0.0.1; port=80; name=be/a; node=lb2; weight=0/3; scur=4/9; qcur=0",
+        )
+        .unwrap();
+        assert_eq!(
+            (v.weight, v.total_weight, v.scur, v.usable()),
+            (Some(0), Some(3), Some(4), false)
+        );
+        let v = parse_haproxy_state("NOLB; name=be/a; weight=2/3; scur=1/1").unwrap();
+        assert!(!v.usable());
         assert!(!parse_haproxy_state("DOWN 1/2; name=b/s").unwrap().is_up());
         assert!(!parse_haproxy_state("NOLB; name=b/s").unwrap().is_up());
         assert!(parse_haproxy_state("").is_none());

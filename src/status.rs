@@ -4,7 +4,8 @@
 //! `Status()` and properties. Field names are a contract with scripts and D-Bus clients
 //! (docs/commands.md, docs/dbus.md): renaming one breaks them.
 
-use crate::model::{from_micros, Override};
+use crate::capacity::{self, Share};
+use crate::model::{from_micros, micros, Override};
 use crate::probe_stats::Prober;
 use crate::view::{count, ServiceView, Snapshot};
 use serde::Serialize;
@@ -49,10 +50,16 @@ pub struct ServiceStatus {
     pub silent_since: u64,
     /// Who probed lately, most recent first (at most 64), with HAProxy's view when sent.
     pub probers: Vec<Prober>,
+    /// `off` or a percentage: the capacity guard of disable and pause.
+    pub min_capacity: String,
+    /// What each HAProxy that sent send-state in the last minute counts of this server and
+    /// its backend; None: capacity unknown (no guard).
+    pub capacity: Option<Vec<Share>>,
 }
 
 impl ServiceStatus {
     pub fn from_view(v: &ServiceView) -> ServiceStatus {
+        let probers = v.probes.probers();
         let d = v.admin.disabled.as_ref();
         let p = v.admin.paused.as_ref();
         ServiceStatus {
@@ -84,9 +91,16 @@ impl ServiceStatus {
             last_probe_time: v.probes.last_probe(),
             probes_count: v.probes.probes_total(),
             silent_since: v.silent_since.unwrap_or(0),
-            probers: v.probes.probers(),
+            min_capacity: v.cfg.min_capacity.to_string(),
+            capacity: capacity::shares(&probers, recent_since()),
+            probers,
         }
     }
+}
+
+/// µs since the epoch a minute ago: probers seen since then count ([`crate::wait::RECENT`]).
+fn recent_since() -> u64 {
+    micros(std::time::SystemTime::now()).saturating_sub(crate::wait::RECENT.as_micros() as u64)
 }
 
 #[derive(Serialize)]
@@ -224,8 +238,28 @@ pub fn text(snap: &Snapshot, service: Option<&str>) -> Option<String> {
             );
             if let Some(h) = &p.haproxy {
                 let _ = write!(out, "; HAProxy {} {}: {}", h.node, h.name, h.state);
+                if let Some(n) = h.scur {
+                    let _ = write!(out, ", {} session(s)", n);
+                }
             }
             out.push('\n');
+        }
+        match &s.capacity {
+            None => {
+                let _ = writeln!(
+                    out,
+                    "  capacity:    unknown (no HAProxy with http-check send-state in the last minute: no guard)"
+                );
+            }
+            Some(shares) => {
+                for c in shares {
+                    let _ = writeln!(
+                        out,
+                        "  capacity:    HAProxy {} ({}) backend {}: this server {} of {} usable weight; min_capacity {}",
+                        c.node, c.address, c.backend, c.weight, c.total, s.min_capacity
+                    );
+                }
+            }
         }
         match &v.last {
             None => {

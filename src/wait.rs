@@ -14,6 +14,12 @@
 //!   non-2xx), or `haproxy_rise` saying "up", after which HAProxy with that fall/rise has
 //!   acted. An agent-check prober needs one answer: `maint`/`drain`/`ready` act at once.
 //!
+//! `--wait=drained` ([`Goal::Drained`]) asks more of a prober that sends send-state: out of
+//! rotation *and* `scur=0` in its latest header, i.e. HAProxy holds no session on the server.
+//! That number is as fresh as the last check (HAProxy's `inter`, or `downinter` once the
+//! server is down). A prober without send-state cannot tell its sessions: it counts as
+//! drained once it has taken the server out, and the progress says so.
+//!
 //! The wait never involves the engine: it watches the service's prober table (a `watch`
 //! bumped by the observer after each probe) and re-evaluates. A prober that stops probing
 //! keeps the wait from finishing; at the timeout the answer names every prober not caught up.
@@ -37,6 +43,8 @@ pub enum Goal {
     Out,
     /// enable, run: HAProxy puts it back.
     In,
+    /// disable, pause `--wait=drained`: taken out and no session left on the server.
+    Drained,
 }
 
 impl Goal {
@@ -44,13 +52,14 @@ impl Goal {
         match self {
             Goal::Out => "take it out",
             Goal::In => "put it back",
+            Goal::Drained => "take it out and drain its sessions",
         }
     }
 
     /// What the answers say when they ask for this goal.
     fn answers(self) -> &'static str {
         match self {
-            Goal::Out => "out",
+            Goal::Out | Goal::Drained => "out",
             Goal::In => "up",
         }
     }
@@ -109,6 +118,14 @@ impl Want {
         }
     }
 
+    /// The D-Bus `WaitUntilDrained`: the service is out and HAProxy holds no session on it.
+    pub fn drained(service: &str) -> Want {
+        Want {
+            goal: Goal::Drained,
+            names: Some(vec![service.to_string()]),
+        }
+    }
+
     /// The services to wait for, from the snapshot after the change.
     pub fn targets(self, snap: &Snapshot) -> Result<Vec<Target>, NotWaiting> {
         let names = self.names.unwrap_or_else(|| {
@@ -159,6 +176,8 @@ fn key(p: &Prober) -> Key {
 pub enum Lag {
     /// Its `X-Haproxy-Server-State` still says otherwise.
     Reports { node: String, state: String },
+    /// Out of rotation, but HAProxy still holds sessions on the server (`scur`).
+    Sessions { node: String, sessions: u32 },
     /// It has read `have` of the `need` answers in a row it takes.
     Answers { have: u32, need: u32, goal: Goal },
 }
@@ -167,6 +186,9 @@ impl fmt::Display for Lag {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Lag::Reports { node, state } => write!(f, "HAProxy {node} still reports {state}"),
+            Lag::Sessions { node, sessions } => {
+                write!(f, "HAProxy {node} still holds {sessions} session(s)")
+            }
             Lag::Answers { have, need, goal } => {
                 write!(f, "{have} of {need} answers saying {}", goal.answers())
             }
@@ -185,17 +207,26 @@ pub fn balancer(p: &Prober, since: Micros) -> bool {
 pub fn lagging(p: &Prober, goal: Goal, fall: u32, rise: u32) -> Option<Lag> {
     if let Some(h) = &p.haproxy {
         let done = match goal {
-            Goal::Out => !h.is_up(),
+            Goal::Out | Goal::Drained => !h.is_up(),
             Goal::In => h.is_up(),
         };
-        return (!done).then(|| Lag::Reports {
-            node: h.node.clone(),
-            state: h.state.clone(),
-        });
+        if !done {
+            return Some(Lag::Reports {
+                node: h.node.clone(),
+                state: h.state.clone(),
+            });
+        }
+        return match (goal, h.scur) {
+            (Goal::Drained, Some(n)) if n > 0 => Some(Lag::Sessions {
+                node: h.node.clone(),
+                sessions: n,
+            }),
+            _ => None,
+        };
     }
     let need = match (p.kind, goal) {
         ("agent", _) => 1,
-        (_, Goal::Out) => fall,
+        (_, Goal::Out | Goal::Drained) => fall,
         (_, Goal::In) => rise,
     };
     let have = if p.streak_up == Some(goal == Goal::In) {
@@ -262,6 +293,14 @@ impl fmt::Display for Progress {
                 prober: p,
                 goal,
             } => match &p.haproxy {
+                Some(h) if *goal == Goal::Drained => write!(
+                    f,
+                    "{service}: {}: HAProxy {} reports {}, {} session(s)",
+                    p.label(),
+                    h.node,
+                    h.state,
+                    h.scur.unwrap_or(0)
+                ),
                 Some(h) => write!(
                     f,
                     "{service}: {}: HAProxy {} reports {}",
@@ -271,10 +310,15 @@ impl fmt::Display for Progress {
                 ),
                 None => write!(
                     f,
-                    "{service}: {}: has read {} answers in a row saying {}",
+                    "{service}: {}: has read {} answers in a row saying {}{}",
                     p.label(),
                     p.streak,
-                    goal.answers()
+                    goal.answers(),
+                    if *goal == Goal::Drained {
+                        "; its sessions are unknown (no http-check send-state)"
+                    } else {
+                        ""
+                    }
                 ),
             },
         }
@@ -285,7 +329,11 @@ impl fmt::Display for Progress {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Caught {
     /// Every prober seen in the last [`RECENT`] has acted.
-    Acted { service: String, probers: usize },
+    Acted {
+        service: String,
+        probers: usize,
+        goal: Goal,
+    },
     /// No load balancer probed lately: nothing to wait for.
     NoProbers { service: String },
 }
@@ -293,9 +341,17 @@ pub enum Caught {
 impl fmt::Display for Caught {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Caught::Acted { service, probers } => {
-                write!(f, "{service}: every recent prober ({probers}) has acted")
-            }
+            Caught::Acted {
+                service,
+                probers,
+                goal: Goal::Drained,
+            } => write!(
+                f,
+                "{service}: drained: every recent prober ({probers}) has taken it out and holds no session on it"
+            ),
+            Caught::Acted {
+                service, probers, ..
+            } => write!(f, "{service}: every recent prober ({probers}) has acted"),
             Caught::NoProbers { service } => write!(
                 f,
                 "{service}: no load balancer probed in the last {}s; nothing to wait for",
@@ -454,6 +510,7 @@ pub async fn wait(
                 summary.push(Caught::Acted {
                     service: t.service.clone(),
                     probers: keys.len(),
+                    goal: t.goal,
                 });
                 break;
             }
@@ -486,6 +543,9 @@ mod tests {
                 state: s.into(),
                 name: "b/s".into(),
                 node: "lb1".into(),
+                weight: Some(1),
+                total_weight: Some(2),
+                scur: Some(0),
             }),
             streak_up,
             streak,
@@ -556,6 +616,92 @@ mod tests {
             None,
         );
         t.stats.observe(&rx.try_recv().unwrap());
+    }
+
+    #[test]
+    fn drained_means_out_and_no_session() {
+        let mut p = prober(Some(false), 0, Some("DOWN"));
+        let sessions = |p: &mut Prober, n| p.haproxy.as_mut().unwrap().scur = Some(n);
+        sessions(&mut p, 2);
+        assert_eq!(lagging(&p, Goal::Out, 3, 2), None, "out is out");
+        assert_eq!(
+            lagging(&p, Goal::Drained, 3, 2),
+            Some(Lag::Sessions {
+                node: "lb1".into(),
+                sessions: 2
+            })
+        );
+        sessions(&mut p, 0);
+        assert_eq!(lagging(&p, Goal::Drained, 3, 2), None);
+        // Still in rotation with no session: not drained.
+        let up = prober(Some(false), 9, Some("UP 2/3"));
+        assert!(matches!(
+            lagging(&up, Goal::Drained, 3, 2),
+            Some(Lag::Reports { .. })
+        ));
+        // Without send-state: as for out (sessions unseen).
+        assert_eq!(
+            lagging(&prober(Some(false), 3, None), Goal::Drained, 3, 2),
+            None
+        );
+    }
+
+    /// A probe with HAProxy's header, folded in as the observer would.
+    fn hap(t: &Target, header: &str) {
+        use crate::probe_stats::{Answer, ProbeKind, Tap};
+        let (tx, mut rx) = mpsc::channel(1);
+        Tap::new(t.stats.clone(), tx).record(
+            "10.0.0.1".parse().unwrap(),
+            ProbeKind::Http,
+            Answer::Http(503),
+            Some(State::Disabled),
+            true,
+            Some(header.as_bytes()),
+        );
+        t.stats.observe(&rx.try_recv().unwrap());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn wait_drained_returns_when_the_last_session_ends_or_names_who_holds_them() {
+        let old = micros(SystemTime::now()) - 2 * RECENT.as_micros() as u64;
+        let mut t = unprobed(old);
+        t.goal = Goal::Drained;
+        hap(&t, "DOWN; name=be/web1; node=lb1; weight=1/1; scur=2/2");
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let err = wait(vec![t], Duration::from_secs(3), tx.clone())
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "web: timed out after 3s; not caught up: 10.0.0.1 (lb1 be/web1) (HAProxy lb1 still holds 2 session(s))"
+        );
+
+        let mut t = unprobed(old);
+        t.goal = Goal::Drained;
+        hap(&t, "DOWN; name=be/web1; node=lb1; weight=1/1; scur=1/1");
+        let stats = t.stats.clone();
+        let waiter = tokio::spawn(wait(vec![t], Duration::from_secs(60), tx));
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert!(!waiter.is_finished(), "one session left");
+        let later = Target {
+            stats,
+            ..unprobed(old)
+        };
+        hap(&later, "DOWN; name=be/web1; node=lb1; weight=1/1; scur=0/0");
+        let done = waiter.await.unwrap().unwrap();
+        assert_eq!(
+            done[0].to_string(),
+            "web: drained: every recent prober (1) has taken it out and holds no session on it"
+        );
+        let lines: Vec<String> = std::iter::from_fn(|| rx.try_recv().ok())
+            .map(|p| p.to_string())
+            .collect();
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.ends_with("reports DOWN, 0 session(s)")),
+            "{lines:?}"
+        );
     }
 
     #[tokio::test]

@@ -75,16 +75,19 @@ pub enum Command {
         json: bool,
     },
     Enable(String),
+    /// `force`: past the capacity guard ([`crate::capacity`]).
     Disable {
         service: String,
         for_: Option<Duration>,
         reason: String,
+        force: bool,
     },
     /// `service` None: every pausable service.
     Pause {
         service: Option<String>,
         for_: Option<Duration>,
         reason: String,
+        force: bool,
     },
     Run(Option<String>),
     Test(String),
@@ -94,10 +97,12 @@ pub enum Command {
     StopServer,
     /// Prometheus text, as served on `metrics_listen`.
     Metrics,
-    /// enable, disable, pause or run, then wait until HAProxy has acted ([`crate::wait`]).
+    /// enable, disable, pause or run, then wait until HAProxy has acted ([`crate::wait`]);
+    /// `drained` (`--wait=drained`, disable and pause): and holds no session on the server.
     Wait {
         cmd: Box<Command>,
         timeout: Duration,
+        drained: bool,
     },
 }
 
@@ -121,12 +126,12 @@ pub const COMMANDS: &[(&str, &str, &str)] = &[
     ),
     (
         "disable",
-        "disable SERVICE [--for DURATION] [--wait [--timeout D]] [REASON...]",
+        "disable SERVICE [--for DURATION] [--force] [--wait[=drained] [--timeout D]] [REASON...]",
         "take SERVICE out: probes get 503 (disabled_status); --for 30m lifts it by itself",
     ),
     (
         "pause",
-        "pause [SERVICE | --all] [--for DURATION] [--wait [--timeout D]] [REASON...]",
+        "pause [SERVICE | --all] [--for DURATION] [--force] [--wait[=drained] [--timeout D]] [REASON...]",
         "pause one pausable service, or without a name every pausable service (paused_status)",
     ),
     (
@@ -164,7 +169,9 @@ pub const COMMANDS: &[(&str, &str, &str)] = &[
 
 /// Help's note on `--wait`, after the table.
 const WAIT_HELP: &str = "--wait: return when every HAProxy that probed in the last minute has acted (its \
-send-state header, else haproxy_fall/haproxy_rise answers read); exit 1 at --timeout (default 60s)\n";
+send-state header, else haproxy_fall/haproxy_rise answers read); exit 1 at --timeout (default 60s)\n\
+--wait=drained (disable, pause): and, with send-state, HAProxy holds no session on the server (scur=0)\n\
+--force (disable, pause): take the service out even when the capacity guard refuses (min_capacity)\n";
 
 /// `help COMMAND` for a command that does not exist.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -215,12 +222,15 @@ impl<'a> Words<'a> {
         self.rest.first().map(String::as_str)
     }
 
-    /// `--for D` wherever it stands before the reason; the other words make the reason.
-    fn for_and_reason(&mut self) -> Result<(Option<Duration>, String), String> {
+    /// `--for D` and `--force` wherever they stand before the reason; the other words make
+    /// the reason.
+    fn for_and_reason(&mut self) -> Result<(Option<Duration>, String, bool), String> {
         let mut for_ = None;
+        let mut force = false;
         let mut reason = Vec::new();
         while let Some(w) = self.next() {
             match w {
+                "--force" => force = true,
                 "--for" => {
                     let d = self
                         .next()
@@ -235,7 +245,7 @@ impl<'a> Words<'a> {
                 _ => reason.push(w),
             }
         }
-        Ok((for_, reason.join(" ")))
+        Ok((for_, reason.join(" "), force))
     }
 
     fn end(&self, usage: &str) -> Result<(), String> {
@@ -252,8 +262,8 @@ fn options_of(name: &str) -> &'static [&'static str] {
     match name {
         "status" => &["--json"],
         "enable" | "run" => &WAIT,
-        "disable" => &["--for", WAIT[0], WAIT[1]],
-        "pause" => &["--all", "--for", WAIT[0], WAIT[1]],
+        "disable" => &["--for", "--force", WAIT[0], WAIT[1]],
+        "pause" => &["--all", "--for", "--force", WAIT[0], WAIT[1]],
         _ => &[],
     }
 }
@@ -296,9 +306,20 @@ fn usage_of(name: &str) -> &'static str {
         .map_or("", |(_, u, _)| u)
 }
 
-/// Takes `--wait` and `--timeout D` out of `args` (before any `--`): (wait timeout, the rest).
-fn take_wait(args: &[String], usage: &str) -> Result<(Option<Duration>, Vec<String>), String> {
+/// What `--wait` waits for, and how long.
+struct WaitFor {
+    timeout: Duration,
+    drained: bool,
+}
+
+/// Takes `--wait[=drained]` and `--timeout D` out of `args` (before any `--`).
+fn take_wait(
+    name: &str,
+    args: &[String],
+    usage: &str,
+) -> Result<(Option<WaitFor>, Vec<String>), String> {
     let mut wait = false;
+    let mut drained = false;
     let mut timeout = None;
     let mut rest = Vec::new();
     let mut it = args.iter();
@@ -309,6 +330,15 @@ fn take_wait(args: &[String], usage: &str) -> Result<(Option<Duration>, Vec<Stri
                 rest.extend(it.by_ref().cloned());
             }
             "--wait" => wait = true,
+            "--wait=drained" if matches!(name, "disable" | "pause") => {
+                wait = true;
+                drained = true;
+            }
+            w if w.starts_with("--wait=") => {
+                return Err(format!(
+                    "'{w}': --wait takes no value, or =drained on disable and pause; usage: {usage}"
+                ))
+            }
             "--timeout" => {
                 let d = it
                     .next()
@@ -322,7 +352,13 @@ fn take_wait(args: &[String], usage: &str) -> Result<(Option<Duration>, Vec<Stri
     match (wait, timeout) {
         (false, Some(_)) => Err(format!("--timeout goes with --wait; usage: {usage}")),
         (false, None) => Ok((None, rest)),
-        (true, t) => Ok((Some(t.unwrap_or(crate::wait::DEFAULT_TIMEOUT)), rest)),
+        (true, t) => Ok((
+            Some(WaitFor {
+                timeout: t.unwrap_or(crate::wait::DEFAULT_TIMEOUT),
+                drained,
+            }),
+            rest,
+        )),
     }
 }
 
@@ -337,13 +373,14 @@ impl Command {
             check_options(name, args, usage)?;
         }
         if matches!(name.as_str(), "enable" | "disable" | "pause" | "run") {
-            let (wait, rest) = take_wait(args, usage)?;
-            if let Some(timeout) = wait {
+            let (wait, rest) = take_wait(name, args, usage)?;
+            if let Some(WaitFor { timeout, drained }) = wait {
                 let mut inner = vec![name.clone()];
                 inner.extend(rest);
                 return Ok(Command::Wait {
                     cmd: Box::new(Command::parse(&inner)?),
                     timeout,
+                    drained,
                 });
             }
         }
@@ -375,11 +412,12 @@ impl Command {
             "enable" => Command::Enable(service(&mut w)?),
             "disable" => {
                 let service = service(&mut w)?;
-                let (for_, reason) = w.for_and_reason()?;
+                let (for_, reason, force) = w.for_and_reason()?;
                 Command::Disable {
                     service,
                     for_,
                     reason,
+                    force,
                 }
             }
             "pause" => {
@@ -394,11 +432,12 @@ impl Command {
                     }
                     _ => None,
                 };
-                let (for_, reason) = w.for_and_reason()?;
+                let (for_, reason, force) = w.for_and_reason()?;
                 Command::Pause {
                     service,
                     for_,
                     reason,
+                    force,
                 }
             }
             "run" => {
@@ -462,7 +501,8 @@ mod tests {
             Command::Disable {
                 service: "web".into(),
                 for_: Some(Duration::from_secs(1800)),
-                reason: "deploy v2 now".into()
+                reason: "deploy v2 now".into(),
+                force: false
             }
         );
         assert_eq!(
@@ -470,7 +510,8 @@ mod tests {
             Command::Disable {
                 service: "web".into(),
                 for_: None,
-                reason: "--for is not an option here".into()
+                reason: "--for is not an option here".into(),
+                force: false
             }
         );
         assert_eq!(
@@ -478,7 +519,8 @@ mod tests {
             Command::Pause {
                 service: None,
                 for_: None,
-                reason: String::new()
+                reason: String::new(),
+                force: false
             }
         );
         assert_eq!(
@@ -486,7 +528,8 @@ mod tests {
             Command::Pause {
                 service: None,
                 for_: Some(Duration::from_secs(3600)),
-                reason: "maintenance".into()
+                reason: "maintenance".into(),
+                force: false
             }
         );
         assert_eq!(p("run db").unwrap(), Command::Run(Some("db".into())));
@@ -514,16 +557,19 @@ mod tests {
                 cmd: Box::new(Command::Disable {
                     service: "web".into(),
                     for_: None,
-                    reason: "deploy".into()
+                    reason: "deploy".into(),
+                    force: false
                 }),
-                timeout: Duration::from_secs(120)
+                timeout: Duration::from_secs(120),
+                drained: false
             }
         );
         assert_eq!(
             p("enable web --wait").unwrap(),
             Command::Wait {
                 cmd: Box::new(Command::Enable("web".into())),
-                timeout: Duration::from_secs(60)
+                timeout: Duration::from_secs(60),
+                drained: false
             }
         );
         assert!(matches!(p("run --wait").unwrap(), Command::Wait { .. }));
@@ -532,9 +578,32 @@ mod tests {
             Command::Disable {
                 service: "web".into(),
                 for_: None,
-                reason: "--wait".into()
+                reason: "--wait".into(),
+                force: false
             }
         );
+        assert_eq!(
+            p("disable web --wait=drained --force deploy").unwrap(),
+            Command::Wait {
+                cmd: Box::new(Command::Disable {
+                    service: "web".into(),
+                    for_: None,
+                    reason: "deploy".into(),
+                    force: true
+                }),
+                timeout: Duration::from_secs(60),
+                drained: true
+            }
+        );
+        assert!(matches!(
+            p("pause --wait=drained --timeout 5m").unwrap(),
+            Command::Wait { drained: true, .. }
+        ));
+        assert!(p("enable web --wait=drained")
+            .unwrap_err()
+            .contains("=drained on disable and pause"));
+        assert!(p("disable web --wait=soon").is_err());
+        assert!(p("enable web --force").is_err());
         assert!(p("enable web --timeout 3s")
             .unwrap_err()
             .contains("--timeout goes with --wait"));
@@ -591,7 +660,8 @@ mod tests {
             Command::Disable {
                 service: "web".into(),
                 for_: None,
-                reason: "deploy - v3 -x".into()
+                reason: "deploy - v3 -x".into(),
+                force: false
             }
         );
     }

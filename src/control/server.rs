@@ -155,9 +155,11 @@ async fn connection(
         Err(why) => (Code::Usage, why + "\n"),
         Ok(words) => match Command::parse(&words) {
             Err(why) => (Code::Usage, why + "\n"),
-            Ok(Command::Wait { cmd, timeout }) => {
-                execute_and_wait(*cmd, timeout, &mut stream, handle, auth, stop).await
-            }
+            Ok(Command::Wait {
+                cmd,
+                timeout,
+                drained,
+            }) => execute_and_wait(*cmd, timeout, drained, &mut stream, handle, auth, stop).await,
             Ok(cmd) => execute(cmd, &stream, handle, auth, stop).await,
         },
     };
@@ -169,19 +171,22 @@ async fn connection(
 }
 
 /// `--wait`: the change first (a refusal ends it as usual), then progress lines while the
-/// probers catch up, then the status line with the outcome (see [`proto`]).
+/// probers catch up, then the status line with the outcome (see [`proto`]). `drained`: wait
+/// until HAProxy holds no session on the server too (disable, pause).
 async fn execute_and_wait(
     cmd: Command,
     timeout: std::time::Duration,
+    drained: bool,
     stream: &mut UnixStream,
     handle: &Handle,
     auth: &Arc<Auth>,
     stop: &CancellationToken,
 ) -> (Code, String) {
+    let out = if drained { Goal::Drained } else { Goal::Out };
     let want = match &cmd {
-        Command::Disable { service, .. } => Want::new(Goal::Out, Some(vec![service.clone()])),
+        Command::Disable { service, .. } => Want::new(out, Some(vec![service.clone()])),
         Command::Enable(s) => Want::new(Goal::In, Some(vec![s.clone()])),
-        Command::Pause { service, .. } => Want::new(Goal::Out, service.clone().map(|s| vec![s])),
+        Command::Pause { service, .. } => Want::new(out, service.clone().map(|s| vec![s])),
         Command::Run(service) => Want::new(Goal::In, service.clone().map(|s| vec![s])),
         _ => {
             return (
@@ -302,14 +307,20 @@ async fn execute(
             service,
             for_,
             reason,
-        } => done(handle.disable(&service, &reason, for_, &actor).await),
+            force,
+        } => done(
+            handle
+                .disable_with(&service, &reason, for_, force, &actor)
+                .await,
+        ),
         Command::Pause {
             service,
             for_,
             reason,
+            force,
         } => done(
             handle
-                .pause(service.as_deref(), &reason, for_, &actor)
+                .pause_with(service.as_deref(), &reason, for_, force, &actor)
                 .await,
         ),
         Command::Run(s) => done(handle.resume(s.as_deref(), &actor).await),

@@ -1,6 +1,7 @@
 //! The control socket's words for what the engine answers: one line a person reads (and a
 //! script may grep), ending in a newline.
 
+use crate::capacity::Remaining;
 use crate::engine::{CheckRun, Outcome, Reloaded};
 use crate::model::Micros;
 use crate::status::{override_text, time};
@@ -16,23 +17,25 @@ pub fn outcome(o: &Outcome) -> String {
             service,
             until: u,
             replaced,
+            forced,
         } => {
             let mut s = format!("{service} disabled{}", until(*u));
             if let Some(r) = replaced {
                 s += &format!("; replaced the disable {}", override_text(r));
             }
-            s
+            s + &forced_text(forced)
         }
         Outcome::Paused {
             services,
             until: u,
             replaced,
+            forced,
         } => {
             let mut s = format!("paused: {}{}", services.join(", "), until(*u));
             for (name, r) in replaced {
                 s += &format!("; replaced the pause of {name} {}", override_text(r));
             }
-            s
+            s + &forced_text(forced)
         }
         Outcome::Resumed { services } => format!("running: {}", services.join(", ")),
         Outcome::ChecksStopped { service } => {
@@ -44,6 +47,11 @@ pub fn outcome(o: &Outcome) -> String {
     };
     s.push('\n');
     s
+}
+
+/// What `--force` overrode: the capacity guard's words.
+fn forced_text(forced: &[Remaining]) -> String {
+    forced.iter().map(|r| format!("; forced: {r}")).collect()
 }
 
 fn until(u: Option<Micros>) -> String {

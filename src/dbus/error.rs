@@ -20,6 +20,9 @@ pub enum Error {
     ReloadRefused(String),
     /// The daemon is stopping and no longer takes requests.
     ShuttingDown(String),
+    /// Disable or Pause would leave a load balancer's backend below `min_capacity` (or with
+    /// no usable server); the `force` option takes the service out anyway.
+    CapacityGuard(String),
 }
 
 impl From<EngineError> for Error {
@@ -31,6 +34,7 @@ impl From<EngineError> for Error {
                 Error::NotPausable(msg)
             }
             EngineError::Reload(_) => Error::ReloadRefused(msg),
+            EngineError::CapacityGuard(_) => Error::CapacityGuard(msg),
             EngineError::Stopped => Error::ShuttingDown(msg),
         }
     }

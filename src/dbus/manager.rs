@@ -51,6 +51,22 @@ impl Manager {
         Ok(())
     }
 
+    /// PauseAll with options: `force` (b) pauses even when the capacity guard refuses.
+    async fn pause_all_with_options(
+        &self,
+        options: std::collections::HashMap<String, zbus::zvariant::OwnedValue>,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<()> {
+        let actor = self.ctx.authorise(conn, &hdr, "PauseAll").await?;
+        let force = super::service::force_option(&options)?;
+        self.ctx
+            .handle
+            .pause_with(None, "", None, force, &actor)
+            .await?;
+        Ok(())
+    }
+
     /// Resumes every pausable service (`psentinel -c run`).
     async fn run_all(
         &self,

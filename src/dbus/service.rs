@@ -130,10 +130,15 @@ pub fn status_dict(v: &ServiceView) -> HashMap<String, Value<'static>> {
                 .haproxy
                 .as_ref()
                 .map(|h| {
+                    // Absent numbers (an older HAProxy) are -1.
+                    let num = |n: Option<u32>| Value::from(n.map_or(-1, i64::from));
                     HashMap::from([
                         ("state".to_string(), Value::from(h.state.clone())),
                         ("name".to_string(), Value::from(h.name.clone())),
                         ("node".to_string(), Value::from(h.node.clone())),
+                        ("weight".to_string(), num(h.weight)),
+                        ("total_weight".to_string(), num(h.total_weight)),
+                        ("scur".to_string(), num(h.scur)),
                     ])
                 })
                 .unwrap_or_default();
@@ -147,7 +152,45 @@ pub fn status_dict(v: &ServiceView) -> HashMap<String, Value<'static>> {
         })
         .collect();
     put("probers", Value::from(probers));
+    put("min_capacity", s.min_capacity.into());
+    // Unknown capacity (null in JSON) is an empty aa{sv}.
+    let capacity: Vec<HashMap<String, Value<'static>>> = s
+        .capacity
+        .unwrap_or_default()
+        .into_iter()
+        .map(|c| {
+            HashMap::from([
+                ("node".to_string(), Value::from(c.node)),
+                ("address".to_string(), Value::from(c.address.to_string())),
+                ("backend".to_string(), Value::from(c.backend)),
+                ("weight".to_string(), Value::from(c.weight)),
+                ("total".to_string(), Value::from(c.total)),
+            ])
+        })
+        .collect();
+    put("capacity", Value::from(capacity));
     d
+}
+
+/// The `options` of DisableWithOptions, PauseWithOptions, PauseAllWithOptions: `force` (b).
+pub(super) fn force_option(options: &HashMap<String, zbus::zvariant::OwnedValue>) -> Result<bool> {
+    let mut force = false;
+    for (k, v) in options {
+        match k.as_str() {
+            "force" => {
+                force = bool::try_from(v).map_err(|_| {
+                    zbus::fdo::Error::InvalidArgs("option 'force' must be a boolean (b)".into())
+                })?
+            }
+            other => {
+                return Err(zbus::fdo::Error::InvalidArgs(format!(
+                    "unknown option '{other}'; known: force (b)"
+                ))
+                .into())
+            }
+        }
+    }
+    Ok(force)
 }
 
 /// The `replaced` answer of Disable and Pause: D-Bus has one string for it.
@@ -227,6 +270,53 @@ impl ServiceObject {
         Ok(replaced(&done))
     }
 
+    /// Disable with options: `force` (b) takes the service out even when the capacity guard
+    /// refuses (the error `CapacityGuard`); the journal records it. Unknown options are
+    /// refused (InvalidArgs), so a misspelt `force` never passes silently.
+    #[zbus(out_args("replaced"))]
+    async fn disable_with_options(
+        &self,
+        reason: &str,
+        expire_after_s: u64,
+        options: HashMap<String, zbus::zvariant::OwnedValue>,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<String> {
+        let actor = self.ctx.authorise(conn, &hdr, "Disable").await?;
+        let force = force_option(&options)?;
+        if expire_after_s > MAX_EXPIRE_AFTER_S {
+            return Err(zbus::fdo::Error::InvalidArgs(format!(
+                "expire_after_s {expire_after_s} is more than 100 years; use 0 for \"until enabled\""
+            ))
+            .into());
+        }
+        let for_ = (expire_after_s > 0).then(|| Duration::from_secs(expire_after_s));
+        let done = self
+            .ctx
+            .handle
+            .disable_with(&self.name, reason, for_, force, &actor)
+            .await?;
+        Ok(replaced(&done))
+    }
+
+    /// Pause with options, as DisableWithOptions (`force`).
+    #[zbus(out_args("replaced"))]
+    async fn pause_with_options(
+        &self,
+        options: HashMap<String, zbus::zvariant::OwnedValue>,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<String> {
+        let actor = self.ctx.authorise(conn, &hdr, "Pause").await?;
+        let force = force_option(&options)?;
+        let done = self
+            .ctx
+            .handle
+            .pause_with(Some(&self.name), "", None, force, &actor)
+            .await?;
+        Ok(replaced(&done))
+    }
+
     /// Pauses a pausable service (NotPausable otherwise). `replaced`: the pause this one took
     /// the place of, empty when the service was not paused.
     #[zbus(out_args("replaced"))]
@@ -285,6 +375,41 @@ impl ServiceObject {
             s => std::time::Duration::from_secs(s.min(3600)),
         };
         // Progress lines are for the Unix socket's streamed answer; D-Bus has one reply.
+        let (progress, _ignored) = tokio::sync::mpsc::unbounded_channel();
+        Ok(match crate::wait::wait(targets, timeout, progress).await {
+            Ok(caught) => {
+                let lines: Vec<String> = caught.iter().map(ToString::to_string).collect();
+                (true, lines.join("\n"))
+            }
+            Err(why) => (false, why.to_string()),
+        })
+    }
+
+    /// The D-Bus form of `disable --wait=drained`: returns once every HAProxy that probed in
+    /// the last minute has taken the service out and, when it sends send-state, holds no
+    /// session on it (`scur=0`), or when `timeout_s` (0 = 60 s) ran out; the message then
+    /// names who still holds how many sessions. Call it after Disable or Pause.
+    #[zbus(out_args("drained", "message"))]
+    async fn wait_until_drained(
+        &self,
+        timeout_s: u64,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<(bool, String)> {
+        self.ctx.authorise(conn, &hdr, "WaitUntilDrained").await?;
+        let snap = self.ctx.handle.snapshot();
+        if !snap.services.contains_key(&self.name) {
+            let gone = Refusal::UnknownService(self.name.clone());
+            return Err(EngineError::from(gone).into());
+        }
+        let targets = match crate::wait::Want::drained(&self.name).targets(&snap) {
+            Ok(t) => t,
+            Err(why) => return Ok((false, why.to_string())),
+        };
+        let timeout = match timeout_s {
+            0 => crate::wait::DEFAULT_TIMEOUT,
+            s => std::time::Duration::from_secs(s.min(3600)),
+        };
         let (progress, _ignored) = tokio::sync::mpsc::unbounded_channel();
         Ok(match crate::wait::wait(targets, timeout, progress).await {
             Ok(caught) => {

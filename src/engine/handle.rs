@@ -12,8 +12,9 @@ pub type Actor = String;
 
 pub(super) enum Op {
     Enable(String),
-    Disable(String, String, Option<Duration>),
-    Pause(Option<String>, String, Option<Duration>),
+    /// The last field: `--force`, past the capacity guard.
+    Disable(String, String, Option<Duration>, bool),
+    Pause(Option<String>, String, Option<Duration>, bool),
     Resume(Option<String>),
     SetChecksStopped(String, bool),
     Reload,
@@ -53,6 +54,7 @@ impl Handle {
         self.op(Op::Enable(service.into()), actor).await
     }
 
+    /// Guarded by the capacity guard ([`crate::capacity`]).
     pub async fn disable(
         &self,
         service: &str,
@@ -60,11 +62,26 @@ impl Handle {
         for_: Option<Duration>,
         actor: &str,
     ) -> Result<Outcome, EngineError> {
-        self.op(Op::Disable(service.into(), reason.into(), for_), actor)
-            .await
+        self.disable_with(service, reason, for_, false, actor).await
     }
 
-    /// `service` None: every pausable service.
+    /// `force`: past the capacity guard (the audit line says so).
+    pub async fn disable_with(
+        &self,
+        service: &str,
+        reason: &str,
+        for_: Option<Duration>,
+        force: bool,
+        actor: &str,
+    ) -> Result<Outcome, EngineError> {
+        self.op(
+            Op::Disable(service.into(), reason.into(), for_, force),
+            actor,
+        )
+        .await
+    }
+
+    /// `service` None: every pausable service. Guarded like [`Handle::disable`].
     pub async fn pause(
         &self,
         service: Option<&str>,
@@ -72,8 +89,19 @@ impl Handle {
         for_: Option<Duration>,
         actor: &str,
     ) -> Result<Outcome, EngineError> {
+        self.pause_with(service, reason, for_, false, actor).await
+    }
+
+    pub async fn pause_with(
+        &self,
+        service: Option<&str>,
+        reason: &str,
+        for_: Option<Duration>,
+        force: bool,
+        actor: &str,
+    ) -> Result<Outcome, EngineError> {
         self.op(
-            Op::Pause(service.map(Into::into), reason.into(), for_),
+            Op::Pause(service.map(Into::into), reason.into(), for_, force),
             actor,
         )
         .await

@@ -5,9 +5,12 @@
 use super::handle::Op;
 use super::outcome::{EngineError, Outcome, ReloadRefused, Reloaded};
 use super::Engine;
+use crate::capacity::{self, Leaving, MinCapacity, Remaining};
 use crate::check::RunnerCmd;
 use crate::config::Config;
+use crate::model::State;
 use crate::model::{from_micros, Micros, Override, Refusal};
+use crate::probe_stats::Prober;
 use crate::systemd;
 
 impl Engine {
@@ -26,20 +29,26 @@ impl Engine {
                     was_disabled,
                 }
             }
-            Op::Disable(name, reason, for_) => {
+            Op::Disable(name, reason, for_, force) => {
+                self.svc_mut(&name)?;
+                let forced = self.capacity_guard(std::slice::from_ref(&name), force)?;
                 let svc = self.svc_mut(&name)?;
                 let ovr = Override::new(&reason, actor, now, for_);
                 let replaced = svc.facts.admin.disable(ovr.clone());
                 svc.refresh_view();
                 audit(&name, actor, "disable", Some(&ovr), replaced.as_ref());
+                audit_force(&name, actor, force, &forced);
                 Outcome::Disabled {
                     service: name,
                     until: until(&ovr),
                     replaced,
+                    forced,
                 }
             }
-            Op::Pause(name, reason, for_) => {
+            Op::Pause(name, reason, for_, force) => {
                 let targets = self.pausable_targets(name.as_deref())?;
+                // All or nothing: the guard counts every service paused together.
+                let forced = self.capacity_guard(&targets, force)?;
                 let ovr = Override::new(&reason, actor, now, for_);
                 let mut replaced = Vec::new();
                 for n in &targets {
@@ -47,12 +56,14 @@ impl Engine {
                     let before = svc.facts.admin.pause(true, n, ovr.clone())?;
                     svc.refresh_view();
                     audit(n, actor, "pause", Some(&ovr), before.as_ref());
+                    audit_force(n, actor, force, &forced);
                     replaced.extend(before.map(|b| (n.clone(), b)));
                 }
                 Outcome::Paused {
                     services: targets,
                     until: until(&ovr),
                     replaced,
+                    forced,
                 }
             }
             Op::Resume(name) => {
@@ -136,6 +147,41 @@ impl Engine {
         }
     }
 
+    /// The capacity guard ([`crate::capacity`]) for taking `names` out: of them, only those
+    /// that answer "up" now take capacity away. Ok: what `force` took them out past (empty
+    /// when the guard had nothing against it).
+    fn capacity_guard(&self, names: &[String], force: bool) -> Result<Vec<Remaining>, EngineError> {
+        let since = self
+            .clock
+            .now()
+            .saturating_sub(crate::wait::RECENT.as_micros() as u64);
+        let tables: Vec<(&str, MinCapacity, Vec<Prober>)> = names
+            .iter()
+            .filter_map(|n| self.services.get(n))
+            .filter(|s| s.view.state == State::Up)
+            .map(|s| {
+                let c = &s.facts.cfg;
+                (c.name.as_str(), c.min_capacity, s.facts.probes.probers())
+            })
+            .collect();
+        let leaving: Vec<Leaving> = tables
+            .iter()
+            .map(|(service, min, probers)| Leaving {
+                service,
+                min: *min,
+                probers,
+            })
+            .collect();
+        match capacity::guard(&leaving, since) {
+            Ok(_) => Ok(Vec::new()),
+            Err(short) if force => Ok(short.short),
+            Err(short) => {
+                tracing::warn!("{short}");
+                Err(short.into())
+            }
+        }
+    }
+
     /// Names of the services a pause/run acts on: the one named (which must be pausable), or
     /// every pausable one.
     fn pausable_targets(&self, name: Option<&str>) -> Result<Vec<String>, EngineError> {
@@ -185,6 +231,26 @@ fn described(o: &Override) -> String {
         s.push_str(&format!(" until {}", time(o.until)));
     }
     s
+}
+
+/// `--force`: a second journal line says what it overrode, so the trail shows who took a
+/// backend below its capacity.
+fn audit_force(service: &str, actor: &str, force: bool, forced: &[Remaining]) {
+    if !force {
+        return;
+    }
+    let what = if forced.is_empty() {
+        "the capacity guard had nothing against it".to_string()
+    } else {
+        let v: Vec<String> = forced.iter().map(ToString::to_string).collect();
+        format!("past the capacity guard: {}", v.join("; "))
+    };
+    tracing::warn!(
+        psentinel_service = service,
+        psentinel_actor = actor,
+        psentinel_forced = !forced.is_empty(),
+        "{actor}: --force on {service}: {what}"
+    );
 }
 
 /// One journal line per manual change, with who, what, why, until when, and the override it

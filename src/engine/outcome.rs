@@ -1,6 +1,7 @@
 //! What engine operations answer: typed outcomes, put into words by whoever asked (the
 //! control socket, D-Bus), and typed refusals.
 
+use crate::capacity::{Remaining, Shortfall};
 use crate::model::{CheckResult, Micros, Override, Refusal};
 use crate::probe_stats::ProbeKind;
 use crate::view::count;
@@ -15,16 +16,19 @@ pub enum Outcome {
         was_disabled: bool,
     },
     /// `replaced`: the disable this one took the place of (its reason, who, since, until).
+    /// `forced`: what `--force` took it out past (empty: the guard had nothing against it).
     Disabled {
         service: String,
         until: Option<Micros>,
         replaced: Option<Override>,
+        forced: Vec<Remaining>,
     },
     /// `replaced`: the pauses this one took the place of, by service.
     Paused {
         services: Vec<String>,
         until: Option<Micros>,
         replaced: Vec<(String, Override)>,
+        forced: Vec<Remaining>,
     },
     Resumed {
         services: Vec<String>,
@@ -84,6 +88,8 @@ pub enum EngineError {
     Refused(#[from] Refusal),
     #[error("no pausable service is configured")]
     NothingPausable,
+    #[error(transparent)]
+    CapacityGuard(#[from] Shortfall),
     #[error("reload refused, the running configuration stays: {0}")]
     Reload(ReloadRefused),
     #[error("the daemon is shutting down")]

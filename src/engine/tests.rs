@@ -177,12 +177,12 @@ async fn reasons_say_why() {
     op(&mut e, handle::Op::SetChecksStopped("web".into(), false));
     op(
         &mut e,
-        handle::Op::Pause(Some("web".into()), String::new(), None),
+        handle::Op::Pause(Some("web".into()), String::new(), None, false),
     );
     assert_eq!(reason(&e), "Paused by root", "no reason given: who");
     op(
         &mut e,
-        handle::Op::Disable("web".into(), "deploy v2".into(), None),
+        handle::Op::Disable("web".into(), "deploy v2".into(), None, false),
     );
     assert_eq!(reason(&e), "Disabled: deploy v2", "disabled beats paused");
     assert_eq!(view(&e, "web").http_status, 503);
@@ -198,17 +198,18 @@ async fn enable_while_paused_stays_paused_and_a_second_disable_says_what_it_repl
     let mut e = b.engine();
     op(
         &mut e,
-        handle::Op::Pause(Some("web".into()), "db".into(), None),
+        handle::Op::Pause(Some("web".into()), "db".into(), None, false),
     );
     let first = op(
         &mut e,
-        handle::Op::Disable("web".into(), "deploy v2".into(), None),
+        handle::Op::Disable("web".into(), "deploy v2".into(), None, false),
     );
     assert!(matches!(first, Outcome::Disabled { replaced: None, .. }));
     let d = handle::Op::Disable(
         "web".into(),
         "deploy v3".into(),
         Some(Duration::from_secs(60)),
+        false,
     );
     match op(&mut e, d) {
         Outcome::Disabled {
@@ -238,7 +239,7 @@ async fn enable_while_paused_stays_paused_and_a_second_disable_says_what_it_repl
             ..
         }
     ));
-    let paused = op(&mut e, handle::Op::Pause(None, "again".into(), None));
+    let paused = op(&mut e, handle::Op::Pause(None, "again".into(), None, false));
     match paused {
         Outcome::Paused {
             services, replaced, ..
@@ -260,7 +261,7 @@ async fn reload_keeps_manual_state_and_results_unless_the_command_changed() {
     check_done(&mut e, "web", Exit::Code(0));
     op(
         &mut e,
-        handle::Op::Disable("web".into(), "deploy".into(), None),
+        handle::Op::Disable("web".into(), "deploy".into(), None, false),
     );
     let runner = e.services["web"].runner.as_ref().unwrap().id;
 
@@ -481,4 +482,115 @@ async fn a_check_killed_by_sigterm_counts_only_if_the_daemon_still_runs_a_moment
         2,
         "the daemon is stopping: dropped"
     );
+}
+
+/// A probe from a HAProxy with send-state at `ip`, folded into the service's table as the
+/// observer would.
+fn hap_probe(e: &Engine, name: &str, ip: [u8; 4], header: &str) {
+    use crate::probe_stats::{Answer, ProbeKind, Tap};
+    let stats = e.services[name].facts.probes.clone();
+    let (tx, mut rx) = mpsc::channel(1);
+    Tap::new(stats.clone(), tx).record(
+        std::net::IpAddr::from(ip),
+        ProbeKind::Http,
+        Answer::Http(200),
+        Some(State::Up),
+        true,
+        Some(header.as_bytes()),
+    );
+    stats.observe(&rx.try_recv().unwrap());
+}
+
+fn guarded(e: &mut Engine, op: handle::Op) -> String {
+    match e.op(op, "root") {
+        Err(EngineError::CapacityGuard(s)) => s.to_string(),
+        other => panic!("not refused by the guard: {other:?}"),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_capacity_guard_refuses_the_last_server_until_forced_and_forgets_a_silent_balancer() {
+    let b = Bench::new("[web]\nport={port}\nbind=127.0.0.1\n");
+    let mut e = b.engine();
+    // Without send-state: no guard.
+    let disable = |force| handle::Op::Disable("web".into(), "deploy".into(), None, force);
+    op(&mut e, disable(false));
+    op(&mut e, handle::Op::Enable("web".into()));
+
+    // Two load balancers; lb2 has this server as its last usable one.
+    hap_probe(
+        &e,
+        "web",
+        [10, 0, 0, 1],
+        "UP; name=be/web1; node=lb1; weight=1/2; scur=0/0",
+    );
+    hap_probe(
+        &e,
+        "web",
+        [10, 0, 0, 2],
+        "UP; name=be/web1; node=lb2; weight=1/1; scur=3/3",
+    );
+    let why = guarded(&mut e, disable(false));
+    assert!(
+        why.contains("HAProxy lb2 (10.0.0.2) backend be would keep 0 of 1 weight (0%)"),
+        "{why}"
+    );
+    assert!(!why.contains("lb1"), "lb1 keeps half: {why}");
+    assert_eq!(
+        view(&e, "web").state,
+        State::Up,
+        "a refusal changes nothing"
+    );
+
+    // --force takes it out and says what it overrode.
+    let Outcome::Disabled { forced, .. } = op(&mut e, disable(true)) else {
+        panic!()
+    };
+    assert_eq!(forced.len(), 1);
+    assert_eq!(forced[0].node, "lb2");
+    assert_eq!(view(&e, "web").state, State::Disabled);
+    // Already out: a second disable (a new reason) takes nothing away.
+    op(&mut e, disable(false));
+    op(&mut e, handle::Op::Enable("web".into()));
+
+    // A minute later without another probe, neither balancer counts: no guard.
+    tokio::time::advance(crate::wait::RECENT + Duration::from_secs(1)).await;
+    op(&mut e, disable(false));
+}
+
+#[tokio::test(start_paused = true)]
+async fn pause_of_every_pausable_service_is_guarded_as_one_and_all_or_nothing() {
+    let b = Bench::new(
+        "[a]\nport={port}\nbind=127.0.0.1\npausable=yes\nmin_capacity=50\n\
+         [b]\nport={port2}\nbind=127.0.0.1\npausable=yes\n",
+    );
+    let mut e = b.engine();
+    // One backend of three servers, two of them here: each alone keeps 2/3, both 1/3.
+    hap_probe(
+        &e,
+        "a",
+        [10, 0, 0, 1],
+        "UP; name=be/a; node=lb1; weight=1/3",
+    );
+    hap_probe(
+        &e,
+        "b",
+        [10, 0, 0, 1],
+        "UP; name=be/b; node=lb1; weight=1/3",
+    );
+    op(
+        &mut e,
+        handle::Op::Pause(Some("a".into()), String::new(), None, false),
+    );
+    op(&mut e, handle::Op::Resume(None));
+    let why = guarded(&mut e, handle::Op::Pause(None, String::new(), None, false));
+    assert!(why.contains("taking out a, b would leave"), "{why}");
+    assert!(
+        why.contains("keep 1 of 3 weight (33%), below min_capacity 50%"),
+        "{why}"
+    );
+    assert_eq!(view(&e, "a").state, State::Up, "nothing paused");
+    assert_eq!(view(&e, "b").state, State::Up, "nothing paused");
+    op(&mut e, handle::Op::Pause(None, String::new(), None, true));
+    assert_eq!(view(&e, "b").state, State::Paused);
 }
