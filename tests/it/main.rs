@@ -10,6 +10,7 @@ mod checks;
 mod cli;
 mod core;
 mod dbus;
+mod deploy;
 mod docs;
 mod fuzz_seeds;
 mod haproxy;
