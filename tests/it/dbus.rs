@@ -1031,3 +1031,56 @@ fn wait_for_haproxy_after_disable_and_enable() {
     );
     hap.assert_clean_log();
 }
+
+/// The capacity guard on D-Bus: Disable of the last usable server is refused with a typed
+/// error naming the load balancer; DisableWithOptions with `force` takes it out; an unknown
+/// option is refused, never ignored. WaitUntilDrained answers from HAProxy's session count.
+#[test]
+fn capacity_guard_error_force_option_and_wait_until_drained() {
+    let bus = Bus::start();
+    let (web, db) = (free_port(), free_port());
+    let d = start_on(&bus, &two_services(web, db));
+    let app = svc_path("our_2dapp");
+    wait_status(web, 200);
+    let hap = |state: &str, scur: u32| {
+        raw(
+            web,
+            format!("OPTIONS / HTTP/1.0\r\nX-Haproxy-Server-State: {state}; name=be/a; node=lb1; weight=1/1; scur={scur}/{scur}\r\n\r\n").as_bytes(),
+        );
+    };
+    hap("UP", 0);
+    eventually("the send-state prober in status", DEADLINE, || {
+        d.ok(&["status", "our-app"])
+            .contains("backend be: this server 1 of 1")
+            .then_some(())
+    });
+    let disable = format!("{SERVICE_IF}.Disable");
+    let (code, _, err) = bus.gdbus(None, &app, &disable, &["deploy", "0"]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("org.psentinel.PSentinel1.Error.CapacityGuard: refused by the capacity guard: taking out our-app would leave HAProxy lb1 (127.0.0.1) backend be would keep 0 of 1 weight"),
+        "{err}"
+    );
+    let with = format!("{SERVICE_IF}.DisableWithOptions");
+    let (code, _, err) = bus.gdbus(None, &app, &with, &["deploy", "0", "{'forse': <true>}"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("unknown option 'forse'"), "{err}");
+    assert_eq!(bus.prop(&app, SERVICE_IF, "State"), "up");
+    let (code, out, err) = bus.gdbus(None, &app, &with, &["deploy", "0", "{'force': <true>}"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(bus.prop(&app, SERVICE_IF, "State"), "disabled");
+
+    // Out, two sessions left: not drained at the timeout, then drained once they end.
+    hap("DOWN", 2);
+    let r = bus.call(&app, SERVICE_IF, "WaitUntilDrained", &["t", "1"]);
+    assert_eq!(r[0], false, "{r}");
+    assert!(
+        r[1].as_str()
+            .unwrap()
+            .contains("HAProxy lb1 still holds 2 session(s)"),
+        "{r}"
+    );
+    hap("DOWN", 0);
+    let r = bus.call(&app, SERVICE_IF, "WaitUntilDrained", &["t", "5"]);
+    assert_eq!(r[0], true, "{r}");
+}

@@ -39,10 +39,12 @@ impl Drop for Proc {
 }
 
 /// The backend every test here uses (on the shared harness, [`Haproxy`]): one server `srv1`
-/// checked on `port` every 200 ms, fall 3, rise 2, node name `lb1`.
+/// checked on `port` every 200 ms, fall 3, rise 2, node name `lb1`; and an unchecked `spare`
+/// (always UP), so that taking srv1 out leaves the backend a server and the capacity guard
+/// lets these tests of `--wait` disable it.
 fn backend(port: u16, send_state: bool) -> String {
     format!(
-        "global\n    node lb1\n\nbackend bck\n    option httpchk\n{}    server srv1 127.0.0.1:{port} check inter 200ms fall 3 rise 2\n",
+        "global\n    node lb1\n\nbackend bck\n    option httpchk\n{}    server srv1 127.0.0.1:{port} check inter 200ms fall 3 rise 2\n    server spare 127.0.0.1:9\n",
         if send_state { "    http-check send-state\n" } else { "" }
     )
 }
@@ -377,9 +379,10 @@ fn metrics_parse_with_promtool_and_prometheus_sees_a_disable() {
     );
     let d = d.started(&[]);
     wait_status(port, 200);
+    // A backend of two servers (weight 1 of 2): the capacity guard lets the disable below pass.
     raw(
         port,
-        b"OPTIONS / HTTP/1.0\r\nX-Haproxy-Server-State: UP; name=bck/srv1; node=lb1; weight=1/1; scur=0/0; qcur=0\r\n\r\n",
+        b"OPTIONS / HTTP/1.0\r\nX-Haproxy-Server-State: UP; name=bck/srv1; node=lb1; weight=1/2; scur=0/0; qcur=0\r\n\r\n",
     );
     assert!(raw(aport, b"").starts_with("up ready"));
     eventually("the prober table filled", DEADLINE, || {
