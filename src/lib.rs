@@ -33,7 +33,8 @@
 //! - [`dbus`]: the objects on the system (or session) bus. [`auth`]: who may change state.
 //! - [`probe_stats`]: probe counters and who is probing, off the engine's path.
 //!   [`observer`]: the task that folds probes into those tables, and the silence alarm.
-//! - [`metrics`]: Prometheus text on `metrics_listen` and `-c metrics`. [`wait`]: `--wait`.
+//! - [`metrics`]: Prometheus text on `metrics_listen` and `-c metrics`. [`wait`]: `--wait` and
+//!   `--wait=drained`. [`capacity`]: the capacity guard of disable and pause (`min_capacity`).
 
 pub mod auth;
 pub mod capacity;
