@@ -1054,6 +1054,20 @@ fn capacity_guard_error_force_option_and_wait_until_drained() {
             .contains("backend be: this server 1 of 1")
             .then_some(())
     });
+    // PauseAll (our-app is the one pausable service) is guarded the same way.
+    let (code, _, err) = bus.gdbus(None, MANAGER, &format!("{MANAGER_IF}.PauseAll"), &[]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("org.psentinel.PSentinel1.Error.CapacityGuard"),
+        "{err}"
+    );
+    let force = "{'force': <true>}";
+    let all = format!("{MANAGER_IF}.PauseAllWithOptions");
+    let (code, out, err) = bus.gdbus(None, MANAGER, &all, &[force]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(bus.prop(&app, SERVICE_IF, "State"), "paused");
+    bus.call(MANAGER, MANAGER_IF, "RunAll", &[]);
+
     let disable = format!("{SERVICE_IF}.Disable");
     let (code, _, err) = bus.gdbus(None, &app, &disable, &["deploy", "0"]);
     assert_ne!(code, 0);
