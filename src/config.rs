@@ -1,16 +1,24 @@
-//! Configuration: INI text -> validated, typed [`Config`].
+//! Configuration: INI files -> validated, typed [`Config`].
 //!
-//! Parsing happens in two layers: [`crate::ini`] turns text into sections of string pairs
-//! (trailing comments removed), then [`Config::from_ini`] checks every key and value and builds
-//! typed fields. Every error names the file, the section, the key, the value and why, so
-//! `psentinel -t` output is enough to fix a file, and every error of the file is reported at
-//! once, in file order. There is no "best effort": a file with one bad value is rejected whole,
-//! at start-up and on reload (where the running configuration stays).
+//! The configuration is the main file plus the `*.cfg` fragments of its drop-in directory
+//! ([`sources`]). Parsing happens in three layers: [`crate::ini`] turns each file's text into
+//! sections of string pairs (trailing comments removed), the sections of one service are
+//! merged across files ([`reader`]), then [`Config::from_sources`] checks every key and value
+//! and builds typed fields. Every error names the file, the section, the key, the value and
+//! why (a line that is no key, its line number), so `psentinel -t` output is enough to fix a
+//! file, and every error of every file is reported at once, the main file's first, each
+//! file's in line order. There is no "best effort": one bad value in one fragment rejects the
+//! whole configuration, at start-up and on reload (where the running configuration stays).
+
+mod reader;
+pub mod sources;
 
 use crate::capacity::MinCapacity;
 use crate::ini;
 use crate::model::valid_service_name;
-use std::cell::RefCell;
+pub(crate) use reader::closest;
+use reader::{Piece, Pos, SectionReader};
+pub use sources::{dropin_dir, Sources};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
@@ -156,6 +164,28 @@ pub struct ServiceConfig {
     pub haproxy_rise: u32,
     /// The capacity guard of disable and pause ([`crate::capacity`]).
     pub min_capacity: MinCapacity,
+    /// The files the service's keys come from.
+    pub origin: Origin,
+}
+
+/// Where a service's configuration comes from: `status` shows the files, and what `-t`
+/// finds wrong with a key after loading names the file that set it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Origin {
+    /// The main file and/or fragments with a section of the service, in the order they apply.
+    pub files: Vec<PathBuf>,
+    /// The file of the value in force of each key that is set.
+    pub keys: BTreeMap<String, PathBuf>,
+}
+
+impl Origin {
+    /// The file that set `key`; the file that first defined the service when none did.
+    pub fn file_of(&self, key: &str) -> &Path {
+        self.keys
+            .get(key)
+            .or(self.files.first())
+            .map_or(Path::new(""), |p| p.as_path())
+    }
 }
 
 impl ServiceConfig {
@@ -175,10 +205,15 @@ impl ServiceConfig {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
+    /// The main file.
     pub file: PathBuf,
     pub general: General,
     /// By name; names are unique.
     pub services: BTreeMap<String, ServiceConfig>,
+    /// The drop-in fragments read after the main file, in order.
+    pub fragments: Vec<PathBuf>,
+    /// Files of the drop-in directory that were not read (not `*.cfg`, or hidden).
+    pub ignored: Vec<PathBuf>,
 }
 
 const SERVICE_KEYS: &[&str] = &[
@@ -210,43 +245,56 @@ const GENERAL_KEYS: &[&str] = &[
 ];
 
 impl Config {
+    /// Reads the file and its drop-in fragments ([`sources`]) and checks them together.
     pub fn load(file: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Read {
-            file: file.to_path_buf(),
-            source,
-        })?;
-        Config::parse(&text, file)
+        Config::from_sources(&Sources::read(file)?)
     }
 
+    /// One file's text, without a drop-in directory.
     pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
-        let (sections, syntax) = ini::parse(text);
-        let mut errors: Vec<(usize, ConfigError)> = syntax
-            .into_iter()
-            .map(|e| {
-                let err = ConfigError::Syntax {
-                    file: file.to_path_buf(),
-                    line: e.line,
-                    text: e.text,
-                    why: e.why.into(),
-                };
-                (e.line, err)
+        Config::from_sources(&Sources::single(text, file))
+    }
+
+    /// Every file's sections merged (see [`reader`]) and every key checked; all the errors
+    /// of all the files at once, the main file's first, each file's in line order.
+    pub fn from_sources(sources: &Sources) -> Result<Config, ConfigError> {
+        let files: Vec<PathBuf> = sources.all().map(|s| s.path.clone()).collect();
+        let mut errors: Vec<(Pos, ConfigError)> = Vec::new();
+        let parsed: Vec<Vec<ini::Section>> = sources
+            .all()
+            .enumerate()
+            .map(|(i, s)| {
+                let (sections, syntax) = ini::parse(&s.text);
+                errors.extend(syntax.into_iter().map(|e| {
+                    let err = ConfigError::Syntax {
+                        file: s.path.clone(),
+                        line: e.line,
+                        text: e.text,
+                        why: e.why.into(),
+                    };
+                    ((i, e.line), err)
+                }));
+                sections
             })
             .collect();
-        let config = Config::from_ini(&sections, file, &mut errors);
-        errors.sort_by_key(|(line, _)| *line);
+        let mut config = Config::from_ini(&files, &parsed, &mut errors);
+        config.fragments = files[1..].to_vec();
+        config.ignored = sources.ignored.clone();
+        errors.sort_by_key(|(at, _)| *at);
         let mut errors: Vec<ConfigError> = errors.into_iter().map(|(_, e)| e).collect();
         match errors.len() {
             0 => Ok(config),
             1 => Err(errors.remove(0)),
             _ => Err(ConfigError::Several {
-                file: file.to_path_buf(),
+                file: sources.main.path.clone(),
                 errors,
             }),
         }
     }
 
     /// `sock_file` of `file`, read leniently: the client must find the daemon even while the
-    /// rest of the file is being edited (to send `reload` and hear what is wrong).
+    /// rest of the file is being edited (to send `reload` and hear what is wrong). Only the
+    /// main file: `[general]` is not allowed in fragments.
     pub fn sock_file_of(file: &Path) -> Option<PathBuf> {
         let text = std::fs::read_to_string(file).ok()?;
         let (sections, _) = ini::parse(&text);
@@ -258,62 +306,115 @@ impl Config {
         (!v.value.is_empty()).then(|| PathBuf::from(&v.value))
     }
 
-    /// Checks every section; errors go to `errors` with their line. The result is only
-    /// meaningful when no error was added.
+    /// Checks every section of every file (`sections[i]` is `files[i]`'s); errors go to
+    /// `errors` with their place. The result is only meaningful when no error was added.
+    ///
+    /// A service's sections are gathered from all files before its keys are read, so a
+    /// fragment may set any key of a service defined earlier (its `port` too). `[general]`
+    /// is the main file's alone: the daemon's socket, state and who may change what are not
+    /// for a fragment an application's package drops in to change.
     fn from_ini(
-        sections: &[ini::Section],
-        file: &Path,
-        errors: &mut Vec<(usize, ConfigError)>,
+        files: &[PathBuf],
+        sections: &[Vec<ini::Section>],
+        errors: &mut Vec<(Pos, ConfigError)>,
     ) -> Config {
-        let mut general = None;
-        let mut services = BTreeMap::new();
-        let mut ports: HashMap<u16, String> = HashMap::new();
-        for sec in sections {
-            let Some(section) = sec.name.as_deref() else {
-                let e = &sec.entries[0];
-                errors.push((
-                    e.line,
-                    ConfigError::File {
-                        file: file.into(),
-                        why: format!("'{} = {}' stands before any [section]", e.key, e.value),
-                    },
-                ));
-                continue;
-            };
-            let s = SectionReader::new(file, sec);
-            if section == "general" {
-                if general.is_some() {
-                    s.section_err("section appears twice");
+        let mut general: Vec<Piece> = Vec::new();
+        // Services in the order they were first defined, each with its pieces.
+        let mut order: Vec<&str> = Vec::new();
+        let mut pieces: HashMap<&str, Vec<Piece>> = HashMap::new();
+        for (file, secs) in sections.iter().enumerate() {
+            let mut here: HashMap<&str, ()> = HashMap::new();
+            for sec in secs {
+                let path = files[file].clone();
+                let Some(section) = sec.name.as_deref() else {
+                    let e = &sec.entries[0];
+                    let why = format!("'{} = {}' stands before any [section]", e.key, e.value);
+                    errors.push(((file, e.line), ConfigError::File { file: path, why }));
+                    continue;
+                };
+                let mut refuse = |why: String| {
+                    let err = ConfigError::Section {
+                        file: path.clone(),
+                        section: section.into(),
+                        why,
+                    };
+                    errors.push(((file, sec.line), err));
+                };
+                if here.insert(section, ()).is_some() {
+                    refuse(if section == "general" {
+                        "section appears twice".into()
+                    } else {
+                        "service defined twice in this file".into()
+                    });
+                } else if section == "general" && file > 0 {
+                    refuse(format!(
+                        "[general] belongs in the main file {}: a drop-in fragment holds \
+                         services only",
+                        files[0].display()
+                    ));
+                } else if section == "general" {
+                    general.push(Piece { file, section: sec });
+                } else if !valid_service_name(section) {
+                    refuse("a service name may hold only letters, digits, '_', '-' and '.'".into());
                 } else {
-                    s.reject_unknown(GENERAL_KEYS);
-                    general = Some(parse_general(&s));
-                }
-            } else if !valid_service_name(section) {
-                s.section_err("a service name may hold only letters, digits, '_', '-' and '.'");
-            } else if services.contains_key(section) {
-                s.section_err("service defined twice");
-            } else {
-                s.reject_unknown(SERVICE_KEYS);
-                if let Some(svc) = parse_service(&s) {
-                    for (key, port) in [("port", Some(svc.port)), ("agent_port", svc.agent_port)] {
-                        let Some(port) = port else { continue };
-                        if let Some(other) = ports.insert(port, section.to_string()) {
-                            s.value_err(
-                                key,
-                                &port.to_string(),
-                                &format!("port already used by [{other}]"),
-                            );
-                        }
-                    }
-                    services.insert(section.to_string(), svc);
+                    let list = pieces.entry(section).or_insert_with(|| {
+                        order.push(section);
+                        Vec::new()
+                    });
+                    list.push(Piece { file, section: sec });
                 }
             }
-            errors.extend(s.errors.into_inner());
+        }
+
+        let g = SectionReader::new(files, "general", &general);
+        g.reject_unknown(GENERAL_KEYS);
+        let general = parse_general(&g);
+        errors.extend(g.into_errors());
+
+        let mut services = BTreeMap::new();
+        // Each port, claimed where it is set: the first claim in file and line order keeps
+        // it, so the error lands on the file that took a port already in use.
+        let mut claims: Vec<(Pos, u16, &'static str, &str)> = Vec::new();
+        for name in order {
+            let s = SectionReader::new(files, name, &pieces[name]);
+            s.reject_unknown(SERVICE_KEYS);
+            if let Some(svc) = parse_service(&s) {
+                for (key, port) in [("port", Some(svc.port)), ("agent_port", svc.agent_port)] {
+                    if let Some(port) = port {
+                        claims.push((s.pos(key), port, key, name));
+                    }
+                }
+                services.insert(name.to_string(), svc);
+            }
+            errors.extend(s.into_errors());
+        }
+        claims.sort();
+        let mut ports: HashMap<u16, (&str, usize)> = HashMap::new();
+        for (at, port, key, name) in claims {
+            let Some((other, other_file)) = ports.get(&port).copied() else {
+                ports.insert(port, (name, at.0));
+                continue;
+            };
+            let whose = if other_file == at.0 {
+                format!("[{other}]")
+            } else {
+                format!("[{other}] of {}", files[other_file].display())
+            };
+            let err = ConfigError::Value {
+                file: files[at.0].clone(),
+                section: name.into(),
+                key: key.into(),
+                value: port.to_string(),
+                why: format!("port already used by {whose}"),
+            };
+            errors.push((at, err));
         }
         Config {
-            file: file.to_path_buf(),
-            general: general.unwrap_or_default(),
+            file: files[0].clone(),
+            general,
             services,
+            fragments: Vec::new(),
+            ignored: Vec::new(),
         }
     }
 }
@@ -401,6 +502,7 @@ fn parse_service(s: &SectionReader) -> Option<ServiceConfig> {
         haproxy_fall: s.parse_or("haproxy_fall", 3, count),
         haproxy_rise: s.parse_or("haproxy_rise", 2, count),
         min_capacity: s.parse_or("min_capacity", MinCapacity::default(), min_capacity),
+        origin: s.origin(),
     };
     port.map(|_| svc)
 }
@@ -454,137 +556,6 @@ fn http_status(v: &str) -> Result<u16, &'static str> {
         .ok()
         .filter(|s| (200..=599).contains(s))
         .ok_or("expected an HTTP status code 200-599")
-}
-
-/// One section's keys, with the context every error message needs, and the errors found so
-/// far (each with its line, to report them in file order).
-struct SectionReader<'a> {
-    file: &'a Path,
-    section: &'a str,
-    line: usize,
-    /// The first value of each key, and its line.
-    values: HashMap<&'a str, (&'a str, usize)>,
-    entries: &'a [ini::Entry],
-    errors: RefCell<Vec<(usize, ConfigError)>>,
-}
-
-impl<'a> SectionReader<'a> {
-    fn new(file: &'a Path, sec: &'a ini::Section) -> Self {
-        let s = SectionReader {
-            file,
-            section: sec.name.as_deref().unwrap_or_default(),
-            line: sec.line,
-            values: HashMap::new(),
-            entries: &sec.entries,
-            errors: RefCell::new(Vec::new()),
-        };
-        let mut values = HashMap::new();
-        for e in &sec.entries {
-            if values.contains_key(e.key.as_str()) {
-                s.push(
-                    e.line,
-                    s.value_error(&e.key, &e.value, "key given twice in this section"),
-                );
-            } else {
-                values.insert(e.key.as_str(), (e.value.as_str(), e.line));
-            }
-        }
-        SectionReader { values, ..s }
-    }
-
-    fn get(&self, key: &str) -> Option<&'a str> {
-        self.values.get(key).map(|(v, _)| *v)
-    }
-
-    fn push(&self, line: usize, e: ConfigError) {
-        self.errors.borrow_mut().push((line, e));
-    }
-
-    fn reject_unknown(&self, known: &[&str]) {
-        for e in self.entries {
-            if !known.contains(&e.key.as_str()) && self.values[e.key.as_str()].1 == e.line {
-                let hint = closest(&e.key, known)
-                    .map(|k| format!(" (did you mean '{k}'?)"))
-                    .unwrap_or_default();
-                self.value_err(&e.key, &e.value, &format!("unknown key{hint}"));
-            }
-        }
-    }
-
-    /// The parsed value of `key`, None when absent or bad (a bad one is recorded).
-    fn opt<T>(&self, key: &str, parse: impl FnOnce(&str) -> Result<T, &'static str>) -> Option<T> {
-        let v = self.get(key)?;
-        parse(v).map_err(|why| self.value_err(key, v, why)).ok()
-    }
-
-    fn parse_or<T>(
-        &self,
-        key: &str,
-        default: T,
-        parse: impl FnOnce(&str) -> Result<T, &'static str>,
-    ) -> T {
-        self.opt(key, parse).unwrap_or(default)
-    }
-
-    fn path_or(&self, key: &str, default: PathBuf) -> PathBuf {
-        self.parse_or(key, default, |v| {
-            if v.is_empty() {
-                Err("expected a path")
-            } else {
-                Ok(PathBuf::from(v))
-            }
-        })
-    }
-
-    fn value_error(&self, key: &str, value: &str, why: &str) -> ConfigError {
-        ConfigError::Value {
-            file: self.file.into(),
-            section: self.section.into(),
-            key: key.into(),
-            value: value.into(),
-            why: why.into(),
-        }
-    }
-
-    /// Records an error on `key` (at the key's line).
-    fn value_err(&self, key: &str, value: &str, why: &str) {
-        let line = self.values.get(key).map_or(self.line, |(_, l)| *l);
-        self.push(line, self.value_error(key, value, why));
-    }
-
-    /// Records an error on the whole section (at its header's line).
-    fn section_err(&self, why: &str) {
-        let e = ConfigError::Section {
-            file: self.file.into(),
-            section: self.section.into(),
-            why: why.into(),
-        };
-        self.push(self.line, e);
-    }
-}
-
-/// The known key (or option) a typo most likely meant (edit distance at most 2).
-pub(crate) fn closest<'k>(key: &str, known: &[&'k str]) -> Option<&'k str> {
-    known
-        .iter()
-        .map(|k| (edit_distance(key, k), *k))
-        .filter(|(d, _)| *d <= 2)
-        .min()
-        .map(|(_, k)| k)
-}
-
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let sub = prev[j] + usize::from(ca != *cb);
-            cur.push(sub.min(prev[j + 1] + 1).min(cur[j] + 1));
-        }
-        prev = cur;
-    }
-    prev[b.len()]
 }
 
 impl fmt::Display for DbusMode {
@@ -760,6 +731,162 @@ mod tests {
             ["/usr/local/psentinel/test_pgwrite.sh"]
         );
         assert_eq!(w.interval, Duration::from_secs(10));
+    }
+
+    /// The main file and fragments as `Sources`, without a disk.
+    fn merged(main: &str, fragments: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let mut s = Sources::single(main, Path::new("/etc/p.cfg"));
+        for (name, text) in fragments {
+            s.fragments.push(sources::Source {
+                path: Path::new("/etc/p.d").join(name),
+                text: text.to_string(),
+            });
+        }
+        Config::from_sources(&s)
+    }
+
+    #[test]
+    fn fragments_add_services_and_set_keys_of_earlier_ones() {
+        let c = merged(
+            "[web]\nport=1001\nrise=2\ncheck_script=/bin/true\n[general]\nlog_level=3\n",
+            &[
+                ("10-web.cfg", "[web]\nrise=3\nfall=4\n[db]\nport=1002\n"),
+                ("20-tune.cfg", "[web]\nfall=5\n[db]\npausable=yes\n"),
+            ],
+        )
+        .unwrap();
+        let (web, db) = (&c.services["web"], &c.services["db"]);
+        // A later file wins key by key; what it does not set stays.
+        assert_eq!((web.port, web.rise, web.fall), (1001, 3, 5));
+        assert_eq!(web.check.as_deref().unwrap(), ["/bin/true"]);
+        assert!(db.pausable && db.port == 1002);
+        assert_eq!(c.general.log_level, 3);
+        let p = |s: &str| PathBuf::from(s);
+        assert_eq!(
+            web.origin.files,
+            [
+                p("/etc/p.cfg"),
+                p("/etc/p.d/10-web.cfg"),
+                p("/etc/p.d/20-tune.cfg")
+            ]
+        );
+        assert_eq!(web.origin.file_of("port"), p("/etc/p.cfg"));
+        assert_eq!(web.origin.file_of("rise"), p("/etc/p.d/10-web.cfg"));
+        assert_eq!(web.origin.file_of("fall"), p("/etc/p.d/20-tune.cfg"));
+        assert_eq!(
+            db.origin.files,
+            [p("/etc/p.d/10-web.cfg"), p("/etc/p.d/20-tune.cfg")]
+        );
+        assert_eq!(
+            c.fragments,
+            [p("/etc/p.d/10-web.cfg"), p("/etc/p.d/20-tune.cfg")]
+        );
+        // The main file alone reads as before.
+        let one = merged("[web]\nport=1001\n", &[]).unwrap();
+        assert_eq!(one.services["web"].origin.files, [p("/etc/p.cfg")]);
+        assert!(one.fragments.is_empty());
+    }
+
+    #[test]
+    fn fragment_errors_name_the_fragment() {
+        type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
+        let cases: &[Case] = &[
+            (
+                "[web]\nport=1001\n",
+                &[("10-db.cfg", "[db]\nport=1001\n")],
+                "/etc/p.d/10-db.cfg: [db] port = '1001': port already used by [web] of /etc/p.cfg",
+            ),
+            (
+                // A fragment that moves a service onto a port the main file gave another.
+                "[web]\nport=1001\n[db]\nport=1002\n",
+                &[("10-web.cfg", "[web]\nport=1002\n")],
+                "/etc/p.d/10-web.cfg: [web] port = '1002': port already used by [db] of /etc/p.cfg",
+            ),
+            (
+                "[web]\nport=1001\n",
+                &[("10-a.cfg", "[a]\nport=1002\n"), ("20-b.cfg", "[b]\nagent_port=1002\nport=1003\n")],
+                "/etc/p.d/20-b.cfg: [b] agent_port = '1002': port already used by [a] of /etc/p.d/10-a.cfg",
+            ),
+            (
+                "[web]\nport=1001\n",
+                &[("10-g.cfg", "[general]\nlog_level=4\n")],
+                "/etc/p.d/10-g.cfg: [general]: [general] belongs in the main file /etc/p.cfg",
+            ),
+            (
+                "[web]\nport=1001\n",
+                &[("10-web.cfg", "[web]\nrise=0\n")],
+                "/etc/p.d/10-web.cfg: [web] rise = '0'",
+            ),
+            (
+                "[web]\nport=1001\n",
+                &[("10-db.cfg", "[db]\npausable=yes\n")],
+                "/etc/p.d/10-db.cfg: [db]: missing required key 'port'",
+            ),
+            (
+                "[web]\nport=1001\n",
+                &[("10-web.cfg", "[web]\nrise=2\nrise=3\n")],
+                "/etc/p.d/10-web.cfg: [web] rise = '3': key given twice",
+            ),
+            (
+                "[web]\nport=1001\n",
+                &[("10-db.cfg", "[db]\nport=1002\n[db]\nrise=2\n")],
+                "/etc/p.d/10-db.cfg: [db]: service defined twice in this file",
+            ),
+            (
+                "[web]\nport=1001\n",
+                &[("10-web.cfg", "[web]\nprot=2\n")],
+                "/etc/p.d/10-web.cfg: [web] prot = '2': unknown key (did you mean 'port'?)",
+            ),
+            (
+                "[web]\nport=1001\n",
+                &[("10-web.cfg", "rise=2\n[web]\n")],
+                "/etc/p.d/10-web.cfg: 'rise = 2' stands before any [section]",
+            ),
+            (
+                "[web]\nport=1001\n",
+                &[("10-web.cfg", "[web]\njunk\n")],
+                "/etc/p.d/10-web.cfg: line 2: 'junk'",
+            ),
+            (
+                // start_paused in one file, pausable=no (default) in force: named where set.
+                "[web]\nport=1001\n",
+                &[("10-web.cfg", "[web]\nstart_paused=yes\n")],
+                "/etc/p.d/10-web.cfg: [web] start_paused = 'yes': only a pausable service",
+            ),
+        ];
+        for (main, fragments, want) in cases {
+            let e = merged(main, fragments).unwrap_err().to_string();
+            assert!(
+                e.starts_with(want),
+                "{fragments:?}: got {e:?}, want {want:?}"
+            );
+        }
+        // A service in two files is one service, not "defined twice".
+        merged("[web]\nport=1001\n", &[("10-web.cfg", "[web]\n")]).unwrap();
+    }
+
+    #[test]
+    fn errors_of_every_file_at_once_main_first() {
+        let e = merged(
+            "[web]\nport=1001\nrise=0\n",
+            &[
+                ("10-a.cfg", "[a]\nport=x\njunk\n"),
+                ("20-b.cfg", "[general]\n[web]\nfall=0\n"),
+            ],
+        )
+        .unwrap_err()
+        .to_string();
+        let lines: Vec<&str> = e.lines().collect();
+        assert_eq!(lines[0], "/etc/p.cfg: 5 errors:", "{e}");
+        for (got, want) in lines[1..].iter().zip([
+            "  /etc/p.cfg: [web] rise = '0'",
+            "  /etc/p.d/10-a.cfg: [a] port = 'x'",
+            "  /etc/p.d/10-a.cfg: line 3: 'junk'",
+            "  /etc/p.d/20-b.cfg: [general]: [general] belongs in the main file",
+            "  /etc/p.d/20-b.cfg: [web] fall = '0'",
+        ]) {
+            assert!(got.starts_with(want), "{got:?} vs {want:?}");
+        }
     }
 
     #[test]
