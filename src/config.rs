@@ -23,6 +23,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 pub const DEFAULT_CONFIG: &str = "/etc/psentinel/psentinel.cfg";
@@ -210,8 +211,9 @@ pub struct Config {
     pub general: General,
     /// By name; names are unique.
     pub services: BTreeMap<String, ServiceConfig>,
-    /// The drop-in fragments read after the main file, in order.
-    pub fragments: Vec<PathBuf>,
+    /// The drop-in fragments read after the main file, in order (shared: every snapshot
+    /// names them).
+    pub fragments: Arc<[PathBuf]>,
     /// Files of the drop-in directory that were not read (not `*.cfg`, or hidden).
     pub ignored: Vec<PathBuf>,
 }
@@ -278,7 +280,7 @@ impl Config {
             })
             .collect();
         let mut config = Config::from_ini(&files, &parsed, &mut errors);
-        config.fragments = files[1..].to_vec();
+        config.fragments = files[1..].into();
         config.ignored = sources.ignored.clone();
         errors.sort_by_key(|(at, _)| *at);
         let mut errors: Vec<ConfigError> = errors.into_iter().map(|(_, e)| e).collect();
@@ -413,7 +415,7 @@ impl Config {
             file: files[0].clone(),
             general,
             services,
-            fragments: Vec::new(),
+            fragments: Arc::from([]),
             ignored: Vec::new(),
         }
     }
@@ -778,7 +780,7 @@ mod tests {
             [p("/etc/p.d/10-web.cfg"), p("/etc/p.d/20-tune.cfg")]
         );
         assert_eq!(
-            c.fragments,
+            *c.fragments,
             [p("/etc/p.d/10-web.cfg"), p("/etc/p.d/20-tune.cfg")]
         );
         // The main file alone reads as before.

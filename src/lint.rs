@@ -7,7 +7,9 @@
 //! relative program path (found from the directory the daemon starts in, `/` under systemd),
 //! a program name that is not in this PATH (the daemon searches its own; a shell builtin such
 //! as `exit` is no program at all), and a `sock_file` other than the socket unit's
-//! `ListenStream=` (compared as files: `/var/run/...` is `/run/...` where `/var/run` links there).
+//! `ListenStream=` (compared as files: `/var/run/...` is `/run/...` where `/var/run` links there),
+//! and a file in the drop-in directory that is not read (`20-db.conf`: a fragment misnamed is
+//! otherwise silently absent). A check's error names the file that set `check_script`.
 
 use crate::config::{Config, ConfigError, ServiceConfig};
 use std::os::unix::fs::PermissionsExt;
@@ -39,12 +41,26 @@ pub fn check(cfg: &Config) -> Findings {
         let Some((why, fatal)) = judge_check(svc, &path) else {
             continue;
         };
-        let e = value(cfg, &svc.name, "check_script", &command(svc), why);
+        let e = ConfigError::Value {
+            file: svc.origin.file_of("check_script").to_path_buf(),
+            section: svc.name.clone(),
+            key: "check_script".into(),
+            value: command(svc),
+            why,
+        };
         if fatal {
             f.errors.push(e);
         } else {
             f.warnings.push(e);
         }
+    }
+    for path in &cfg.ignored {
+        f.warnings.push(ConfigError::File {
+            file: path.clone(),
+            why: "not read: only *.cfg files of the drop-in directory are (hidden ones not \
+                  either)"
+                .into(),
+        });
     }
     if let Some((unit, passed)) = socket_unit() {
         let mine = canonical(&cfg.general.sock_file);

@@ -132,11 +132,21 @@ fn test_config(cli: &Cli, cfg: &Config) -> ExitCode {
         return ExitCode::from(1);
     }
     let count = |n: usize, what: &str| psentinel::view::count(n as u64, what);
-    let mut summary = format!(
-        "{}: OK, {}",
-        cli.config.display(),
-        count(cfg.services.len(), "service")
-    );
+    // The fragments by name: what was read is what an operator checks -t for.
+    let files = match cfg.fragments.len() {
+        0 => cli.config.display().to_string(),
+        n => format!(
+            "{} and {} ({})",
+            cli.config.display(),
+            count(n, "drop-in fragment"),
+            cfg.fragments
+                .iter()
+                .map(|f| f.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
+    let mut summary = format!("{files}: OK, {}", count(cfg.services.len(), "service"));
     if !found.warnings.is_empty() {
         summary += &format!(", {}", count(found.warnings.len(), "warning"));
     }

@@ -55,6 +55,9 @@ pub struct ServiceStatus {
     /// What each HAProxy that sent send-state in the last minute counts of this server and
     /// its backend; None: capacity unknown (no guard).
     pub capacity: Option<Vec<Share>>,
+    /// The configuration files the service comes from: the main file and/or drop-in
+    /// fragments, in the order they apply.
+    pub config_files: Vec<String>,
 }
 
 impl ServiceStatus {
@@ -94,6 +97,13 @@ impl ServiceStatus {
             min_capacity: v.cfg.min_capacity.to_string(),
             capacity: capacity::shares(&probers, recent_since()),
             probers,
+            config_files: v
+                .cfg
+                .origin
+                .files
+                .iter()
+                .map(|f| f.display().to_string())
+                .collect(),
         }
     }
 }
@@ -109,6 +119,7 @@ struct DaemonStatus<'a> {
     version: &'a str,
     started: u64,
     config_file: String,
+    config_fragments: Vec<String>,
     summary: String,
     services: Vec<ServiceStatus>,
 }
@@ -131,6 +142,11 @@ pub fn json(snap: &Snapshot, service: Option<&str>) -> Option<String> {
         version: VERSION,
         started: snap.started,
         config_file: snap.config_file.display().to_string(),
+        config_fragments: snap
+            .config_fragments
+            .iter()
+            .map(|f| f.display().to_string())
+            .collect(),
         summary: snap.summary(),
         services,
     };
@@ -159,8 +175,12 @@ fn manual(o: Option<&Override>) -> String {
 
 pub fn text(snap: &Snapshot, service: Option<&str>) -> Option<String> {
     let views = select(snap, service)?;
+    let fragments = match snap.config_fragments.len() {
+        0 => String::new(),
+        n => format!(" and {}", count(n as u64, "drop-in fragment")),
+    };
     let mut out = format!(
-        "psentinel {VERSION}, pid {}, running since {}, config {}\n{}\n",
+        "psentinel {VERSION}, pid {}, running since {}, config {}{fragments}\n{}\n",
         snap.pid,
         time(snap.started),
         snap.config_file.display(),
@@ -177,6 +197,10 @@ pub fn text(snap: &Snapshot, service: Option<&str>) -> Option<String> {
                 .map_or(String::new(), |p| format!(", agent port {p}")),
             if s.pausable { "yes" } else { "no" }
         );
+        // Where each service comes from matters once there is more than one file.
+        if !snap.config_fragments.is_empty() {
+            let _ = writeln!(out, "  from:        {}", s.config_files.join(", "));
+        }
         let _ = writeln!(
             out,
             "  state:       {} (HTTP {}) {}",

@@ -120,6 +120,7 @@ pub fn status_dict(v: &ServiceView) -> HashMap<String, Value<'static>> {
     put("last_probe_time", s.last_probe_time.into());
     put("probes_count", s.probes_count.into());
     put("silent_since", s.silent_since.into());
+    put("config_files", s.config_files.into());
     // aa{sv} with the keys of `status --json`'s entries; D-Bus has no null, so an absent
     // HAProxy view (no send-state) is an empty a{sv} where JSON has null.
     let probers: Vec<HashMap<String, Value<'static>>> = s

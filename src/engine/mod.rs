@@ -176,6 +176,7 @@ impl Engine {
             pid: std::process::id(),
             started: clock.wall0,
             config_file: cfg.file.clone(),
+            config_fragments: cfg.fragments.clone(),
             reloads: 0,
         });
         let (snap_tx, snap_rx) = watch::channel(placeholder);
@@ -222,6 +223,7 @@ impl Engine {
             pid: std::process::id(),
             started: self.clock.wall0,
             config_file: self.cfg.file.clone(),
+            config_fragments: self.cfg.fragments.clone(),
             reloads: self.reloads,
         };
         let snap = Arc::new(snap);

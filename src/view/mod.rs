@@ -130,6 +130,8 @@ pub struct Snapshot {
     pub pid: u32,
     pub started: Micros,
     pub config_file: std::path::PathBuf,
+    /// The drop-in fragments read after it, in order.
+    pub config_fragments: Arc<[std::path::PathBuf]>,
     pub reloads: u64,
 }
 
