@@ -12,6 +12,7 @@ mod core;
 mod dbus;
 mod deploy;
 mod docs;
+mod dropin;
 mod fuzz_seeds;
 mod haproxy;
 mod hostile;
