@@ -69,7 +69,8 @@ assets:
 	$(CARGO) run --locked --quiet --example gen-assets -- $(ASSETS)
 
 # Does not build: `make` as a user first, `make install` as root after.
-# Never overwrites an operator's /etc/psentinel/psentinel.cfg. A live install
+# Never overwrites an operator's /etc/psentinel/psentinel.cfg (or psentinel.d/README).
+# A live install
 # (no DESTDIR) on a systemd host also creates the user and /run/psentinel, as
 # a package's postinst would; a staged install leaves that to the package.
 install:
@@ -105,6 +106,11 @@ install:
 	fi
 	test -e $(DESTDIR)$(SYSCONFDIR)/psentinel/psentinel.cfg || \
 		install -Dm0644 examples/psentinel.cfg $(DESTDIR)$(SYSCONFDIR)/psentinel/psentinel.cfg
+	@# The drop-in directory, with a README that says what goes there (and gives the .deb,
+	@# which cannot ship an empty directory, a file to own it by).
+	install -d $(DESTDIR)$(SYSCONFDIR)/psentinel/psentinel.d
+	test -e $(DESTDIR)$(SYSCONFDIR)/psentinel/psentinel.d/README || \
+		install -m0644 examples/psentinel.d/README $(DESTDIR)$(SYSCONFDIR)/psentinel/psentinel.d/README
 	if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then \
 		systemd-sysusers psentinel.conf && \
 		systemd-tmpfiles --create psentinel.conf && \

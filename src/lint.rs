@@ -54,7 +54,8 @@ pub fn check(cfg: &Config) -> Findings {
             f.warnings.push(e);
         }
     }
-    for path in &cfg.ignored {
+    // The packages' README says what the directory is for: not worth a warning.
+    for path in cfg.ignored.iter().filter(|p| !p.ends_with("README")) {
         f.warnings.push(ConfigError::File {
             file: path.clone(),
             why: "not read: only *.cfg files of the drop-in directory are (hidden ones not \

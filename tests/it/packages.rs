@@ -25,6 +25,7 @@ const FILES: &[&str] = &[
     "/usr/lib/tmpfiles.d/psentinel.conf",
     "/usr/share/dbus-1/system.d/org.psentinel.PSentinel1.conf",
     "/etc/psentinel/psentinel.cfg",
+    "/etc/psentinel/psentinel.d/README",
     "/usr/share/man/man8/psentinel.8.gz",
     "/usr/share/man/man5/psentinel.cfg.5.gz",
     "/usr/share/bash-completion/completions/psentinel",
@@ -206,6 +207,13 @@ fn deb_ships_the_files_as_conffile_with_only_base_dependencies() {
         .collect();
     let files: BTreeSet<String> = modes.keys().cloned().collect();
     assert_checks_executable(&modes, d);
+    let listing = host("dpkg-deb", &["-c", d], "dpkg");
+    assert!(
+        listing
+            .lines()
+            .any(|l| l.ends_with(" ./etc/psentinel/psentinel.d/")),
+        "{d}: no drop-in directory:\n{listing}"
+    );
     // Debian 12's systemd has its generators in /lib (the same directory through the /usr
     // merge); under /usr/lib dpkg would think the directory psentinel's alone.
     let want = expected(
@@ -220,7 +228,10 @@ fn deb_ships_the_files_as_conffile_with_only_base_dependencies() {
     assert_eq!(files, want, "{d}: files");
 
     let conffiles = host("dpkg-deb", &["-I", d, "conffiles"], "dpkg");
-    assert_eq!(conffiles.trim(), "/etc/psentinel/psentinel.cfg");
+    assert_eq!(
+        conffiles.trim(),
+        "/etc/psentinel/psentinel.cfg\n/etc/psentinel/psentinel.d/README"
+    );
 
     let depends = host("dpkg-deb", &["-f", d, "Depends"], "dpkg");
     let names: BTreeSet<&str> = depends
@@ -272,6 +283,16 @@ fn rpm_ships_the_same_files_config_noreplace() {
     .map(|(m, p)| (p.to_string(), m.to_string()))
     .collect();
     let files: BTreeSet<String> = modes.keys().cloned().collect();
+    let dirs = host(
+        "rpm",
+        &["-qp", "--qf", "[%{FILEMODES:perms} %{FILENAMES}\n]", r],
+        "rpm",
+    );
+    assert!(
+        dirs.lines()
+            .any(|l| l.starts_with('d') && l.ends_with(" /etc/psentinel/psentinel.d")),
+        "{r}: does not own the drop-in directory:\n{dirs}"
+    );
     let want = expected(
         "/usr/share/zsh/site-functions",
         "/usr/lib/systemd/system-generators",
@@ -423,6 +444,10 @@ fn deb_installs_upgrades_and_purges_on_systemd() {
     // psentinel, answering on the packaged example configuration.
     b.ok("dpkg -i /tmp/psentinel.deb");
     b.ok("getent passwd psentinel && test -d /var/lib/psentinel");
+    assert_eq!(
+        b.ok("dpkg-query -S /etc/psentinel/psentinel.d").trim(),
+        "psentinel: /etc/psentinel/psentinel.d"
+    );
     for unit in ["psentinel.socket", "psentinel.service"] {
         assert_eq!(b.prop(unit, "UnitFileState"), "enabled", "{unit}");
     }

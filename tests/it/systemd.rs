@@ -533,6 +533,105 @@ fn sysbox_restart_and_reload_keep_serving() {
     wait_status_text(&b, "3 services: 1 disabled, 2 up");
 }
 
+/// Drop-in fragments under systemd: the package's directory, a fragment added and reloaded
+/// (a new service, and a key of a service of the main file), a broken or unreadable one
+/// refused by name while everything keeps serving, and after `systemctl daemon-reload` and a
+/// restart of the socket unit, systemd holds the fragments' ports.
+#[test]
+fn sysbox_dropins_reload_refuse_by_name_and_the_socket_holds_their_ports() {
+    let b = installed_box("dropin", BOX_CFG);
+    b.ok("test -d /etc/psentinel/psentinel.d && test -f /etc/psentinel/psentinel.d/README");
+    b.ok("systemctl start psentinel.socket psentinel.service");
+    wait_status_text(&b, "3 services: 1 down, 2 up");
+    b.ok("psentinel -c disable spare maintenance");
+    wait_status_text(&b, "3 services: 1 disabled, 1 down, 1 up");
+    let pid = b.prop("psentinel.service", "MainPID");
+
+    // A fragment: a new service, and db's check replaced (its /bin/false now passes).
+    b.write(
+        "/etc/psentinel/psentinel.d/50-extra.cfg",
+        "[extra]\nport = 48095\n\n[db]\ncheck_script = /bin/true\n",
+    );
+    let t = b.ok("psentinel -t");
+    assert!(
+        t.contains("/etc/psentinel/psentinel.cfg and 1 drop-in fragment (/etc/psentinel/psentinel.d/50-extra.cfg): OK, 4 services"),
+        "{t}"
+    );
+    b.ok("systemctl reload psentinel.service");
+    wait_status_text(&b, "4 services: 1 disabled, 3 up");
+    assert_eq!(box_probe(&b, 48095), "200");
+    assert_eq!(box_probe(&b, 48081), "200");
+    assert_eq!(box_probe(&b, 48083), "503");
+    let status = b.ok("psentinel -c status db");
+    assert!(
+        status.contains("  from:        /etc/psentinel/psentinel.cfg, /etc/psentinel/psentinel.d/50-extra.cfg\n"),
+        "{status}"
+    );
+
+    // A fragment that takes a port in use: the reload fails naming it, nothing changes.
+    b.write(
+        "/etc/psentinel/psentinel.d/60-broken.cfg",
+        "[broken]\nport = 48080\n",
+    );
+    let (code, _, err) = b.sh("systemctl reload psentinel.service");
+    assert_ne!(code, 0, "a refused reload succeeded: {err}");
+    let refused =
+        "reload refused: /etc/psentinel/psentinel.d/60-broken.cfg: [broken] port = '48080': \
+                   port already used by [ourapp] of /etc/psentinel/psentinel.cfg";
+    let text = b.prop("psentinel.service", "StatusText");
+    assert!(
+        text.starts_with(refused) && text.ends_with("; 4 services: 1 disabled, 3 up"),
+        "{text}"
+    );
+    wait_journal(&b, "reload refused, keeping the running configuration: /etc/psentinel/psentinel.d/60-broken.cfg: [broken] port", 1);
+    // One the daemon's user cannot read (root's, mode 0600): refused too, not skipped.
+    b.ok("rm /etc/psentinel/psentinel.d/60-broken.cfg");
+    b.write(
+        "/etc/psentinel/psentinel.d/70-secret.cfg",
+        "[secret]\nport = 48096\n",
+    );
+    b.ok("chmod 600 /etc/psentinel/psentinel.d/70-secret.cfg");
+    assert_ne!(b.sh("systemctl reload psentinel.service").0, 0);
+    let text = b.prop("psentinel.service", "StatusText");
+    assert!(
+        text.starts_with(
+            "reload refused: /etc/psentinel/psentinel.d/70-secret.cfg: cannot read: Permission denied"
+        ),
+        "{text}"
+    );
+    for (port, code) in [
+        (48080, "200"),
+        (48081, "200"),
+        (48083, "503"),
+        (48095, "200"),
+    ] {
+        assert_eq!(box_probe(&b, port), code, "port {port}");
+    }
+    assert_eq!(b.prop("psentinel.service", "MainPID"), pid);
+    b.ok("chmod 644 /etc/psentinel/psentinel.d/70-secret.cfg");
+    b.ok("systemctl reload psentinel.service");
+    wait_status_text(&b, "5 services: 1 disabled, 4 up");
+    wait_journal(&b, "[::]:48095 is not in psentinel.socket", 1);
+
+    // daemon-reload: the generator reads the fragments too; after the socket's restart
+    // systemd holds their ports and passes them.
+    b.ok("systemctl daemon-reload");
+    let dropin = b.ok("cat /run/systemd/generator/psentinel.socket.d/50-ports.conf");
+    for port in [48095, 48096] {
+        assert!(
+            dropin.contains(&format!("ListenStream={port}\n")),
+            "{dropin}"
+        );
+    }
+    b.ok("systemctl restart psentinel.socket psentinel.service");
+    let listen = b.prop("psentinel.socket", "Listen");
+    assert!(listen.contains("[::]:48095 (Stream)"), "{listen}");
+    wait_journal(&b, "tcp [::]:48095", 1);
+    wait_status_text(&b, "5 services: 1 disabled, 4 up");
+    assert_eq!(box_probe(&b, 48096), "200");
+    assert_eq!(box_probe(&b, 48083), "503");
+}
+
 #[test]
 fn sysbox_frozen_daemon_is_restarted_by_the_watchdog() {
     let b = installed_box("watchdog", BOX_CFG);
@@ -766,12 +865,13 @@ fn restarts_during_checks(b: &Sysbox) -> Probed {
 }
 
 /// Waits until the daemon has kept /etc/psentinel/psentinel.cfg as its last good copy (the
-/// copy starts with one line of its own).
+/// copy starts with two lines of its own when there are no fragments: what it is a copy of,
+/// and the file's length).
 fn wait_last_good_is_the_file(b: &Sysbox) {
     b.wait_for(
         "the last good copy",
         30,
-        "tail -n +2 /var/lib/psentinel/last-good.cfg | cmp - /etc/psentinel/psentinel.cfg",
+        "tail -n +3 /var/lib/psentinel/last-good.cfg | cmp - /etc/psentinel/psentinel.cfg",
     );
 }
 
