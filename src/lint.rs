@@ -58,8 +58,8 @@ pub fn check(cfg: &Config) -> Findings {
     for path in cfg.ignored.iter().filter(|p| !p.ends_with("README")) {
         f.warnings.push(ConfigError::File {
             file: path.clone(),
-            why: "not read: only *.cfg files of the drop-in directory are (hidden ones not \
-                  either)"
+            why: "not read: a file of the drop-in directory is read only when its name ends \
+                  in .cfg and does not start with '.'"
                 .into(),
         });
     }

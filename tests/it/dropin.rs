@@ -35,7 +35,9 @@ fn t_reads_the_fragments_names_them_and_their_errors() {
     let cfg = d.cfg.display().to_string();
     let dir = dropins(&d);
     let app_cfg = write(&dir, "10-app.cfg", &format!("[app]\nport={app}\n"));
-    let readme = write(&dir, "README", "fragments go here\n");
+    // Not read: a misnamed fragment is named by -t; the packages' README is not.
+    let misnamed = write(&dir, "20-db.conf", "[db]\nport=1\n");
+    write(&dir, "README", "fragments go here\n");
     let (code, out, err) = psentinel(&["-t", "-f", &cfg], &[]);
     assert_eq!(code, 0, "{out}{err}");
     assert_eq!(
@@ -47,8 +49,8 @@ fn t_reads_the_fragments_names_them_and_their_errors() {
     );
     assert!(
         err.contains(&format!(
-            "warning: {}: not read: only *.cfg",
-            readme.display()
+            "warning: {}: not read: a file of the drop-in directory is read only when its name ends in .cfg",
+            misnamed.display()
         )),
         "{err}"
     );
