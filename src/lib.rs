@@ -18,7 +18,8 @@
 //!
 //! # Modules
 //!
-//! - [`cli`]: the command line. [`config`]: INI file ([`ini`]) to typed configuration;
+//! - [`cli`]: the command line. [`config`]: INI files ([`ini`]: the main file and its drop-in
+//!   fragments) to typed configuration;
 //!   [`lint`]: what `-t` adds (checks that cannot run, a socket systemd does not pass).
 //! - [`model`]: admin state, health, and the pure transitions between states.
 //! - [`engine`]: the owner task and its [`engine::Handle`], the one door to change state.
