@@ -455,12 +455,7 @@ async fn a_check_killed_by_sigterm_counts_only_if_the_daemon_still_runs_a_moment
     check_done(&mut e, "web", Exit::Code(0));
     check_done(&mut e, "web", Exit::Signal(libc::SIGTERM));
     assert_eq!(view(&e, "web").checks_count, 1, "held back");
-    let later = inbox
-        .done
-        .recv()
-        .await
-        .expect("handed back after the settle time");
-    assert!(later.settled);
+    let later = held_back(&mut inbox).await;
     e.on_check_done(later);
     assert_eq!(
         view(&e, "web").checks_count,
@@ -470,11 +465,7 @@ async fn a_check_killed_by_sigterm_counts_only_if_the_daemon_still_runs_a_moment
     assert_eq!(view(&e, "web").state, State::Up, "1 failure of fall=2");
 
     check_done(&mut e, "web", Exit::Signal(libc::SIGTERM));
-    let later = inbox
-        .done
-        .recv()
-        .await
-        .expect("handed back after the settle time");
+    let later = held_back(&mut inbox).await;
     e.shutdown.cancel();
     e.on_check_done(later);
     assert_eq!(
@@ -482,6 +473,22 @@ async fn a_check_killed_by_sigterm_counts_only_if_the_daemon_still_runs_a_moment
         2,
         "the daemon is stopping: dropped"
     );
+}
+
+/// The held-back result the engine hands itself after the settle time. The service's real
+/// runner also runs `/bin/true` meanwhile; its results land in the same inbox, first when the
+/// machine is busy, and are skipped here.
+async fn held_back(inbox: &mut Inbox) -> CheckDone {
+    loop {
+        let done = inbox
+            .done
+            .recv()
+            .await
+            .expect("handed back after the settle time");
+        if done.settled {
+            return done;
+        }
+    }
 }
 
 /// A probe from a HAProxy with send-state at `ip`, folded into the service's table as the
