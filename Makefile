@@ -53,7 +53,8 @@ DEB     := target/debian/psentinel_$(VERSION)-1_$(shell dpkg --print-architectur
 # lintian, rpm (rpmbuild) and rpmlint to build and check the packages,
 # shellcheck for the harness scripts.
 APT_PACKAGES := haproxy dbus systemd systemd-container debootstrap debian-archive-keyring \
-                util-linux jq socat curl libglib2.0-bin prometheus lintian rpm rpmlint shellcheck
+                util-linux jq socat curl libglib2.0-bin prometheus lintian rpm rpmlint shellcheck \
+                monitoring-plugins-basic monitoring-plugins-standard
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
 .PHONY: all build assets install deb rpm lintian rpmlint deps check test run-example bench bench-deps fuzz

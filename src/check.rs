@@ -12,8 +12,9 @@
 //!   the daemon's own record ([`Processes`]), not a global: the process's children are one set,
 //!   so only one daemon per process sweeps them (tests run several engines in one process,
 //!   without sweeping).
-//! - Only the last [`OUTPUT_TAIL`] bytes of output are kept; the rest is read and dropped, so a
-//!   script that prints megabytes costs CPU, never memory.
+//! - Only the last [`OUTPUT_TAIL`] bytes of output are kept, and the first line up to
+//!   [`FIRST_LINE_MAX`] bytes (where a monitoring plugin says what it found); the rest is read
+//!   and dropped, so a script that prints megabytes costs CPU, never memory.
 
 use crate::config::ServiceConfig;
 use crate::model::{micros, CheckResult, Exit};
@@ -31,6 +32,8 @@ use tokio::task::JoinHandle;
 
 /// Bytes of combined stdout/stderr kept per run.
 pub const OUTPUT_TAIL: usize = 4096;
+/// Bytes of the first line kept besides the tail (a plugin's summary and perfdata).
+pub const FIRST_LINE_MAX: usize = 1024;
 /// Between SIGTERM and SIGKILL to a timed-out check's process group.
 pub const KILL_GRACE: Duration = Duration::from_secs(2);
 /// How long output is still read after the check ended and its group was killed; an escaped
@@ -209,15 +212,16 @@ pub async fn run_once(
 ) -> CheckResult {
     let started = SystemTime::now();
     let t0 = Instant::now();
-    let (exit, output) = match execute(service, argv, timeout, procs).await {
+    let (exit, (output, first_line)) = match execute(service, argv, timeout, procs).await {
         Ok(r) => r,
-        Err(why) => (Exit::CannotStart(why), String::new()),
+        Err(why) => (Exit::CannotStart(why), Default::default()),
     };
     let result = CheckResult {
         exit,
         time: micros(started),
         duration_us: t0.elapsed().as_micros() as u64,
         output,
+        first_line,
     };
     sweep_orphans(procs);
     result
@@ -228,7 +232,7 @@ async fn execute(
     argv: &[String],
     timeout: Duration,
     procs: &Processes,
-) -> Result<(Exit, String), String> {
+) -> Result<(Exit, (String, String)), String> {
     let (program, args) = argv.split_first().ok_or("empty command line")?;
     let (rd, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|e| format!("cannot create a pipe: {e}"))?;
@@ -300,18 +304,35 @@ async fn execute(
         },
         Err(e) => Exit::CannotStart(format!("waiting for {program}: {e}")),
     };
-    Ok((exit, tail.into_string()))
+    Ok((exit, tail.into_strings()))
 }
 
-/// Keeps the last [`OUTPUT_TAIL`] bytes pushed into it.
+/// Keeps the last [`OUTPUT_TAIL`] bytes pushed into it, and the first line.
 #[derive(Default)]
 struct Tail {
     buf: Vec<u8>,
     dropped: bool,
+    first: Vec<u8>,
+    /// The first line ended (or reached [`FIRST_LINE_MAX`]).
+    first_done: bool,
 }
 
 impl Tail {
     fn push(&mut self, data: &[u8]) {
+        if !self.first_done {
+            let room = FIRST_LINE_MAX - self.first.len();
+            let line = match data.iter().position(|b| *b == b'\n') {
+                Some(nl) => {
+                    self.first_done = true;
+                    &data[..nl]
+                }
+                None => data,
+            };
+            self.first.extend_from_slice(&line[..line.len().min(room)]);
+            if self.first.len() >= FIRST_LINE_MAX {
+                self.first_done = true;
+            }
+        }
         self.buf.extend_from_slice(data);
         if self.buf.len() > 2 * OUTPUT_TAIL {
             let cut = self.buf.len() - OUTPUT_TAIL;
@@ -320,17 +341,19 @@ impl Tail {
         }
     }
 
-    fn into_string(mut self) -> String {
+    /// The output (its tail) and its first line.
+    fn into_strings(mut self) -> (String, String) {
         if self.buf.len() > OUTPUT_TAIL {
             let cut = self.buf.len() - OUTPUT_TAIL;
             self.buf.drain(..cut);
             self.dropped = true;
         }
         let text = String::from_utf8_lossy(&self.buf);
+        let first = String::from_utf8_lossy(&self.first).into_owned();
         if self.dropped {
-            format!("[...] {text}")
+            (format!("[...] {text}"), first)
         } else {
-            text.into_owned()
+            (text.into_owned(), first)
         }
     }
 }
@@ -476,8 +499,44 @@ mod tests {
             t.push(&[b'a'; 1000]);
         }
         t.push(b"zz");
-        let s = t.into_string();
+        let (s, first) = t.into_strings();
         assert!(s.starts_with("[...] ") && s.ends_with("zz"));
         assert_eq!(s.len(), OUTPUT_TAIL + 6);
+        assert_eq!(
+            first.len(),
+            FIRST_LINE_MAX,
+            "a first line without end is bounded"
+        );
+    }
+
+    #[test]
+    fn first_line_survives_a_flood_and_binary() {
+        let mut t = Tail::default();
+        t.push(b"DISK OK");
+        t.push(b" - free | a=1\n");
+        for _ in 0..1000 {
+            t.push(&[0xff, 0, b'\n', 0x80]);
+        }
+        let (out, first) = t.into_strings();
+        assert_eq!(first, "DISK OK - free | a=1");
+        assert!(out.len() <= OUTPUT_TAIL * 3 + 6, "{}", out.len());
+    }
+
+    #[tokio::test]
+    async fn megabytes_of_binary_output_still_get_a_verdict() {
+        let r = run_once(
+            "t",
+            &argv(&[
+                "/bin/sh",
+                "-c",
+                "echo 'PROCS WARNING | p=5'; head -c 8000000 /dev/urandom; exit 1",
+            ]),
+            Duration::from_secs(20),
+            &Processes::new(false),
+        )
+        .await;
+        assert_eq!(r.exit, Exit::Code(1));
+        assert_eq!(r.first_line, "PROCS WARNING | p=5");
+        assert!(r.output.len() <= OUTPUT_TAIL * 3 + 6, "{}", r.output.len());
     }
 }

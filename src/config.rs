@@ -14,8 +14,10 @@ mod reader;
 pub mod sources;
 
 use crate::capacity::MinCapacity;
+use crate::flap::FlapPolicy;
 use crate::ini;
 use crate::model::valid_service_name;
+use crate::plugin::CheckStyle;
 pub(crate) use reader::closest;
 use reader::{Piece, Pos, SectionReader};
 pub use sources::{dropin_dir, Sources};
@@ -165,6 +167,13 @@ pub struct ServiceConfig {
     pub haproxy_rise: u32,
     /// The capacity guard of disable and pause ([`crate::capacity`]).
     pub min_capacity: MinCapacity,
+    /// How the check's exit code is read (plain: 0 passes; nagios: 1 is a warning).
+    pub check_style: CheckStyle,
+    /// The HTTP answer while the check warns (nagios style).
+    pub warning_status: u16,
+    /// Floor of the agent weight a passing check asks for, in percent (0 = none).
+    pub min_weight: u8,
+    pub flap: FlapPolicy,
     /// The files the service's keys come from.
     pub origin: Origin,
 }
@@ -234,6 +243,12 @@ const SERVICE_KEYS: &[&str] = &[
     "haproxy_fall",
     "haproxy_rise",
     "min_capacity",
+    "check_style",
+    "warning_status",
+    "min_weight",
+    "flap_max_changes",
+    "flap_window",
+    "flap_hold",
 ];
 const GENERAL_KEYS: &[&str] = &[
     "log_level",
@@ -505,6 +520,34 @@ fn parse_service(s: &SectionReader) -> Option<ServiceConfig> {
         haproxy_rise: s.parse_or("haproxy_rise", 2, count),
         min_capacity: s.parse_or("min_capacity", MinCapacity::default(), min_capacity),
         origin: s.origin(),
+        check_style: s.parse_or("check_style", CheckStyle::Plain, |v| {
+            match v.to_ascii_lowercase().as_str() {
+                "plain" => Ok(CheckStyle::Plain),
+                "nagios" => Ok(CheckStyle::Nagios),
+                _ => Err("expected plain or nagios"),
+            }
+        }),
+        warning_status: s.parse_or("warning_status", 200, http_status),
+        min_weight: s.parse_or("min_weight", 0, |v| {
+            v.trim_end_matches('%')
+                .parse::<u8>()
+                .ok()
+                .filter(|w| *w <= 100)
+                .ok_or("expected a percentage from 0 to 100")
+        }),
+        flap: {
+            let d = FlapPolicy::default();
+            FlapPolicy {
+                max_changes: s.parse_or("flap_max_changes", d.max_changes, |v| {
+                    v.parse::<u32>()
+                        .ok()
+                        .filter(|n| *n <= 1000)
+                        .ok_or("expected a whole number from 0 (off) to 1000")
+                }),
+                window: s.parse_or("flap_window", d.window, seconds),
+                hold: s.parse_or("flap_hold", d.hold, seconds),
+            }
+        },
     };
     port.map(|_| svc)
 }

@@ -24,7 +24,8 @@
 //! - [`model`]: admin state, health, and the pure transitions between states.
 //! - [`engine`]: the owner task and its [`engine::Handle`], the one door to change state.
 //! - [`view`]: what readers see (snapshot, service views, ready-made probe answers).
-//! - [`check`]: check runners, timeouts, process groups, orphan reaping.
+//! - [`check`]: check runners, timeouts, process groups, orphan reaping. [`plugin`]: what a
+//!   check's exit code and output mean (`check_style`, summary, perfdata). [`flap`]: damping.
 //! - [`probe`]: HTTP and agent-check responders; the reply table.
 //! - [`control`]: the Unix socket protocol, server and client. [`status`]: status rendering.
 //! - [`sockets`]: socket adoption from systemd and binding. [`systemd`]: sd_notify, watchdog.
@@ -47,6 +48,7 @@ pub mod daemon;
 pub mod dbus;
 pub mod detach;
 pub mod engine;
+pub mod flap;
 pub mod ini;
 pub mod last_good;
 pub mod lint;
@@ -54,6 +56,7 @@ pub mod logging;
 pub mod metrics;
 pub mod model;
 pub mod observer;
+pub mod plugin;
 pub mod probe;
 pub mod probe_stats;
 pub mod sockets;

@@ -8,6 +8,7 @@
 //! [`derive_state`] combines them into the one [`State`] that probes, D-Bus and `status` show.
 //! Nothing here does I/O, so every transition is unit tested directly.
 
+use crate::plugin::Verdict;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -30,6 +31,8 @@ pub fn from_micros(us: Micros) -> SystemTime {
 #[serde(rename_all = "lowercase")]
 pub enum State {
     Up,
+    /// Passing with a warning (`check_style = nagios`, exit 1): drained, not down.
+    Warning,
     Down,
     Disabled,
     Paused,
@@ -37,8 +40,9 @@ pub enum State {
 }
 
 impl State {
-    pub const ALL: [State; 5] = [
+    pub const ALL: [State; 6] = [
         State::Up,
+        State::Warning,
         State::Down,
         State::Disabled,
         State::Paused,
@@ -48,6 +52,7 @@ impl State {
     pub fn as_str(self) -> &'static str {
         match self {
             State::Up => "up",
+            State::Warning => "warning",
             State::Down => "down",
             State::Disabled => "disabled",
             State::Paused => "paused",
@@ -257,6 +262,10 @@ pub struct CheckResult {
     pub duration_us: u64,
     /// The tail of stdout and stderr together, bounded by the runner.
     pub output: String,
+    /// The first line of the output (bounded), kept even when the tail is not: where a
+    /// monitoring plugin puts its summary and perfdata.
+    #[serde(default)]
+    pub first_line: String,
 }
 
 /// Smoothed check health: `rise` passes in a row to become healthy, `fall` failures to become
@@ -268,12 +277,27 @@ pub struct HealthTracker {
     pub healthy: Option<bool>,
     pub passes: u32,
     pub failures: u32,
+    /// The last passing result was a warning (`check_style = nagios`, exit 1).
+    #[serde(default)]
+    pub warning: bool,
 }
 
 impl HealthTracker {
     /// Records one result; returns true when `healthy` changed.
     pub fn observe(&mut self, passed: bool, rise: u32, fall: u32) -> bool {
+        self.observe_verdict(
+            if passed { Verdict::Ok } else { Verdict::Failed },
+            rise,
+            fall,
+        )
+    }
+
+    /// Records one result, a warning counting as a pass; returns true when `healthy` changed.
+    /// A failure that does not reach `fall` leaves the warning flag as the last pass set it.
+    pub fn observe_verdict(&mut self, verdict: Verdict, rise: u32, fall: u32) -> bool {
+        let passed = verdict.passed();
         if passed {
+            self.warning = verdict == Verdict::Warning;
             self.passes = self.passes.saturating_add(1);
             self.failures = 0;
         } else {
@@ -293,17 +317,30 @@ impl HealthTracker {
 }
 
 /// Operator decisions first (disabled beats paused), then health. A service without a check,
-/// or whose check an operator stopped, counts as passing.
+/// or whose check an operator stopped, counts as passing; a flapping one is held down.
 pub fn derive_state(admin: &Admin, health: &HealthTracker, has_check: bool) -> State {
+    derive_state_held(admin, health, has_check, false)
+}
+
+/// [`derive_state`], with `flapping` holding a checked service down ([`crate::flap`]).
+pub fn derive_state_held(
+    admin: &Admin,
+    health: &HealthTracker,
+    has_check: bool,
+    flapping: bool,
+) -> State {
     if admin.disabled.is_some() {
         State::Disabled
     } else if admin.paused.is_some() {
         State::Paused
     } else if !has_check || admin.checks_stopped {
         State::Up
+    } else if flapping {
+        State::Down
     } else {
         match health.healthy {
             None => State::Starting,
+            Some(true) if health.warning => State::Warning,
             Some(true) => State::Up,
             Some(false) => State::Down,
         }
@@ -390,6 +427,23 @@ mod tests {
         assert!(!h.observe(true, 3, 2));
         assert!(h.observe(true, 3, 2));
         assert_eq!(h.healthy, Some(true));
+    }
+
+    #[test]
+    fn a_warning_passes_and_shows_until_a_failure_reaches_fall() {
+        let a = Admin::default();
+        let mut h = HealthTracker::default();
+        h.observe_verdict(Verdict::Warning, 1, 2);
+        assert_eq!(derive_state(&a, &h, true), State::Warning);
+        h.observe_verdict(Verdict::Failed, 1, 2);
+        assert_eq!(derive_state(&a, &h, true), State::Warning, "1 of fall=2");
+        h.observe_verdict(Verdict::Ok, 1, 2);
+        assert_eq!(derive_state(&a, &h, true), State::Up);
+        h.observe_verdict(Verdict::Warning, 1, 2);
+        assert_eq!(derive_state_held(&a, &h, true, true), State::Down);
+        h.observe_verdict(Verdict::Failed, 1, 2);
+        h.observe_verdict(Verdict::Failed, 1, 2);
+        assert_eq!(derive_state(&a, &h, true), State::Down);
     }
 
     #[test]

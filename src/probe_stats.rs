@@ -91,7 +91,7 @@ impl Answer {
                     State::Up => "up",
                     State::Down | State::Starting => "down",
                     State::Disabled => "maint",
-                    State::Paused => "drain",
+                    State::Paused | State::Warning => "drain",
                 }
                 .to_string(),
             ),

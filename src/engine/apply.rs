@@ -14,6 +14,7 @@ use super::outcome::{ReloadRefused, Reloaded};
 use super::{Engine, Svc};
 use crate::check;
 use crate::config::{Config, ServiceConfig};
+use crate::flap::Flap;
 use crate::model::{Admin, CheckCounts, HealthTracker, Micros, Override};
 use crate::probe;
 use crate::probe_stats::{ProbeKind, ProbeStats, Tap};
@@ -90,8 +91,10 @@ impl Engine {
             let mut svc = match old.remove(name) {
                 Some(mut p) => {
                     kept += 1;
-                    if p.facts.cfg.check != cfg.check {
-                        // Another command: the old one's result says nothing about it.
+                    if p.facts.cfg.check != cfg.check || p.facts.cfg.check_style != cfg.check_style
+                    {
+                        // Another command (or another reading of its exit code): the old
+                        // result says nothing about it.
                         p.runner = None;
                         p.facts.health = HealthTracker::default();
                         p.facts.last = None;
@@ -101,6 +104,12 @@ impl Engine {
                     {
                         // Same command, new timing: the result stands, the runner restarts.
                         p.runner = None;
+                    }
+                    if !cfg.flap.enabled() && p.facts.flap.release(now, &cfg.flap) {
+                        tracing::info!(
+                            psentinel_service = %name,
+                            "{name}: flap damping turned off; no longer held out"
+                        );
                     }
                     p.facts.cfg = cfg.clone();
                     p
@@ -225,5 +234,6 @@ fn new_service(cfg: Arc<ServiceConfig>, saved: Option<&SavedService>, now: Micro
         last,
         checks: CheckCounts::default(),
         silent_since: None,
+        flap: Flap::default(),
     })
 }

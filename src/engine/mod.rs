@@ -31,6 +31,7 @@ use crate::config::Config;
 use crate::model::{micros, Exit, Expired};
 use crate::model::{Micros, Refusal};
 use crate::observer::{Observer, Silence};
+use crate::plugin::Verdict;
 use crate::probe_stats::Seen;
 use crate::sockets::Sockets;
 use crate::state::{Saved, SavedService, Store};
@@ -290,11 +291,16 @@ impl Engine {
         self.persist();
     }
 
+    /// The next timed override to lift or flap hold to end.
     fn next_expiry(&self) -> Option<tokio::time::Instant> {
         let next = self
             .services
             .values()
-            .filter_map(|s| s.facts.admin.next_expiry())
+            .flat_map(|s| {
+                let flap = s.facts.flap.release_at(&s.facts.cfg.flap);
+                [s.facts.admin.next_expiry(), flap]
+            })
+            .flatten()
             .min()?;
         Some(self.clock.instant_at(next))
     }
@@ -302,6 +308,7 @@ impl Engine {
     fn expire(&mut self) {
         let now = self.clock.now();
         let mut changed = false;
+        let mut flap_released = false;
         for (name, svc) in self.services.iter_mut() {
             let lifted = svc.facts.admin.expire(now);
             for what in &lifted {
@@ -319,9 +326,22 @@ impl Engine {
                 svc.refresh_view();
                 changed = true;
             }
+            let policy = svc.facts.cfg.flap;
+            if svc.facts.flap.release(now, &policy) {
+                tracing::info!(
+                    psentinel_service = %name,
+                    psentinel_flapping = false,
+                    "{name}: stable for {}s; no longer held out for flapping",
+                    policy.hold.as_secs_f64()
+                );
+                svc.refresh_view();
+                flap_released = true;
+            }
         }
         if changed {
             self.after_admin_change();
+        } else if flap_released {
+            self.publish();
         }
     }
 
@@ -358,10 +378,28 @@ impl Engine {
             });
             return;
         }
-        let passed = done.result.exit.passed();
-        svc.facts
+        let cfg = svc.facts.cfg.clone();
+        let verdict = Verdict::of(cfg.check_style, &done.result.exit);
+        let before = svc.facts.health.healthy;
+        let changed = svc
+            .facts
             .health
-            .observe(passed, svc.facts.cfg.rise, svc.facts.cfg.fall);
+            .observe_verdict(verdict, cfg.rise, cfg.fall);
+        // The first result after start-up is not a change of health.
+        if changed && before.is_some() {
+            let now = self.clock.now();
+            if svc.facts.flap.change(now, &cfg.flap) {
+                tracing::warn!(
+                    psentinel_service = %done.service,
+                    psentinel_flapping = true,
+                    "{}: flapping: health changed more than {} times within {}s; held out until stable for {}s",
+                    done.service,
+                    cfg.flap.max_changes,
+                    cfg.flap.window.as_secs_f64(),
+                    cfg.flap.hold.as_secs_f64()
+                );
+            }
+        }
         let exit = done.result.exit.clone();
         svc.facts.last = Some(done.result);
         svc.facts.checks.add(&exit);

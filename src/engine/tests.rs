@@ -88,12 +88,18 @@ fn view<'a>(e: &'a Engine, name: &str) -> &'a ServiceView {
 
 /// A finished run, handed over as the service's current runner would.
 fn check_done(e: &mut Engine, name: &str, exit: Exit) {
+    check_said(e, name, exit, "");
+}
+
+/// A finished run that printed `output`.
+fn check_said(e: &mut Engine, name: &str, exit: Exit, output: &str) {
     let runner = e.services[name].runner.as_ref().expect("a runner").id;
     let result = CheckResult {
         exit,
         time: e.clock.now(),
         duration_us: 1000,
-        output: String::new(),
+        output: output.to_string(),
+        first_line: output.lines().next().unwrap_or("").to_string(),
     };
     e.on_check_done(CheckDone {
         service: name.into(),
@@ -158,6 +164,122 @@ async fn rise_and_fall_smooth_the_check() {
     check_done(&mut e, "web", Exit::Code(0));
     assert_eq!(view(&e, "web").state, State::Up);
     assert_eq!(view(&e, "web").checks_count, 5);
+}
+
+const PLUGIN: &str = "[web]\nport={port}\nbind=127.0.0.1\ncheck_script=/bin/true\n\
+     check_style=nagios\nagent_port={port2}\n";
+
+#[tokio::test(start_paused = true)]
+async fn a_plugin_warning_drains_with_its_own_words() {
+    let mut b = Bench::new(PLUGIN);
+    let mut e = b.engine();
+    let said = "DISK WARNING - free space: / 850 MB (8%) | /=850MB;900;950;0;10000";
+    check_said(&mut e, "web", Exit::Code(1), said);
+    let v = view(&e, "web");
+    assert_eq!(v.state, State::Warning);
+    assert_eq!(v.http_status, 200, "warning_status defaults to 200");
+    assert_eq!(v.reason, "DISK WARNING - free space: / 850 MB (8%)");
+    assert_eq!(
+        &*v.replies.agent,
+        b"drain up #DISK WARNING - free space: / 850 MB (8%)\n"
+    );
+    assert_eq!(v.perfdata.len(), 1);
+    assert_eq!(
+        (v.perfdata[0].label.as_str(), v.perfdata[0].value),
+        ("/", 850.0)
+    );
+    check_said(&mut e, "web", Exit::Code(3), "");
+    let v = view(&e, "web");
+    assert_eq!(
+        (v.state, v.reason.as_str()),
+        (State::Down, "Check failed: exit 3")
+    );
+    assert!(v.perfdata.is_empty());
+    check_said(&mut e, "web", Exit::Code(0), "OK - fine|t=1s");
+    assert_eq!(view(&e, "web").reason, "OK - fine");
+
+    b.rewrite(
+        "check_style=nagios\n",
+        "check_style=nagios\nwarning_status=404\n",
+    );
+    e.apply(Config::load(&b.file()).unwrap(), None).unwrap();
+    check_said(&mut e, "web", Exit::Code(1), said);
+    assert_eq!(view(&e, "web").http_status, 404);
+    b.rewrite("check_style=nagios\n", "check_style=plain\n");
+    e.apply(Config::load(&b.file()).unwrap(), None).unwrap();
+    check_said(&mut e, "web", Exit::Code(1), said);
+    let v = view(&e, "web");
+    assert_eq!(
+        (v.state, v.reason.as_str()),
+        (State::Down, "Check failed: exit 1")
+    );
+    assert_eq!(
+        v.summary, "DISK WARNING - free space: / 850 MB (8%)",
+        "shown all the same"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn min_weight_is_a_floor_for_passing_weights() {
+    let b =
+        Bench::new("[web]\nport={port}\nbind=127.0.0.1\ncheck_script=/bin/true\nmin_weight=30\n");
+    let mut e = b.engine();
+    check_said(&mut e, "web", Exit::Code(0), "weight=5%\n");
+    assert_eq!(view(&e, "web").agent_weight, Some(30));
+    check_said(&mut e, "web", Exit::Code(0), "weight=80%\n");
+    assert_eq!(view(&e, "web").agent_weight, Some(80));
+    check_said(&mut e, "web", Exit::Code(0), "no weight\n");
+    assert_eq!(
+        view(&e, "web").agent_weight,
+        None,
+        "HAProxy keeps its own weight"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_flapping_check_is_held_down_until_stable() {
+    let b = Bench::new(
+        "[web]\nport={port}\nbind=127.0.0.1\ncheck_script=/bin/true\n\
+         flap_max_changes=1\nflap_window=60\nflap_hold=30\n",
+    );
+    let mut e = b.engine();
+    check_done(&mut e, "web", Exit::Code(0));
+    check_done(&mut e, "web", Exit::Code(1));
+    assert_eq!(
+        view(&e, "web").flapping_since,
+        None,
+        "one change is allowed"
+    );
+    tokio::time::advance(Duration::from_secs(5)).await;
+    check_done(&mut e, "web", Exit::Code(0));
+    let v = view(&e, "web");
+    assert_eq!(v.state, State::Down, "held out");
+    assert!(v.flapping_since.is_some());
+    assert!(v.reason.starts_with("Flapping: "), "{}", v.reason);
+    let release = e.next_expiry().expect("a timer for the hold");
+    assert_eq!(
+        release,
+        tokio::time::Instant::now() + Duration::from_secs(30)
+    );
+    tokio::time::advance(Duration::from_secs(20)).await;
+    check_done(&mut e, "web", Exit::Code(1));
+    check_done(&mut e, "web", Exit::Code(0));
+    assert_eq!(
+        view(&e, "web").state,
+        State::Down,
+        "still changing: still held"
+    );
+    tokio::time::advance(Duration::from_secs(29)).await;
+    e.expire();
+    assert_eq!(view(&e, "web").state, State::Down);
+    tokio::time::advance(Duration::from_secs(1)).await;
+    e.expire();
+    let v = view(&e, "web");
+    assert_eq!(
+        (v.state, v.flapping_since),
+        (State::Up, None),
+        "stable for 30s"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -347,12 +469,14 @@ fn saved_with(check: &[&str], ended_ago: Duration, now: Micros) -> Saved {
                 healthy: Some(true),
                 passes: 1,
                 failures: 0,
+                warning: false,
             },
             last: Some(CheckResult {
                 exit: Exit::Code(0),
                 time: now - age - 1000,
                 duration_us: 1000,
                 output: String::new(),
+                first_line: String::new(),
             }),
             check: Some(check.iter().map(|s| s.to_string()).collect()),
         },

@@ -10,8 +10,10 @@
 pub mod replies;
 
 use crate::config::ServiceConfig;
-use crate::model::{derive_state, Admin, CheckCounts, CheckResult, Exit, HealthTracker, Override};
-use crate::model::{Micros, State};
+use crate::flap::Flap;
+use crate::model::{derive_state_held, Admin, CheckCounts, CheckResult, Exit, HealthTracker};
+use crate::model::{Micros, Override, State};
+use crate::plugin::{self, CheckStyle, Perf};
 use crate::probe_stats::ProbeStats;
 use replies::{weight_from_output, AgentExtra, Replies};
 use std::collections::BTreeMap;
@@ -38,6 +40,13 @@ pub struct ServiceView {
     pub probes: Arc<ProbeStats>,
     /// Silence alarm: µs of the last probe, when no probe came for too long.
     pub silent_since: Option<Micros>,
+    /// The check's own words: the first line of its output up to `|`, cleaned and bounded.
+    pub summary: String,
+    /// Performance data of the last run (`check_style = nagios`), at most
+    /// [`plugin::PERF_MAX`].
+    pub perfdata: Vec<Perf>,
+    /// Held out for flapping since (µs); None = not flapping.
+    pub flapping_since: Option<Micros>,
 }
 
 /// What the engine holds about one service, from which its view is derived.
@@ -49,15 +58,42 @@ pub struct Facts {
     pub checks: CheckCounts,
     pub probes: Arc<ProbeStats>,
     pub silent_since: Option<Micros>,
+    pub flap: Flap,
 }
 
 impl ServiceView {
     pub fn new(f: &Facts) -> ServiceView {
         let cfg = &f.cfg;
-        let state = derive_state(&f.admin, &f.health, cfg.check.is_some());
-        let reason = reason_for(state, &f.admin, &f.last, cfg);
+        let flapping = f.flap.since.is_some();
+        let state = derive_state_held(&f.admin, &f.health, cfg.check.is_some(), flapping);
+        let summary = f
+            .last
+            .as_ref()
+            .map_or(String::new(), |r| plugin::summary(&r.first_line));
+        let perfdata = match &f.last {
+            Some(r) if cfg.check_style == CheckStyle::Nagios => {
+                // Long-text perfdata only from complete output: a cut tail may start anywhere.
+                let rest = match r.output.split_once('\n') {
+                    Some((_, rest)) if !r.output.starts_with("[...] ") => rest,
+                    _ => "",
+                };
+                plugin::perfdata(&cfg.name, &r.first_line, rest)
+            }
+            _ => Vec::new(),
+        };
+        let reason = if flapping && state == State::Down {
+            format!(
+                "Flapping: health changed more than {} times within {}s; held out until stable for {}s",
+                cfg.flap.max_changes,
+                cfg.flap.window.as_secs_f64(),
+                cfg.flap.hold.as_secs_f64()
+            )
+        } else {
+            reason_for(state, &f.admin, &f.last, cfg, &summary)
+        };
         let http_status = match state {
             State::Up => 200,
+            State::Warning => cfg.warning_status,
             State::Down => 500,
             State::Disabled => cfg.disabled_status,
             State::Paused => cfg.paused_status,
@@ -67,8 +103,12 @@ impl ServiceView {
         let checked = cfg.check.is_some() && !f.admin.checks_stopped;
         let agent = AgentExtra {
             passing: !checked || f.health.healthy == Some(true),
+            // The floor applies to what the check asks for; without a weight, HAProxy keeps
+            // the server's configured one.
             weight: match &f.last {
-                Some(r) if checked && state == State::Up => weight_from_output(&r.output),
+                Some(r) if checked && state == State::Up => {
+                    weight_from_output(&r.output).map(|w| w.max(cfg.min_weight))
+                }
                 _ => None,
             },
         };
@@ -86,18 +126,30 @@ impl ServiceView {
             checks_by_result: f.checks,
             probes: f.probes.clone(),
             silent_since: f.silent_since,
+            summary,
+            perfdata,
+            flapping_since: f.flap.since,
         }
     }
 }
 
 /// The reason shown with a state: the probe's reason phrase, `status`, D-Bus `Reason`-like
-/// fields. An operator's own words win; without them, who did it.
+/// fields. An operator's own words win; without them, who did it. A monitoring plugin's
+/// summary is written for people, so with `check_style = nagios` it is the reason of a
+/// check-derived state; a plain script's output is not, and psentinel words those itself.
 fn reason_for(
     state: State,
     admin: &Admin,
     last: &Option<CheckResult>,
     cfg: &ServiceConfig,
+    summary: &str,
 ) -> String {
+    let from_check = matches!(state, State::Up | State::Warning | State::Down)
+        && cfg.check.is_some()
+        && !admin.checks_stopped;
+    if from_check && cfg.check_style == CheckStyle::Nagios && !summary.is_empty() {
+        return summary.to_string();
+    }
     fn with_reason(word: &str, o: &Override) -> String {
         if o.reason.is_empty() {
             format!("{word} by {}", o.by)
@@ -112,6 +164,10 @@ fn reason_for(
         State::Up if cfg.check.is_none() => "OK: no check configured".into(),
         State::Up if admin.checks_stopped => "OK: check stopped by an operator".into(),
         State::Up => "OK: check passed".into(),
+        State::Warning => match last {
+            Some(r) => format!("Check warning: {}", r.exit),
+            None => "Check warning".into(),
+        },
         State::Down => match last {
             Some(r) if r.exit == Exit::TimedOut => format!(
                 "Check failed: timed out after {}s",

@@ -81,6 +81,8 @@ impl Replies {
             State::Down | State::Starting => format!("down ready #{reason}\n"),
             State::Disabled => format!("maint {health} #{reason}\n"),
             State::Paused => format!("drain {health} #{reason}\n"),
+            // Passing, but asking for no new traffic: HAProxy drains the server.
+            State::Warning => format!("drain up #{reason}\n"),
         };
         Replies {
             state,
@@ -145,6 +147,7 @@ mod tests {
             b"drain up #why\n"
         );
         assert_eq!(&*agent(State::Disabled, passing(None)), b"maint up #why\n");
+        assert_eq!(&*agent(State::Warning, passing(None)), b"drain up #why\n");
     }
 
     #[test]
