@@ -185,6 +185,11 @@ fn families(snap: &Snapshot, o: &mut DescriptorEncoder) -> fmt::Result {
             "1 while the silence alarm is on: no probe for much longer than usual.",
             |v| v.silent_since.is_some(),
         ),
+        (
+            "psentinel_service_flapping",
+            "1 while the service is held out for flapping (flap_max_changes).",
+            |v| v.flapping_since.is_some(),
+        ),
     ] {
         let mut f = Family::new(o, n, Gauge, help)?;
         for v in &services {
@@ -230,6 +235,24 @@ fn families(snap: &Snapshot, o: &mut DescriptorEncoder) -> fmt::Result {
         "When the last check run started, seconds since the epoch.",
         |r| secs(r.time),
     )?;
+    let mut f = Family::new(
+        o,
+        "psentinel_check_perfdata",
+        Gauge,
+        "Performance data of the last check run (check_style = nagios), by label, in its unit (uom).",
+    )?;
+    for v in &services {
+        for p in &v.perfdata {
+            f.gauge(
+                &[
+                    ("service", &v.cfg.name),
+                    ("label", &p.label),
+                    ("uom", &p.uom),
+                ],
+                p.value,
+            )?;
+        }
+    }
     let mut f = Family::new(
         o,
         "psentinel_check_consecutive_failures",

@@ -21,13 +21,19 @@ pub struct ServiceStatus {
     pub pausable: bool,
     pub enabled: bool,
     pub paused: bool,
-    /// up, down, disabled, paused, starting (as the D-Bus `State`).
+    /// up, warning, down, disabled, paused, starting (as the D-Bus `State`).
     pub state: String,
     /// Why the state is what it is, as in the probe's reason phrase.
     pub state_reason: String,
     pub http_status: u16,
     pub checks_enabled: bool,
     pub check_command: Option<String>,
+    /// plain or nagios: how the exit code is read.
+    pub check_style: String,
+    /// The check's own words: first line of its output up to `|`, cleaned (may be empty).
+    pub summary: String,
+    /// µs since the epoch since the service is held out for flapping; 0 = not flapping.
+    pub flapping_since: u64,
     pub last_exit_status: Option<i32>,
     pub last_result: Option<String>,
     /// µs since the epoch; 0 = never.
@@ -79,6 +85,9 @@ impl ServiceStatus {
             check_command: v.cfg.check.as_ref().map(|a| {
                 shlex::try_join(a.iter().map(String::as_str)).unwrap_or_else(|_| a.join(" "))
             }),
+            check_style: v.cfg.check_style.as_str().into(),
+            summary: v.summary.clone(),
+            flapping_since: v.flapping_since.unwrap_or(0),
             last_exit_status: v.last.as_ref().map(|r| r.exit.status_code()),
             last_result: v.last.as_ref().map(|r| r.exit.to_string()),
             last_check_time: v.last.as_ref().map_or(0, |r| r.time),
@@ -229,11 +238,28 @@ pub fn text(snap: &Snapshot, service: Option<&str>) -> Option<String> {
                     Some(true) => "passing",
                     Some(false) => "failing",
                 };
+                let health = match v.health.healthy {
+                    Some(true) if v.health.warning => "passing with a warning",
+                    _ => health,
+                };
                 let _ = writeln!(
                     out,
-                    "  health:      {health} (rise {}, fall {})",
-                    v.cfg.rise, v.cfg.fall
+                    "  health:      {health} (rise {}, fall {}, check_style {})",
+                    v.cfg.rise, v.cfg.fall, s.check_style
                 );
+                if !s.summary.is_empty() {
+                    let _ = writeln!(out, "  summary:     {}", s.summary);
+                }
+                if let Some(since) = v.flapping_since {
+                    let _ = writeln!(
+                        out,
+                        "  flapping:    yes, held out since {}: health changed more than {} times within {}s; until stable for {}s",
+                        time(since),
+                        v.cfg.flap.max_changes,
+                        v.cfg.flap.window.as_secs_f64(),
+                        v.cfg.flap.hold.as_secs_f64()
+                    );
+                }
             }
         }
         if s.last_probe_time == 0 {

@@ -36,6 +36,8 @@ pub struct Props {
     pub reason: String,
     pub disabled_by: String,
     pub disabled_until: u64,
+    pub summary: String,
+    pub flapping: bool,
 }
 
 impl Props {
@@ -54,11 +56,13 @@ impl Props {
             reason: s.reason,
             disabled_by: s.disabled_by,
             disabled_until: s.disabled_until,
+            summary: s.summary,
+            flapping: s.flapping_since != 0,
         }
     }
 
     /// Every property under its D-Bus name.
-    pub fn values(&self) -> [(&'static str, Value<'static>); 12] {
+    pub fn values(&self) -> [(&'static str, Value<'static>); 14] {
         [
             ("Name", self.name.clone().into()),
             ("Port", self.port.into()),
@@ -72,6 +76,8 @@ impl Props {
             ("Reason", self.reason.clone().into()),
             ("DisabledBy", self.disabled_by.clone().into()),
             ("DisabledUntil", self.disabled_until.into()),
+            ("Summary", self.summary.clone().into()),
+            ("Flapping", self.flapping.into()),
         ]
     }
 
@@ -105,6 +111,9 @@ pub fn status_dict(v: &ServiceView) -> HashMap<String, Value<'static>> {
     put("http_status", s.http_status.into());
     put("checks_enabled", s.checks_enabled.into());
     put("check_command", s.check_command.unwrap_or_default().into());
+    put("check_style", s.check_style.into());
+    put("summary", s.summary.into());
+    put("flapping_since", s.flapping_since.into());
     put("last_exit_status", s.last_exit_status.unwrap_or(-1).into());
     put("last_result", s.last_result.unwrap_or_default().into());
     put("last_check_time", s.last_check_time.into());
@@ -461,7 +470,7 @@ impl ServiceObject {
         Ok(self.props()?.paused)
     }
 
-    /// up, down, disabled, paused, starting.
+    /// up, warning, down, disabled, paused, starting.
     #[zbus(property)]
     async fn state(&self) -> zbus::fdo::Result<String> {
         Ok(self.props()?.state)
@@ -499,6 +508,18 @@ impl ServiceObject {
     async fn disabled_until(&self) -> zbus::fdo::Result<u64> {
         Ok(self.props()?.disabled_until)
     }
+
+    /// The check's own words: the first line of its output up to '|', cleaned.
+    #[zbus(property)]
+    async fn summary(&self) -> zbus::fdo::Result<String> {
+        Ok(self.props()?.summary)
+    }
+
+    /// True while the service is held out for flapping (flap_max_changes).
+    #[zbus(property)]
+    async fn flapping(&self) -> zbus::fdo::Result<bool> {
+        Ok(self.props()?.flapping)
+    }
 }
 
 #[cfg(test)]
@@ -519,6 +540,8 @@ mod tests {
             reason: String::new(),
             disabled_by: String::new(),
             disabled_until: 0,
+            summary: String::new(),
+            flapping: false,
         }
     }
 

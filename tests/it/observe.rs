@@ -482,17 +482,23 @@ fn documented_families() -> Vec<String> {
 }
 
 /// Every family of the docs' table, by value, in one known situation: `web` passed its only
-/// check and is disabled for an hour, then probed twice plainly, once with send-state and once
-/// by an agent; `bad` failed its only check with exit 3 and has its checks stopped (so it
+/// check (a plugin printing perfdata, one datum malformed) and is disabled for an hour, then
+/// probed twice plainly, once with send-state and once by an agent; `bad` failed its only check with exit 3 and has its checks stopped (so it
 /// counts as up).
 #[test]
 fn every_documented_metric_family_has_its_value() {
     let (port, aport, bport) = (free_port(), free_port(), free_port());
     let d = Daemon::prepare("");
     let bad = d.script("bad.sh", "#!/bin/sh\nexit 3\n");
+    let good = d.script(
+        "good.sh",
+        "#!/bin/sh\necho \"OK - fine | 'resp time'=0.5s;1;2;0 conns=3 junk=x\"\n",
+    );
     d.rewrite(&format!(
-        "[web]\nport={port}\nagent_port={aport}\ncheck_script=true\ncheck_script_interval=3600\n\
+        "[web]\nport={port}\nagent_port={aport}\ncheck_script={}\ncheck_script_interval=3600\n\
+         check_style=nagios\n\
          [bad]\nport={bport}\ncheck_script={}\ncheck_script_interval=3600\n",
+        good.display(),
         bad.display()
     ));
     let now = || {
@@ -554,6 +560,9 @@ fn every_documented_metric_family_has_its_value() {
         (r#"psentinel_service_checks_stopped{service="bad"}"#.into(), (1.0, 1.0)),
         (r#"psentinel_service_checks_stopped{service="web"}"#.into(), (0.0, 0.0)),
         (r#"psentinel_service_silent{service="web"}"#.into(), (0.0, 0.0)),
+        (r#"psentinel_service_flapping{service="web"}"#.into(), (0.0, 0.0)),
+        (r#"psentinel_check_perfdata{service="web",label="resp time",uom="s"}"#.into(), (0.5, 0.5)),
+        (r#"psentinel_check_perfdata{service="web",label="conns",uom=""}"#.into(), (3.0, 3.0)),
         (r#"psentinel_checks_total{service="web",result="pass"}"#.into(), (1.0, 1.0)),
         (r#"psentinel_checks_total{service="bad",result="fail"}"#.into(), (1.0, 1.0)),
         (r#"psentinel_check_last_duration_seconds{service="web"}"#.into(), (0.0, 5.0)),
