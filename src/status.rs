@@ -6,6 +6,7 @@
 
 use crate::capacity::{self, Share};
 use crate::model::{from_micros, micros, Override};
+use crate::plugin::CheckStyle;
 use crate::probe_stats::Prober;
 use crate::view::{count, ServiceView, Snapshot};
 use serde::Serialize;
@@ -242,12 +243,17 @@ pub fn text(snap: &Snapshot, service: Option<&str>) -> Option<String> {
                     Some(true) if v.health.warning => "passing with a warning",
                     _ => health,
                 };
+                // A plain script's first line is in `output:` below; a plugin's summary is
+                // its verdict, worth a line of its own.
+                let nagios = v.cfg.check_style == CheckStyle::Nagios;
                 let _ = writeln!(
                     out,
-                    "  health:      {health} (rise {}, fall {}, check_style {})",
-                    v.cfg.rise, v.cfg.fall, s.check_style
+                    "  health:      {health} (rise {}, fall {}{})",
+                    v.cfg.rise,
+                    v.cfg.fall,
+                    if nagios { ", check_style nagios" } else { "" }
                 );
-                if !s.summary.is_empty() {
+                if nagios && !s.summary.is_empty() {
                     let _ = writeln!(out, "  summary:     {}", s.summary);
                 }
                 if let Some(since) = v.flapping_since {

@@ -459,7 +459,7 @@ fn metrics_parse_with_promtool_and_prometheus_sees_a_disable() {
 
 /// The metric families of docs/observability.md's table, in the order written there
 /// (`psentinel_service_disabled`, `_paused` ... expanded).
-fn documented_families() -> Vec<String> {
+pub(crate) fn documented_families() -> Vec<String> {
     let doc = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/docs/observability.md"

@@ -35,6 +35,7 @@ const FILES: &[&str] = &[
     "/usr/share/doc/psentinel/examples/psentinel.cfg",
     "/usr/share/doc/psentinel/examples/case1-ourapp.cfg",
     "/usr/share/doc/psentinel/examples/case2-pgpool.cfg",
+    "/usr/share/psentinel/prometheus/psentinel-alerts.yml",
 ];
 
 /// Where the example checks go: executable, outside /usr/share/doc (minimal images strip it).
