@@ -21,5 +21,6 @@ mod manual;
 mod observe;
 mod operator;
 mod packages;
+mod plugins;
 mod reload;
 mod systemd;

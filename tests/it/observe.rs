@@ -308,7 +308,7 @@ fn http_get(port: u16, target: &str) -> (u16, String) {
     (status, body.to_string())
 }
 
-fn promtool_check(text: &str) {
+pub(crate) fn promtool_check(text: &str) {
     need("promtool", "prometheus");
     let mut c = Command::new("promtool")
         .args(["check", "metrics"])
