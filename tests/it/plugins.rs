@@ -304,3 +304,81 @@ fn flap_damping_keeps_haproxy_from_bouncing() {
     assert_eq!(d.svc("damped")["flapping_since"], 0);
     h.assert_clean_log();
 }
+
+/// Plugins that misbehave: one prints nothing, one prints a control-character summary and then
+/// 20 MB of random bytes, one prints perfdata full of garbage (quotes, backslashes, units no
+/// one knows). Each still gets its verdict from its exit code; the daemon keeps answering
+/// probes, its memory stays small, and the metrics stay valid.
+#[test]
+fn misbehaving_plugins_still_get_a_verdict() {
+    let p: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let (silent, flood, garbage) = (p[0], p[1], p[2]);
+    let nagios = "check_style=nagios\ncheck_script_interval=0.2\ncheck_timeout=20\n";
+    let d = daemon(
+        &format!(
+            "[silent]\nport={silent}\ncheck_script={{dir}}/silent.sh\n{nagios}\
+             [flood]\nport={flood}\ncheck_script={{dir}}/flood.sh\n{nagios}\
+             [garbage]\nport={garbage}\ncheck_script={{dir}}/garbage.sh\n{nagios}"
+        ),
+        &[
+            ("silent.sh", "#!/bin/sh\nexit 2\n"),
+            (
+                "flood.sh",
+                "#!/bin/sh\nprintf 'PROCS WARNING -\\t\\tmany\\r\\033[1m | p=1 q=U\\n'\n\
+                 head -c 20000000 /dev/urandom\nexit 1\n",
+            ),
+            (
+                "garbage.sh",
+                "#!/bin/sh\ncat <<'E'\nOK - fine | 'a\"b'=1 bad 'x y'=2furlongs =3 c=4;;;;;; 'back\\slash'=5 'open=6\nE\nexit 0\n",
+            ),
+        ],
+    );
+    wait_status(silent, 500);
+    wait_status(garbage, 200);
+    eventually("three floods", DEADLINE * 3, || {
+        // The probes answer at once all the while.
+        assert_eq!(probe(silent).status, 500);
+        assert_eq!(probe(garbage).status, 200);
+        (d.svc("flood")["checks_count"].as_u64() >= Some(3)).then_some(())
+    });
+    let s = d.svc("silent");
+    assert_eq!((&s["state"], &s["summary"]), (&"down".into(), &"".into()));
+    assert_eq!(s["state_reason"], "Check failed: exit 2");
+    let f = d.svc("flood");
+    assert_eq!(f["state"], "warning");
+    assert_eq!(f["summary"], "PROCS WARNING - many ?[1m");
+    assert_eq!(probe(flood).reason, "PROCS WARNING - many ?[1m");
+    let g = d.svc("garbage");
+    assert_eq!(
+        (&g["state"], &g["summary"]),
+        (&"up".into(), &"OK - fine".into())
+    );
+
+    let rss_kib: u64 = std::fs::read_to_string(format!("/proc/{}/status", d.pid()))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    assert!(
+        rss_kib < 64 * 1024,
+        "daemon RSS {rss_kib} KiB after 60 MB of output"
+    );
+
+    let text = d.ok(&["metrics"]);
+    let perf: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("psentinel_check_perfdata{"))
+        .collect();
+    assert_eq!(
+        perf,
+        [
+            r#"psentinel_check_perfdata{service="flood",label="p",uom=""} 1.0"#,
+            r#"psentinel_check_perfdata{service="garbage",label="a\"b",uom=""} 1.0"#,
+            r#"psentinel_check_perfdata{service="garbage",label="c",uom=""} 4.0"#,
+            r#"psentinel_check_perfdata{service="garbage",label="back\\slash",uom=""} 5.0"#,
+        ],
+        "{text}"
+    );
+    crate::observe::promtool_check(&text);
+}
