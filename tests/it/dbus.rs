@@ -1097,4 +1097,65 @@ fn capacity_guard_error_force_option_and_wait_until_drained() {
     hap("DOWN", 0);
     let r = bus.call(&app, SERVICE_IF, "WaitUntilDrained", &["t", "5"]);
     assert_eq!(r[0], true, "{r}");
+
+/// A monitoring plugin's states on the bus: `State` warning, the plugin's words in `Summary`,
+/// and `Flapping` once the check alternates; each change signalled.
+#[test]
+fn plugin_warning_summary_and_flapping_on_the_bus() {
+    let bus = Bus::start();
+    let port = free_port();
+    let d = Daemon::prepare("");
+    std::fs::write(d.path("code"), "1").unwrap();
+    d.script(
+        "plugin.sh",
+        &format!(
+            "#!/bin/sh\nc=$(cat {0}/code)\n\
+             if [ \"$c\" = flip ]; then\n\
+               if [ -e {0}/t ]; then rm {0}/t; echo 'CRITICAL - flip'; exit 2; fi\n\
+               touch {0}/t; echo 'OK - flop'; exit 0\n\
+             fi\n\
+             echo \"LOAD WARNING - load average: 9.1 | load1=9.1;5;10;0\"; exit $c\n",
+            d.dir.path().display()
+        ),
+    );
+    configure(
+        &d,
+        &format!(
+            "[plug]\nport={port}\ncheck_script={{dir}}/plugin.sh\ncheck_style=nagios\n\
+             check_script_interval=0.2\nflap_max_changes=2\nflap_window=600\nflap_hold=600\n"
+        ),
+    );
+    let env = bus.env();
+    let d = d.started(&[(env[0].0, env[0].1.as_str())]);
+    d.log.wait("on the session bus");
+    let path = svc_path("plug");
+    let m = bus.monitor(&["type='signal',interface='org.freedesktop.DBus.Properties'"]);
+    eventually("State warning", DEADLINE, || {
+        (bus.prop(&path, SERVICE_IF, "State") == "warning").then_some(())
+    });
+    assert_eq!(
+        bus.prop(&path, SERVICE_IF, "Summary"),
+        "LOAD WARNING - load average: 9.1"
+    );
+    assert_eq!(bus.prop(&path, SERVICE_IF, "Flapping"), false);
+    let st = bus.call(&path, SERVICE_IF, "Status", &[]);
+    assert_eq!(st[0]["check_style"]["data"], "nagios");
+    assert_eq!(st[0]["flapping_since"]["data"], 0);
+
+    std::fs::write(d.path("code"), "flip").unwrap();
+    let i = wait_change(&m, 0, &path, "Flapping", "boolean true");
+    wait_change(&m, i, &path, "State", "string \"down\"");
+    assert_eq!(
+        bus.prop(&path, SERVICE_IF, "Reason"),
+        "",
+        "the operator's: none"
+    );
+    let st = bus.call(&path, SERVICE_IF, "Status", &[]);
+    assert!(
+        st[0]["state_reason"]["data"]
+            .as_str()
+            .unwrap()
+            .starts_with("Flapping: "),
+        "{st}"
+    );
 }
