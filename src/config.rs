@@ -520,13 +520,7 @@ fn parse_service(s: &SectionReader) -> Option<ServiceConfig> {
         haproxy_rise: s.parse_or("haproxy_rise", 2, count),
         min_capacity: s.parse_or("min_capacity", MinCapacity::default(), min_capacity),
         origin: s.origin(),
-        check_style: s.parse_or("check_style", CheckStyle::Plain, |v| {
-            match v.to_ascii_lowercase().as_str() {
-                "plain" => Ok(CheckStyle::Plain),
-                "nagios" => Ok(CheckStyle::Nagios),
-                _ => Err("expected plain or nagios"),
-            }
-        }),
+        check_style: s.parse_or("check_style", CheckStyle::Plain, CheckStyle::parse),
         warning_status: s.parse_or("warning_status", 200, http_status),
         min_weight: s.parse_or("min_weight", 0, |v| {
             v.trim_end_matches('%')
@@ -535,18 +529,15 @@ fn parse_service(s: &SectionReader) -> Option<ServiceConfig> {
                 .filter(|w| *w <= 100)
                 .ok_or("expected a percentage from 0 to 100")
         }),
-        flap: {
-            let d = FlapPolicy::default();
-            FlapPolicy {
-                max_changes: s.parse_or("flap_max_changes", d.max_changes, |v| {
-                    v.parse::<u32>()
-                        .ok()
-                        .filter(|n| *n <= 1000)
-                        .ok_or("expected a whole number from 0 (off) to 1000")
-                }),
-                window: s.parse_or("flap_window", d.window, seconds),
-                hold: s.parse_or("flap_hold", d.hold, seconds),
-            }
+        flap: FlapPolicy {
+            max_changes: s.parse_or("flap_max_changes", 0, |v| {
+                v.parse::<u32>()
+                    .ok()
+                    .filter(|n| *n <= 1000)
+                    .ok_or("expected a whole number from 0 (off) to 1000")
+            }),
+            window: s.parse_or("flap_window", FlapPolicy::default().window, seconds),
+            hold: s.parse_or("flap_hold", FlapPolicy::default().hold, seconds),
         },
     };
     port.map(|_| svc)
@@ -653,6 +644,50 @@ mod tests {
         assert_eq!(g.dbus, DbusMode::System);
         assert_eq!(g.metrics_listen, None);
         assert_eq!(g.silence_min, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn plugin_keys_defaults_and_bad_values() {
+        let c = parse("[a]\nport=1\n").unwrap();
+        let a = &c.services["a"];
+        assert_eq!(
+            (a.check_style, a.warning_status, a.min_weight),
+            (CheckStyle::Plain, 200, 0)
+        );
+        assert_eq!(a.flap.max_changes, 0, "damping off");
+        assert_eq!(
+            (a.flap.window, a.flap.hold),
+            (Duration::from_secs(300), Duration::from_secs(300))
+        );
+        let c = parse(
+            "[a]\nport=1\ncheck_style=Nagios\nwarning_status=404\nmin_weight=30%\n\
+             flap_max_changes=2\nflap_window=60\nflap_hold=0.5\n",
+        )
+        .unwrap();
+        let a = &c.services["a"];
+        assert_eq!(
+            (a.check_style, a.warning_status, a.min_weight),
+            (CheckStyle::Nagios, 404, 30)
+        );
+        assert_eq!(a.flap.max_changes, 2);
+        assert_eq!(
+            (a.flap.window, a.flap.hold),
+            (Duration::from_secs(60), Duration::from_millis(500))
+        );
+        for (line, why) in [
+            ("check_style=icinga", "expected plain or nagios"),
+            ("warning_status=100", "expected an HTTP status code 200-599"),
+            ("min_weight=101", "expected a percentage from 0 to 100"),
+            ("flap_max_changes=-1", "from 0 (off) to 1000"),
+            ("flap_hold=0", "greater than 0"),
+        ] {
+            let e = err(&format!("[a]\nport=1\n{line}\n"));
+            let (k, v) = line.split_once('=').unwrap();
+            assert!(
+                e.contains(&format!("[a] {k} = '{v}'")) && e.contains(why),
+                "{e}"
+            );
+        }
     }
 
     #[test]

@@ -27,6 +27,15 @@ pub enum CheckStyle {
 }
 
 impl CheckStyle {
+    /// The value of the `check_style` key, any case.
+    pub fn parse(v: &str) -> Result<CheckStyle, &'static str> {
+        match v.to_ascii_lowercase().as_str() {
+            "plain" => Ok(CheckStyle::Plain),
+            "nagios" => Ok(CheckStyle::Nagios),
+            _ => Err("expected plain or nagios"),
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             CheckStyle::Plain => "plain",
