@@ -256,6 +256,9 @@ async fn a_flapping_check_is_held_down_until_stable() {
     assert_eq!(v.state, State::Down, "held out");
     assert!(v.flapping_since.is_some());
     assert!(v.reason.starts_with("Flapping: "), "{}", v.reason);
+    e.publish();
+    let summary = e.snap_tx.borrow().summary();
+    assert_eq!(summary, "1 service: 1 down; held out for flapping: web");
     let release = e.next_expiry().expect("a timer for the hold");
     assert_eq!(
         release,

@@ -205,8 +205,14 @@ impl Snapshot {
             .filter(|v| v.silent_since.is_some())
             .map(|v| v.cfg.name.as_str())
             .collect();
+        let flapping: Vec<&str> = self
+            .services
+            .values()
+            .filter(|v| v.flapping_since.is_some())
+            .map(|v| v.cfg.name.as_str())
+            .collect();
         format!(
-            "{}: {}{}",
+            "{}: {}{}{}",
             count(self.services.len() as u64, "service"),
             if parts.is_empty() {
                 "none".to_string()
@@ -217,6 +223,11 @@ impl Snapshot {
                 String::new()
             } else {
                 format!("; not probed any more: {}", silent.join(", "))
+            },
+            if flapping.is_empty() {
+                String::new()
+            } else {
+                format!("; held out for flapping: {}", flapping.join(", "))
             }
         )
     }

@@ -292,6 +292,13 @@ fn flap_damping_keeps_haproxy_from_bouncing() {
     );
     d.log
         .wait("damped: flapping: health changed more than 1 times within 600s");
+    assert!(
+        d.status_json()["summary"]
+            .as_str()
+            .unwrap()
+            .ends_with("; held out for flapping: damped"),
+        "the summary (STATUS=, status' first line) names it"
+    );
     assert!(d
         .ok(&["status", "damped"])
         .contains("  flapping:    yes, held out since "));
