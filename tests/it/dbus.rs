@@ -1097,6 +1097,7 @@ fn capacity_guard_error_force_option_and_wait_until_drained() {
     hap("DOWN", 0);
     let r = bus.call(&app, SERVICE_IF, "WaitUntilDrained", &["t", "5"]);
     assert_eq!(r[0], true, "{r}");
+}
 
 /// A monitoring plugin's states on the bus: `State` warning, the plugin's words in `Summary`,
 /// and `Flapping` once the check alternates; each change signalled.
