@@ -198,6 +198,24 @@ async fn a_plugin_warning_drains_with_its_own_words() {
     check_said(&mut e, "web", Exit::Code(0), "OK - fine|t=1s");
     assert_eq!(view(&e, "web").reason, "OK - fine");
 
+    // With fall=2, one CRITICAL leaves the service up: its words do not become the reason.
+    b.rewrite("check_style=nagios\n", "check_style=nagios\nfall=2\n");
+    e.apply(Config::load(&b.file()).unwrap(), None).unwrap();
+    check_said(&mut e, "web", Exit::Code(2), "CRITICAL - gone");
+    let v = view(&e, "web");
+    assert_eq!(
+        (v.state, v.reason.as_str()),
+        (State::Up, "OK: check passed")
+    );
+    assert_eq!(
+        v.summary, "CRITICAL - gone",
+        "the last run's words, in status"
+    );
+    check_said(&mut e, "web", Exit::Code(2), "CRITICAL - gone");
+    assert_eq!(view(&e, "web").reason, "CRITICAL - gone");
+    b.rewrite("fall=2\n", "");
+    e.apply(Config::load(&b.file()).unwrap(), None).unwrap();
+
     b.rewrite(
         "check_style=nagios\n",
         "check_style=nagios\nwarning_status=404\n",

@@ -13,7 +13,7 @@ use crate::config::ServiceConfig;
 use crate::flap::Flap;
 use crate::model::{derive_state_held, Admin, CheckCounts, CheckResult, Exit, HealthTracker};
 use crate::model::{Micros, Override, State};
-use crate::plugin::{self, CheckStyle, Perf};
+use crate::plugin::{self, CheckStyle, Perf, Verdict};
 use crate::probe_stats::ProbeStats;
 use replies::{weight_from_output, AgentExtra, Replies};
 use std::collections::BTreeMap;
@@ -144,10 +144,23 @@ fn reason_for(
     cfg: &ServiceConfig,
     summary: &str,
 ) -> String {
-    let from_check = matches!(state, State::Up | State::Warning | State::Down)
+    // Only while the last run agrees with the state: during rise/fall the state is the
+    // previous runs' and the last run's words would contradict it.
+    let agrees = last.as_ref().is_some_and(|r| {
+        let verdict = Verdict::of(cfg.check_style, &r.exit);
+        matches!(
+            (state, verdict),
+            (State::Up, Verdict::Ok)
+                | (State::Warning, Verdict::Warning)
+                | (State::Down, Verdict::Failed)
+        )
+    });
+    if agrees
+        && cfg.check_style == CheckStyle::Nagios
         && cfg.check.is_some()
-        && !admin.checks_stopped;
-    if from_check && cfg.check_style == CheckStyle::Nagios && !summary.is_empty() {
+        && !admin.checks_stopped
+        && !summary.is_empty()
+    {
         return summary.to_string();
     }
     fn with_reason(word: &str, o: &Override) -> String {
