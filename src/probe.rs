@@ -32,6 +32,7 @@
 //! | down, starting       | `down ready #<reason>`                 |
 //! | disabled             | `maint up #<reason>` / `maint down #<reason>` |
 //! | paused               | `drain up #<reason>` / `drain down #<reason>` |
+//! | warning (a plugin's exit 1) | `drain up #<reason>`            |
 //!
 //! `ready` with every up/down answer lifts a MAINT or DRAIN that HAProxy set from an earlier
 //! answer, so a missed transition cannot leave a server stuck out of the pool. `maint` and
