@@ -174,6 +174,8 @@ pub struct ServiceConfig {
     /// Floor of the agent weight a passing check asks for, in percent (0 = none).
     pub min_weight: u8,
     pub flap: FlapPolicy,
+    /// `control_group`: groups whose members may change this service (and only it).
+    pub control_groups: Vec<String>,
     /// The files the service's keys come from.
     pub origin: Origin,
 }
@@ -249,6 +251,7 @@ const SERVICE_KEYS: &[&str] = &[
     "flap_max_changes",
     "flap_window",
     "flap_hold",
+    "control_group",
 ];
 const GENERAL_KEYS: &[&str] = &[
     "log_level",
@@ -539,6 +542,7 @@ fn parse_service(s: &SectionReader) -> Option<ServiceConfig> {
             window: s.parse_or("flap_window", FlapPolicy::default().window, seconds),
             hold: s.parse_or("flap_hold", FlapPolicy::default().hold, seconds),
         },
+        control_groups: s.parse_or("control_group", Vec::new(), group_list),
     };
     port.map(|_| svc)
 }
@@ -555,6 +559,29 @@ fn min_capacity(v: &str) -> Result<MinCapacity, &'static str> {
         .filter(|p| *p <= 100)
         .map(MinCapacity::Percent)
         .ok_or("expected a percentage 0-100 (the share of the backend's usable weight that must remain), or off")
+}
+
+/// `deploy-ourapp, ops`: one or more group names, comma-separated, each as `groupadd` takes
+/// it. Whether the groups exist is `-t`'s question ([`crate::lint`]): a group may be created
+/// after the file is written, and one that does not exist admits nobody.
+fn group_list(v: &str) -> Result<Vec<String>, &'static str> {
+    let mut groups: Vec<String> = Vec::new();
+    for g in v.split(',').map(str::trim) {
+        let valid = !g.is_empty()
+            && g.len() <= 32
+            && !g.starts_with('-')
+            && g.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b'$'));
+        if !valid {
+            return Err(
+                "expected group names separated by commas (letters, digits, '_', '-', '.')",
+            );
+        }
+        if !groups.iter().any(|x| x == g) {
+            groups.push(g.to_string());
+        }
+    }
+    Ok(groups)
 }
 
 /// yes/no, true/false, on/off, 1/0, any case.

@@ -42,9 +42,7 @@ pub async fn run(
         &cfg.general.sock_file,
         sockets.take_unix(&cfg.general.sock_file),
     )?;
-    let auth = Arc::new(Auth {
-        control_group: cfg.general.control_group.clone(),
-    });
+    let auth = Arc::new(Auth::new(&cfg.general.control_group));
     tokio::spawn(check::reap_on_sigchld(processes.clone(), shutdown.clone()));
     let metrics = match cfg.general.metrics_listen {
         Some(a) => Some(sockets.tcp(a).map_err(|e| {

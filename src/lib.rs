@@ -32,7 +32,8 @@
 //! - [`state`]: what survives a restart; [`last_good`]: the configuration that last loaded.
 //! - [`daemon`]: start-up and shutdown; [`detach`]: `-d`.
 //! - [`logging`]: journald with fields, or stderr.
-//! - [`dbus`]: the objects on the system (or session) bus. [`auth`]: who may change state.
+//! - [`dbus`]: the objects on the system (or session) bus. [`auth`]: who may change state;
+//!   [`polkit`]: asking polkitd about a caller.
 //! - [`probe_stats`]: probe counters and who is probing, off the engine's path.
 //!   [`observer`]: the task that folds probes into those tables, and the silence alarm.
 //! - [`metrics`]: Prometheus text on `metrics_listen` and `-c metrics`. [`wait`]: `--wait` and
@@ -57,6 +58,7 @@ pub mod metrics;
 pub mod model;
 pub mod observer;
 pub mod plugin;
+pub mod polkit;
 pub mod probe;
 pub mod probe_stats;
 pub mod sockets;

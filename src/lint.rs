@@ -10,6 +10,10 @@
 //! `ListenStream=` (compared as files: `/var/run/...` is `/run/...` where `/var/run` links there),
 //! and a file in the drop-in directory that is not read (`20-db.conf`: a fragment misnamed is
 //! otherwise silently absent). A check's error names the file that set `check_script`.
+//!
+//! A service's `control_group` naming a group that does not exist is an error: the daemon
+//! would admit nobody through it (never everybody), but the operators it was written for
+//! would find themselves refused; a typo is caught here instead.
 
 use crate::config::{Config, ConfigError, ServiceConfig};
 use std::os::unix::fs::PermissionsExt;
@@ -62,6 +66,22 @@ pub fn check(cfg: &Config) -> Findings {
                   in .cfg and does not start with '.'"
                 .into(),
         });
+    }
+    for svc in cfg.services.values() {
+        for g in &svc.control_groups {
+            if !matches!(nix::unistd::Group::from_name(g), Ok(Some(_))) {
+                f.errors.push(ConfigError::Value {
+                    file: svc.origin.file_of("control_group").to_path_buf(),
+                    section: svc.name.clone(),
+                    key: "control_group".into(),
+                    value: svc.control_groups.join(", "),
+                    why: format!(
+                        "group '{g}' does not exist (create it: groupadd {g}); until it does, \
+                         it admits nobody"
+                    ),
+                });
+            }
+        }
     }
     if let Some((unit, passed)) = socket_unit() {
         let mine = canonical(&cfg.general.sock_file);

@@ -65,6 +65,9 @@ pub struct ServiceStatus {
     /// The configuration files the service comes from: the main file and/or drop-in
     /// fragments, in the order they apply.
     pub config_files: Vec<String>,
+    /// The service's own `control_group`s: their members may change this service (besides
+    /// root, the daemon's user, `[general] control_group` and whom polkit allows).
+    pub control_group: Vec<String>,
 }
 
 impl ServiceStatus {
@@ -114,6 +117,7 @@ impl ServiceStatus {
                 .iter()
                 .map(|f| f.display().to_string())
                 .collect(),
+            control_group: v.cfg.control_groups.clone(),
         }
     }
 }
@@ -218,6 +222,13 @@ pub fn text(snap: &Snapshot, service: Option<&str>) -> Option<String> {
         );
         let _ = writeln!(out, "  disabled:    {}", manual(v.admin.disabled.as_ref()));
         let _ = writeln!(out, "  paused:      {}", manual(v.admin.paused.as_ref()));
+        if !s.control_group.is_empty() {
+            let _ = writeln!(
+                out,
+                "  operators:   group {} (and those who may change every service)",
+                s.control_group.join(", ")
+            );
+        }
         match &s.check_command {
             None => {
                 let _ = writeln!(out, "  check:       none (counts as passing)");

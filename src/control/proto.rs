@@ -461,6 +461,30 @@ impl Command {
     }
 
     /// Reading is open to anyone who can connect; everything else needs authorisation.
+    /// What a changing command asks to do, for [`crate::auth`]: the service it changes (None:
+    /// every service, or the daemon) and its verb. None for the commands that only read.
+    pub fn request(&self) -> Option<crate::auth::Request> {
+        use crate::auth::Request;
+        let one = |s: &String, verb| Some(Request::service(s, verb));
+        match self {
+            Command::Help(_) | Command::Version | Command::Status { .. } | Command::Metrics => None,
+            Command::Enable(s) => one(s, "enable"),
+            Command::Disable { service, .. } => one(service, "disable"),
+            Command::Pause {
+                service: Some(s), ..
+            } => one(s, "pause"),
+            Command::Pause { service: None, .. } => Some(Request::daemon("pause")),
+            Command::Run(Some(s)) => one(s, "run"),
+            Command::Run(None) => Some(Request::daemon("run")),
+            Command::Test(s) => one(s, "test"),
+            Command::DisableTest(s) => one(s, "disable_test"),
+            Command::EnableTest(s) => one(s, "enable_test"),
+            Command::Reload => Some(Request::daemon("reload")),
+            Command::StopServer => Some(Request::daemon("stop_server")),
+            Command::Wait { cmd, .. } => cmd.request(),
+        }
+    }
+
     pub fn changes_state(&self) -> bool {
         match self {
             Command::Wait { cmd, .. } => cmd.changes_state(),

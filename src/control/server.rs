@@ -5,6 +5,7 @@
 //! renamed into place, so no client ever sees it with the wrong permissions. A socket file
 //! left by a crashed daemon is replaced; one that a live daemon answers on is not.
 
+use super::admit::{self, Admission, Full, Slot};
 use super::proto::{self, Code, Command, MAX_LINE, REQUEST_DEADLINE};
 use super::words;
 use crate::engine::{CheckRun, EngineError, Handle, Outcome};
@@ -17,11 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
-
-/// Simultaneous control connections; more are told to come back.
-const MAX_CONNS: usize = 128;
 
 /// The control socket and whether we own its file (we remove it on exit only then).
 pub struct ControlSocket {
@@ -81,6 +78,7 @@ impl Drop for ControlSocket {
 
 // Shared with D-Bus; re-exported so callers of this module keep their paths.
 pub use crate::auth::{actor_name, Auth};
+use crate::auth::{Caller, Decision};
 
 pub async fn serve(
     socket: ControlSocket,
@@ -90,7 +88,7 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     socket.listener.set_nonblocking(true)?;
     let listener = UnixListener::from_std(socket.listener.try_clone()?)?;
-    let conns = Arc::new(Semaphore::new(MAX_CONNS));
+    let admission = Admission::default();
     loop {
         let stream = tokio::select! {
             _ = stop.cancelled() => break,
@@ -103,21 +101,30 @@ pub async fn serve(
                 }
             },
         };
-        let Ok(permit) = conns.clone().try_acquire_owned() else {
-            let s = stream;
-            let _ = s.try_write(
-                format!(
-                    "{}too many control connections; try again\n",
-                    Code::Refused.status_line()
-                )
-                .as_bytes(),
-            );
-            continue;
+        // No credentials: counted as a uid of its own, never as root.
+        let uid = stream.peer_cred().map_or(u32::MAX, |c| c.uid());
+        let slot = match admission.admit(uid) {
+            Ok(slot) => slot,
+            Err(full) => {
+                let why = match full {
+                    Full::User => format!(
+                        "too many control connections from uid {uid} (at most {}); close some",
+                        admit::PER_UID
+                    ),
+                    Full::Everyone => "too many control connections; try again".to_string(),
+                };
+                let _ =
+                    stream.try_write(format!("{}{why}\n", Code::Refused.status_line()).as_bytes());
+                continue;
+            }
         };
         let (handle, auth, stop) = (handle.clone(), auth.clone(), stop.clone());
         tokio::spawn(async move {
-            connection(stream, &handle, &auth, &stop).await;
-            drop(permit);
+            tokio::select! {
+                _ = connection(stream, &handle, &auth, &stop, &slot) => {}
+                // Dropping the stream closes it: the reader that was evicted sees EOF.
+                _ = slot.evicted.cancelled() => {}
+            }
         });
     }
     drop(socket);
@@ -150,6 +157,7 @@ async fn connection(
     handle: &Handle,
     auth: &Arc<Auth>,
     stop: &CancellationToken,
+    slot: &Slot,
 ) {
     let (code, body) = match read_request(&mut stream).await {
         Err(why) => (Code::Usage, why + "\n"),
@@ -159,8 +167,20 @@ async fn connection(
                 cmd,
                 timeout,
                 drained,
-            }) => execute_and_wait(*cmd, timeout, drained, &mut stream, handle, auth, stop).await,
-            Ok(cmd) => execute(cmd, &stream, handle, auth, stop).await,
+            }) => {
+                execute_and_wait(
+                    *cmd,
+                    timeout,
+                    drained,
+                    &mut stream,
+                    handle,
+                    auth,
+                    stop,
+                    slot,
+                )
+                .await
+            }
+            Ok(cmd) => execute(cmd, &stream, handle, auth, stop, slot).await,
         },
     };
     let mut out = code.status_line().into_bytes();
@@ -181,6 +201,7 @@ async fn execute_and_wait(
     handle: &Handle,
     auth: &Arc<Auth>,
     stop: &CancellationToken,
+    slot: &Slot,
 ) -> (Code, String) {
     let out = if drained { Goal::Drained } else { Goal::Out };
     let want = match &cmd {
@@ -195,7 +216,7 @@ async fn execute_and_wait(
             )
         }
     };
-    let (code, body) = execute(cmd, stream, handle, auth, stop).await;
+    let (code, body) = execute(cmd, stream, handle, auth, stop, slot).await;
     if code != Code::Ok {
         return (code, body);
     }
@@ -252,30 +273,40 @@ async fn execute(
     handle: &Handle,
     auth: &Arc<Auth>,
     stop: &CancellationToken,
+    slot: &Slot,
 ) -> (Code, String) {
     let mut actor = String::new();
-    if cmd.changes_state() {
+    if let Some(req) = cmd.request() {
         let Ok(cred) = stream.peer_cred() else {
             return (
                 Code::Refused,
                 "cannot read the caller's credentials\n".into(),
             );
         };
-        let crate::auth::Verdict {
-            allowed: ok,
-            actor: name,
-        } = auth.decide(cred.uid(), Some(cred.gid())).await;
-        if !ok {
+        let caller = Caller::Process {
+            uid: cred.uid(),
+            gid: cred.gid(),
+            pid: cred.pid().and_then(|p| u32::try_from(p).ok()).unwrap_or(0),
+        };
+        let verdict = auth.decide(&caller, &req, &handle.snapshot()).await;
+        if let Decision::Refused { groups, polkit } = &verdict.decision {
+            let name = &verdict.actor;
             tracing::warn!(psentinel_actor = %name, "refused {cmd:?}: not authorised");
+            let what = match &req.service {
+                Some(s) => format!("changing {s}"),
+                None => format!("'{}'", req.verb),
+            };
             return (
                 Code::Refused,
                 format!(
-                    "not authorised: {name} may read state but changing it needs root or membership of group '{}'\n",
-                    auth.control_group
+                    "not authorised: {name} may read state but {what} needs {}{}\n",
+                    crate::auth::who_may(groups),
+                    crate::auth::polkit_words(polkit)
                 ),
             );
         }
-        actor = name;
+        actor = verdict.actor;
+        slot.protect();
     }
     let done = |r: Result<Outcome, EngineError>| match r {
         Ok(o) => (Code::Ok, words::outcome(&o)),

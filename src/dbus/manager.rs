@@ -3,6 +3,7 @@
 
 use super::error::{Error, Result};
 use super::{service_path, Ctx};
+use crate::auth::Request;
 use crate::engine::EngineError;
 use crate::model::Refusal;
 use std::sync::Arc;
@@ -46,7 +47,10 @@ impl Manager {
         #[zbus(header)] hdr: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<()> {
-        let actor = self.ctx.authorise(conn, &hdr, "PauseAll").await?;
+        let actor = self
+            .ctx
+            .authorise(conn, &hdr, "PauseAll", Request::daemon("pause"))
+            .await?;
         self.ctx.handle.pause(None, "", None, &actor).await?;
         Ok(())
     }
@@ -58,7 +62,10 @@ impl Manager {
         #[zbus(header)] hdr: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<()> {
-        let actor = self.ctx.authorise(conn, &hdr, "PauseAll").await?;
+        let actor = self
+            .ctx
+            .authorise(conn, &hdr, "PauseAll", Request::daemon("pause"))
+            .await?;
         let force = super::service::force_option(&options)?;
         self.ctx
             .handle
@@ -73,7 +80,10 @@ impl Manager {
         #[zbus(header)] hdr: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<()> {
-        let actor = self.ctx.authorise(conn, &hdr, "RunAll").await?;
+        let actor = self
+            .ctx
+            .authorise(conn, &hdr, "RunAll", Request::daemon("run"))
+            .await?;
         self.ctx.handle.resume(None, &actor).await?;
         Ok(())
     }
@@ -85,7 +95,10 @@ impl Manager {
         #[zbus(header)] hdr: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<()> {
-        let actor = self.ctx.authorise(conn, &hdr, "Reload").await?;
+        let actor = self
+            .ctx
+            .authorise(conn, &hdr, "Reload", Request::daemon("reload"))
+            .await?;
         self.ctx.handle.reload(&actor).await?;
         Ok(())
     }

@@ -13,14 +13,15 @@
 //! or disappear on reload become objects or stop being ones; the ObjectManager turns that
 //! into InterfacesAdded / InterfacesRemoved.
 //!
-//! Methods that change state check the caller's uid (asked from the bus daemon) with the
-//! same [`Auth`] as the control socket: the bus policy is the first fence, this the second.
+//! Methods that change state check the caller (its uid, asked from the bus daemon, and
+//! polkit while polkitd runs) with the same [`Auth`] as the control socket: the bus policy
+//! is the first fence, this the second.
 
 pub mod error;
 pub mod manager;
 pub mod service;
 
-use crate::auth::Auth;
+use crate::auth::{Auth, Caller, Decision, Request};
 use crate::config::DbusMode;
 use crate::engine::Handle;
 use crate::view::Snapshot;
@@ -78,12 +79,13 @@ pub(crate) struct Ctx {
 }
 
 impl Ctx {
-    /// Checks that the caller of `method` may change state; returns its name for the record.
+    /// Checks that the caller of `method` may do `req`; returns its name for the record.
     async fn authorise(
         &self,
         conn: &Connection,
         hdr: &Header<'_>,
         method: &str,
+        req: Request,
     ) -> Result<String, Error> {
         let sender = hdr
             .sender()
@@ -98,18 +100,42 @@ impl Ctx {
             .map_err(|e| {
                 Error::AccessDenied(format!("{method}: cannot tell who {sender} is: {e}"))
             })?;
-        let verdict = self.auth.decide(uid, None).await;
-        if !verdict.allowed {
-            tracing::warn!(
-                psentinel_actor = %verdict.actor,
-                "refused D-Bus {method} from {sender}: not authorised"
-            );
-            return Err(Error::AccessDenied(format!(
-                "{} may read state, but {method} needs root or membership of group '{}'",
-                verdict.actor, self.auth.control_group
-            )));
+        let caller = Caller::Bus {
+            uid,
+            sender: sender.to_string(),
+            interactive: hdr
+                .primary()
+                .flags()
+                .contains(zbus::message::Flags::AllowInteractiveAuth),
+        };
+        let verdict = self
+            .auth
+            .decide(&caller, &req, &self.handle.snapshot())
+            .await;
+        let Decision::Refused { groups, polkit } = verdict.decision else {
+            return Ok(verdict.actor);
+        };
+        tracing::warn!(
+            psentinel_actor = %verdict.actor,
+            "refused D-Bus {method} from {sender}: not authorised"
+        );
+        let what = match &req.service {
+            Some(s) => format!("{method} of {s}"),
+            None => method.to_string(),
+        };
+        let why = format!(
+            "{} may read state, but {what} needs {}{}",
+            verdict.actor,
+            crate::auth::who_may(&groups),
+            crate::auth::polkit_words(&polkit)
+        );
+        // As systemd does: a caller that could be allowed after authenticating is told so
+        // with the standard error, to call again allowing interaction
+        // (busctl --allow-interactive-authorization=yes).
+        if polkit == crate::polkit::Answer::Challenge && !caller.interactive() {
+            return Err(zbus::fdo::Error::InteractiveAuthorizationRequired(why).into());
         }
-        Ok(verdict.actor)
+        Err(Error::AccessDenied(why))
     }
 }
 

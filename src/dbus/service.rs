@@ -7,6 +7,7 @@
 
 use super::error::Result;
 use super::Ctx;
+use crate::auth::Request;
 use crate::engine::{CheckRun, EngineError, Outcome};
 use crate::model::{Override, Refusal};
 use crate::status::{override_text, ServiceStatus};
@@ -179,6 +180,7 @@ pub fn status_dict(v: &ServiceView) -> HashMap<String, Value<'static>> {
         })
         .collect();
     put("capacity", Value::from(capacity));
+    put("control_group", Value::from(s.control_group));
     d
 }
 
@@ -235,6 +237,10 @@ impl ServiceObject {
             })
     }
 
+    fn request(&self, verb: &'static str) -> Request {
+        Request::service(&self.name, verb)
+    }
+
     fn props(&self) -> zbus::fdo::Result<Props> {
         Ok(Props::from_view(&*self.view()?))
     }
@@ -248,7 +254,10 @@ impl ServiceObject {
         #[zbus(header)] hdr: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<()> {
-        let actor = self.ctx.authorise(conn, &hdr, "Enable").await?;
+        let actor = self
+            .ctx
+            .authorise(conn, &hdr, "Enable", self.request("enable"))
+            .await?;
         self.ctx.handle.enable(&self.name, &actor).await?;
         Ok(())
     }
@@ -264,7 +273,10 @@ impl ServiceObject {
         #[zbus(header)] hdr: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<String> {
-        let actor = self.ctx.authorise(conn, &hdr, "Disable").await?;
+        let actor = self
+            .ctx
+            .authorise(conn, &hdr, "Disable", self.request("disable"))
+            .await?;
         if expire_after_s > MAX_EXPIRE_AFTER_S {
             return Err(zbus::fdo::Error::InvalidArgs(format!(
                 "expire_after_s {expire_after_s} is more than 100 years; use 0 for \"until enabled\""
@@ -292,7 +304,10 @@ impl ServiceObject {
         #[zbus(header)] hdr: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<String> {
-        let actor = self.ctx.authorise(conn, &hdr, "Disable").await?;
+        let actor = self
+            .ctx
+            .authorise(conn, &hdr, "Disable", self.request("disable"))
+            .await?;
         let force = force_option(&options)?;
         if expire_after_s > MAX_EXPIRE_AFTER_S {
             return Err(zbus::fdo::Error::InvalidArgs(format!(
@@ -317,7 +332,10 @@ impl ServiceObject {
         #[zbus(header)] hdr: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<String> {
-        let actor = self.ctx.authorise(conn, &hdr, "Pause").await?;
+        let actor = self
+            .ctx
+            .authorise(conn, &hdr, "Pause", self.request("pause"))
+            .await?;
         let force = force_option(&options)?;
         let done = self
             .ctx
@@ -335,7 +353,10 @@ impl ServiceObject {
         #[zbus(header)] hdr: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<String> {
-        let actor = self.ctx.authorise(conn, &hdr, "Pause").await?;
+        let actor = self
+            .ctx
+            .authorise(conn, &hdr, "Pause", self.request("pause"))
+            .await?;
         let done = self
             .ctx
             .handle
@@ -349,7 +370,10 @@ impl ServiceObject {
         #[zbus(header)] hdr: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<()> {
-        let actor = self.ctx.authorise(conn, &hdr, "Resume").await?;
+        let actor = self
+            .ctx
+            .authorise(conn, &hdr, "Resume", self.request("run"))
+            .await?;
         self.ctx.handle.resume(Some(&self.name), &actor).await?;
         Ok(())
     }
@@ -370,7 +394,9 @@ impl ServiceObject {
         #[zbus(header)] hdr: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<(bool, String)> {
-        self.ctx.authorise(conn, &hdr, "WaitForHAProxy").await?;
+        self.ctx
+            .authorise(conn, &hdr, "WaitForHAProxy", self.request("wait"))
+            .await?;
         let snap = self.ctx.handle.snapshot();
         if !snap.services.contains_key(&self.name) {
             let gone = Refusal::UnknownService(self.name.clone());
@@ -406,7 +432,9 @@ impl ServiceObject {
         #[zbus(header)] hdr: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<(bool, String)> {
-        self.ctx.authorise(conn, &hdr, "WaitUntilDrained").await?;
+        self.ctx
+            .authorise(conn, &hdr, "WaitUntilDrained", self.request("wait"))
+            .await?;
         let snap = self.ctx.handle.snapshot();
         if !snap.services.contains_key(&self.name) {
             let gone = Refusal::UnknownService(self.name.clone());
@@ -438,7 +466,9 @@ impl ServiceObject {
         #[zbus(header)] hdr: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<(i32, String)> {
-        self.ctx.authorise(conn, &hdr, "RunCheck").await?;
+        self.ctx
+            .authorise(conn, &hdr, "RunCheck", self.request("test"))
+            .await?;
         Ok(match self.ctx.handle.run_check(&self.name).await? {
             CheckRun::Ran(r) => (r.exit.status_code(), r.output),
             CheckRun::NoCheck => (0, crate::control::words::NO_CHECK.into()),
