@@ -20,6 +20,7 @@ GENERATORDIR:= $(PREFIX)/lib/systemd/system-generators
 SYSUSERSDIR := $(PREFIX)/lib/sysusers.d
 TMPFILESDIR := $(PREFIX)/lib/tmpfiles.d
 DBUSDIR     := $(PREFIX)/share/dbus-1/system.d
+POLKITDIR   := $(PREFIX)/share/polkit-1/actions
 MANDIR      := $(PREFIX)/share/man
 DOCDIR      := $(PREFIX)/share/doc/psentinel
 # The example checks, executable, outside /usr/share/doc (which minimal images strip).
@@ -41,7 +42,8 @@ DOCS    := README.md
 DOCPAGES:= $(wildcard docs/*.md)
 # Written by hand; psentinel(8) is generated (ASSETS).
 MAN5    := man/psentinel.cfg.5
-EXAMPLES:= examples/psentinel.cfg examples/case1-ourapp.cfg examples/case2-pgpool.cfg
+EXAMPLES:= examples/psentinel.cfg examples/case1-ourapp.cfg examples/case2-pgpool.cfg \
+           examples/polkit-deploy.rules
 CHECKS  := $(wildcard examples/checks/*.sh)
 HAPROXY_EXAMPLES := $(wildcard examples/haproxy/*.cfg)
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
@@ -88,6 +90,7 @@ install:
 	install -Dm0644 systemd/sysusers.d/psentinel.conf $(DESTDIR)$(SYSUSERSDIR)/psentinel.conf
 	install -Dm0644 systemd/tmpfiles.d/psentinel.conf $(DESTDIR)$(TMPFILESDIR)/psentinel.conf
 	install -Dm0644 dbus/org.psentinel.PSentinel1.conf $(DESTDIR)$(DBUSDIR)/org.psentinel.PSentinel1.conf
+	install -Dm0644 polkit/org.psentinel.PSentinel1.policy $(DESTDIR)$(POLKITDIR)/org.psentinel.PSentinel1.policy
 	install -Dm0644 -t $(DESTDIR)$(DOCDIR) $(DOCS)
 	install -Dm0644 -t $(DESTDIR)$(DOCDIR)/docs $(DOCPAGES)
 	install -d $(DESTDIR)$(MANDIR)/man5

@@ -6,6 +6,7 @@ mod haproxy_support;
 mod support;
 mod sysbox;
 
+mod access;
 mod alerts;
 mod checks;
 mod cli;

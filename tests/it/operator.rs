@@ -4,7 +4,6 @@
 
 use crate::support::*;
 use std::net::TcpListener;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 #[test]
@@ -118,41 +117,6 @@ fn reload_is_refused_as_a_whole_when_a_new_port_cannot_be_bound() {
         .map(|s| s["name"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(names, ["a", "b"]);
-}
-
-/// A system user and group made for one test, removed at the end. Needs root (useradd).
-struct TestUser {
-    user: String,
-    group: String,
-}
-
-impl TestUser {
-    fn new(tag: &str) -> TestUser {
-        let id = format!("{tag}{}", std::process::id());
-        let (user, group) = (format!("psu{id}"), format!("psg{id}"));
-        let run = |cmd: &mut Command| {
-            let st = cmd.status().unwrap();
-            assert!(st.success(), "{cmd:?}: {st} (this test needs root)");
-        };
-        run(Command::new("groupadd").args(["--system", &group]));
-        run(Command::new("useradd").args([
-            "--system",
-            "--no-create-home",
-            "--shell",
-            "/usr/sbin/nologin",
-            "--groups",
-            &group,
-            &user,
-        ]));
-        TestUser { user, group }
-    }
-}
-
-impl Drop for TestUser {
-    fn drop(&mut self) {
-        let _ = Command::new("userdel").arg(&self.user).status();
-        let _ = Command::new("groupdel").arg(&self.group).status();
-    }
 }
 
 /// Needs root: it creates a user and a group, and runs the client as that user (runuser).

@@ -24,6 +24,7 @@ const FILES: &[&str] = &[
     "/usr/lib/sysusers.d/psentinel.conf",
     "/usr/lib/tmpfiles.d/psentinel.conf",
     "/usr/share/dbus-1/system.d/org.psentinel.PSentinel1.conf",
+    "/usr/share/polkit-1/actions/org.psentinel.PSentinel1.policy",
     "/etc/psentinel/psentinel.cfg",
     "/etc/psentinel/psentinel.d/README",
     "/usr/share/man/man8/psentinel.8.gz",
@@ -36,6 +37,7 @@ const FILES: &[&str] = &[
     "/usr/share/doc/psentinel/examples/case1-ourapp.cfg",
     "/usr/share/doc/psentinel/examples/case2-pgpool.cfg",
     "/usr/share/psentinel/prometheus/psentinel-alerts.yml",
+    "/usr/share/doc/psentinel/examples/polkit-deploy.rules",
 ];
 
 /// Where the example checks go: executable, outside /usr/share/doc (minimal images strip it).
@@ -127,6 +129,7 @@ const SOURCES: &[&str] = &[
     "Cargo.lock",
     "systemd",
     "dbus",
+    "polkit",
     "packaging",
     "examples",
     "Makefile",

@@ -549,3 +549,38 @@ fn free_ports_are_reserved_outside_the_ephemeral_range() {
         );
     }
 }
+
+/// A system user and group made for one test, removed at the end. Needs root (useradd).
+pub struct TestUser {
+    pub user: String,
+    pub group: String,
+}
+
+impl TestUser {
+    pub fn new(tag: &str) -> TestUser {
+        let id = format!("{tag}{}", std::process::id());
+        let (user, group) = (format!("psu{id}"), format!("psg{id}"));
+        let run = |cmd: &mut Command| {
+            let st = cmd.status().unwrap();
+            assert!(st.success(), "{cmd:?}: {st} (this test needs root)");
+        };
+        run(Command::new("groupadd").args(["--system", &group]));
+        run(Command::new("useradd").args([
+            "--system",
+            "--no-create-home",
+            "--shell",
+            "/usr/sbin/nologin",
+            "--groups",
+            &group,
+            &user,
+        ]));
+        TestUser { user, group }
+    }
+}
+
+impl Drop for TestUser {
+    fn drop(&mut self) {
+        let _ = Command::new("userdel").arg(&self.user).status();
+        let _ = Command::new("groupdel").arg(&self.group).status();
+    }
+}
