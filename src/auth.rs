@@ -245,8 +245,8 @@ pub fn polkit_words(a: &Answer) -> String {
         Answer::Yes => String::new(),
         Answer::NotRunning => String::new(),
         Answer::No => "; polkit does not allow it either".into(),
-        Answer::Challenge => "; polkit would allow it after authentication, which this \
-                              request did not allow (D-Bus: allow interactive authorization)"
+        Answer::Challenge => "; polkit asks for authentication, which this request did not \
+                              allow (D-Bus: allow interactive authorization)"
             .into(),
         Answer::Failed(why) => format!("; polkit could not decide: {why}"),
     }

@@ -23,5 +23,6 @@ mod observe;
 mod operator;
 mod packages;
 mod plugins;
+mod polkit;
 mod reload;
 mod systemd;

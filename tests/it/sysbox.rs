@@ -113,6 +113,21 @@ impl Sysbox {
         self.cp(tmp.path(), dest);
     }
 
+    /// Installs Debian packages into the running box (`psbox install`: .debs fetched on the
+    /// host, cached, `dpkg -i` inside), for those whose maintainer scripts need systemd.
+    pub fn install(&self, debs: &[&str]) {
+        let mut a = vec!["install"];
+        a.extend_from_slice(debs);
+        let out = self.raw(&a);
+        assert!(
+            out.status.success(),
+            "psbox install {debs:?} in {}: {}{}",
+            self.name,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// A unit property (`systemctl show -P`).
     pub fn prop(&self, unit: &str, prop: &str) -> String {
         self.exec(&["systemctl", "show", "-P", prop, unit])

@@ -235,7 +235,7 @@ dbus = off
 
 /// Boots a box with psentinel installed by `make install`, configured with `cfg`, its user
 /// and directories created, units loaded (the generator has run). Nothing started yet.
-fn installed_box(test: &str, cfg: &str) -> Sysbox {
+pub(crate) fn installed_box(test: &str, cfg: &str) -> Sysbox {
     let stage = tempfile::tempdir().unwrap();
     make_install(stage.path());
     let b = Sysbox::up(test);
@@ -247,7 +247,7 @@ fn installed_box(test: &str, cfg: &str) -> Sysbox {
 }
 
 /// HTTP status of an `OPTIONS *` probe from inside the box; "000" when not answered.
-fn box_probe(b: &Sysbox, port: u16) -> String {
+pub(crate) fn box_probe(b: &Sysbox, port: u16) -> String {
     let (_, out, err) = b.sh(&format!(
         "curl -sS -o /dev/null -w '%{{http_code}}' --max-time 10 -X OPTIONS http://127.0.0.1:{port}/"
     ));
