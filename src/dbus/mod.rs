@@ -119,12 +119,9 @@ impl Ctx {
             psentinel_actor = %verdict.actor,
             "refused D-Bus {method} from {sender}: not authorised"
         );
-        let what = match &req.service {
-            Some(s) => format!("{method} of {s}"),
-            None => method.to_string(),
-        };
+        // The object names the service; the groups listed are those of this service.
         let why = format!(
-            "{} may read state, but {what} needs {}{}",
+            "{} may read state, but {method} needs {}{}",
             verdict.actor,
             crate::auth::who_may(&groups),
             crate::auth::polkit_words(&polkit)
