@@ -153,6 +153,22 @@ fn sysbox_polkit_rules_and_groups_decide_on_both_doors() {
     may_not(&b, "carol", "db", DB);
     may(&b, None, "ourapp", OURAPP);
     may(&b, None, "db", DB);
+    // polkit's default for others is auth_admin: a call that does not allow interaction is
+    // told so with the standard error; one that does is asked of polkit with interaction
+    // (no authentication agent runs here, so it is refused).
+    let (_, out, err) = b.sh(&format!(
+        "runuser -u carol -- dbus-send --system --print-reply --dest=org.psentinel.PSentinel1 \
+         {OURAPP} org.psentinel.PSentinel1.Service.Disable string:x uint64:0"
+    ));
+    assert!(
+        err.contains("org.freedesktop.DBus.Error.InteractiveAuthorizationRequired"),
+        "{out}{err}"
+    );
+    let (code, _, err) = b.sh(&format!(
+        "runuser -u carol -- busctl --allow-interactive-authorization=yes call \
+         org.psentinel.PSentinel1 {OURAPP} org.psentinel.PSentinel1.Service Disable st x 0"
+    ));
+    assert!(code != 0 && err.contains("needs root"), "{err}");
     // Not even alice may reload (service-less) through polkit's ourapp rule.
     refused("alice: -c reload", ctl(&b, Some("alice"), "reload"));
 
