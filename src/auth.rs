@@ -215,8 +215,11 @@ pub fn grant(uid: u32, gid: Option<u32>, groups: &[String]) -> Option<Grant> {
         nix::unistd::getgrouplist(&name, u.gid).ok()
     });
     groups.iter().find_map(|name| {
-        // A group that does not exist admits nobody (`-t` names it).
-        let group = nix::unistd::Group::from_name(name).ok().flatten()?;
+        // A group that does not exist admits nobody (`-t` names it as an error).
+        let Ok(Some(group)) = nix::unistd::Group::from_name(name) else {
+            tracing::warn!("control_group '{name}' does not exist: it admits nobody");
+            return None;
+        };
         let member = gid == Some(group.gid.as_raw())
             || user.as_ref().is_some_and(|u| group.mem.contains(&u.name))
             || list.as_ref().is_some_and(|l| l.contains(&group.gid));
