@@ -4,6 +4,9 @@
 //! state; changes are authorised per request from the peer's credentials, SO_PEERCRED), then
 //! renamed into place, so no client ever sees it with the wrong permissions. A socket file
 //! left by a crashed daemon is replaced; one that a live daemon answers on is not.
+//!
+//! Every accepted connection is admitted by [`super::admit`] first (a cap per uid, eviction
+//! of readers), so whoever may change state always gets a connection and an answer.
 
 use super::admit::{self, Admission, Full, Slot};
 use super::proto::{self, Code, Command, MAX_LINE, REQUEST_DEADLINE};
