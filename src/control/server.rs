@@ -124,7 +124,7 @@ pub async fn serve(
         let (handle, auth, stop) = (handle.clone(), auth.clone(), stop.clone());
         tokio::spawn(async move {
             tokio::select! {
-                _ = connection(stream, &handle, &auth, &stop, &slot) => {}
+                _ = connection(stream, &handle, Gate { auth: &auth, slot: &slot }, &stop) => {}
                 // Dropping the stream closes it: the reader that was evicted sees EOF.
                 _ = slot.evicted.cancelled() => {}
             }
@@ -155,12 +155,19 @@ async fn read_request(stream: &mut UnixStream) -> Result<Vec<String>, String> {
         .ok_or_else(|| "unbalanced quotes in the command line".to_string())
 }
 
+/// What a request passes before it changes anything: who may ([`Auth`]), and the
+/// connection's place, protected from eviction once the change is allowed.
+#[derive(Clone, Copy)]
+struct Gate<'a> {
+    auth: &'a Arc<Auth>,
+    slot: &'a Slot,
+}
+
 async fn connection(
     mut stream: UnixStream,
     handle: &Handle,
-    auth: &Arc<Auth>,
+    gate: Gate<'_>,
     stop: &CancellationToken,
-    slot: &Slot,
 ) {
     let (code, body) = match read_request(&mut stream).await {
         Err(why) => (Code::Usage, why + "\n"),
@@ -170,20 +177,8 @@ async fn connection(
                 cmd,
                 timeout,
                 drained,
-            }) => {
-                execute_and_wait(
-                    *cmd,
-                    timeout,
-                    drained,
-                    &mut stream,
-                    handle,
-                    auth,
-                    stop,
-                    slot,
-                )
-                .await
-            }
-            Ok(cmd) => execute(cmd, &stream, handle, auth, stop, slot).await,
+            }) => execute_and_wait(*cmd, timeout, drained, &mut stream, handle, gate, stop).await,
+            Ok(cmd) => execute(cmd, &stream, handle, gate, stop).await,
         },
     };
     let mut out = code.status_line().into_bytes();
@@ -202,9 +197,8 @@ async fn execute_and_wait(
     drained: bool,
     stream: &mut UnixStream,
     handle: &Handle,
-    auth: &Arc<Auth>,
+    gate: Gate<'_>,
     stop: &CancellationToken,
-    slot: &Slot,
 ) -> (Code, String) {
     let out = if drained { Goal::Drained } else { Goal::Out };
     let want = match &cmd {
@@ -219,7 +213,7 @@ async fn execute_and_wait(
             )
         }
     };
-    let (code, body) = execute(cmd, stream, handle, auth, stop, slot).await;
+    let (code, body) = execute(cmd, stream, handle, gate, stop).await;
     if code != Code::Ok {
         return (code, body);
     }
@@ -274,9 +268,8 @@ async fn execute(
     cmd: Command,
     stream: &UnixStream,
     handle: &Handle,
-    auth: &Arc<Auth>,
+    gate: Gate<'_>,
     stop: &CancellationToken,
-    slot: &Slot,
 ) -> (Code, String) {
     let mut actor = String::new();
     if let Some(req) = cmd.request() {
@@ -291,7 +284,7 @@ async fn execute(
             gid: cred.gid(),
             pid: cred.pid().and_then(|p| u32::try_from(p).ok()).unwrap_or(0),
         };
-        let verdict = auth.decide(&caller, &req, &handle.snapshot()).await;
+        let verdict = gate.auth.decide(&caller, &req, &handle.snapshot()).await;
         if let Decision::Refused { groups, polkit } = &verdict.decision {
             let name = &verdict.actor;
             tracing::warn!(psentinel_actor = %name, "refused {cmd:?}: not authorised");
@@ -309,7 +302,7 @@ async fn execute(
             );
         }
         actor = verdict.actor;
-        slot.protect();
+        gate.slot.protect();
     }
     let done = |r: Result<Outcome, EngineError>| match r {
         Ok(o) => (Code::Ok, words::outcome(&o)),
