@@ -159,7 +159,16 @@ impl Auth {
         }
         let answer = self.ask_polkit(caller, req).await;
         let decision = match answer {
-            Answer::Yes => Decision::Allowed(Grant::Polkit),
+            Answer::Yes => {
+                // The configuration does not say this one may: the journal says who did.
+                tracing::info!(
+                    psentinel_actor = %actor,
+                    "polkit allows {} of {}",
+                    req.verb,
+                    req.service.as_deref().unwrap_or("every service")
+                );
+                Decision::Allowed(Grant::Polkit)
+            }
             polkit => Decision::Refused { groups, polkit },
         };
         Verdict { actor, decision }
