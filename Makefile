@@ -55,10 +55,12 @@ DEB     := target/debian/psentinel_$(VERSION)-1_$(shell dpkg --print-architectur
 # and the archive keyring to build its image, util-linux's nsenter, setsid and
 # flock), prometheus (promtool and the server) to parse and scrape /metrics,
 # lintian, rpm (rpmbuild) and rpmlint to build and check the packages,
-# shellcheck for the harness scripts.
+# shellcheck for the harness scripts, python3 and ss (iproute2) for the
+# control-socket hogs of tests/it/access.rs.
 APT_PACKAGES := haproxy dbus systemd systemd-container debootstrap debian-archive-keyring \
                 util-linux jq socat curl libglib2.0-bin prometheus lintian rpm rpmlint shellcheck \
-                monitoring-plugins-basic monitoring-plugins-standard
+                monitoring-plugins-basic monitoring-plugins-standard \
+                python3-minimal iproute2
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
 .PHONY: all build assets install deb rpm lintian rpmlint deps check test run-example bench bench-deps fuzz

@@ -144,6 +144,12 @@ fn sysbox_polkit_rules_and_groups_decide_on_both_doors() {
     let by = b.ok("psentinel -c disable ourapp x >/dev/null && runuser -u alice -- busctl call org.psentinel.PSentinel1 /org/psentinel/PSentinel1/service/ourapp org.psentinel.PSentinel1.Service Disable st 'alice again' 0 && psentinel -c status --json");
     assert!(by.contains("\"disabled_by\": \"alice\""), "{by}");
     allowed("root: enable ourapp", ctl(&b, None, "enable ourapp"));
+    b.wait_for(
+        "the journal names what polkit allowed",
+        10,
+        "journalctl -u psentinel.service --no-pager -o cat PSENTINEL_ACTOR=alice | \
+         grep -q 'polkit allows disable of ourapp'",
+    );
     may_not(&b, "alice", "db", DB);
     // The group rule: bob may change db, and ourapp is not his.
     may(&b, Some("bob"), "db", DB);
