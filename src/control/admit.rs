@@ -5,10 +5,11 @@
 //! - root and the daemon's own user are never counted, capped or evicted;
 //! - every other uid may hold at most [`PER_UID`] connections at once (one user cannot take
 //!   all of them; past its cap a new one is told so and closed);
-//! - all of those together hold at most [`SHARED`]; a new one past that evicts the oldest
-//!   connection that is not carrying out an authorised change (a silent one, or one still
-//!   reading or being answered), so an operator (a control_group member) connecting among a
-//!   flood of readers gets in, and the flood can only evict itself.
+//! - all of those together hold at most [`SHARED`]; a new one past that evicts a connection
+//!   that is not carrying out an authorised change (a silent one, or one still reading or
+//!   being answered): the oldest of the user who holds the most. So an operator (a
+//!   control_group member) connecting among a flood of readers gets in, and the flood can
+//!   only evict itself: the operator's one connection is never the heaviest user's.
 //!
 //! The uid comes from SO_PEERCRED at accept, which needs no NSS lookup: admission never
 //! waits, and group membership is decided later, per request ([`crate::auth`]).
@@ -22,11 +23,33 @@ pub const PER_UID: usize = 16;
 /// Connections of all those uids together.
 pub const SHARED: usize = 128;
 
+impl Table {
+    /// The connection to evict: among the users with an evictable connection, the one who
+    /// holds the most connections (ties: the lower uid), and of that user the oldest.
+    fn victim(&self) -> Option<u64> {
+        let (_, uid) = self
+            .evictable
+            .values()
+            .map(|(uid, _)| {
+                (
+                    self.by_uid.get(uid).copied().unwrap_or(0),
+                    std::cmp::Reverse(*uid),
+                )
+            })
+            .max()
+            .map(|(n, std::cmp::Reverse(uid))| (n, uid))?;
+        self.evictable
+            .iter()
+            .find(|(_, (u, _))| *u == uid)
+            .map(|(seq, _)| *seq)
+    }
+}
+
 #[derive(Default)]
 struct Table {
     by_uid: HashMap<u32, usize>,
-    /// Evictable connections by admission order (oldest first): their cancel tokens.
-    evictable: BTreeMap<u64, CancellationToken>,
+    /// Evictable connections by admission order (oldest first): uid and cancel token.
+    evictable: BTreeMap<u64, (u32, CancellationToken)>,
     total: usize,
     next: u64,
 }
@@ -70,18 +93,18 @@ impl Admission {
             return Err(Full::User);
         }
         if t.total >= SHARED {
-            // The oldest first: a flood evicts its own earlier connections, while a fresh
-            // operator's connection reads its request long before its turn would come.
-            let Some((_, victim)) = t.evictable.pop_first() else {
+            let Some(victim) = t.victim() else {
                 return Err(Full::Everyone);
             };
-            victim.cancel();
+            if let Some((_, token)) = t.evictable.remove(&victim) {
+                token.cancel();
+            }
         }
         let seq = t.next;
         t.next += 1;
         *t.by_uid.entry(uid).or_default() += 1;
         t.total += 1;
-        t.evictable.insert(seq, evicted.clone());
+        t.evictable.insert(seq, (uid, evicted.clone()));
         Ok(Slot {
             entry: Some((uid, seq)),
             table: self.table.clone(),
@@ -142,20 +165,31 @@ mod tests {
     }
 
     #[test]
-    fn past_the_shared_cap_the_oldest_unprotected_is_evicted() {
+    fn past_the_shared_cap_the_heaviest_users_oldest_reader_is_evicted() {
         let a = Admission::default();
-        let mut held = Vec::new();
-        for i in 0..SHARED {
-            held.push(a.admit(other(i as u32 / PER_UID as u32)).unwrap());
-        }
-        held[0].protect();
+        // One operator's connection first; user 1 holds the most (16, the first protected);
+        // others fill every place left with 15 each at most.
+        let operator = a.admit(other(500)).unwrap();
+        let heavy: Vec<Slot> = (0..PER_UID).map(|_| a.admit(other(1)).unwrap()).collect();
+        heavy[0].protect();
+        let rest: Vec<Slot> = (0..SHARED - 1 - PER_UID)
+            .map(|i| a.admit(other(2 + i as u32 / 15)).unwrap())
+            .collect();
         let late = a.admit(other(999)).unwrap();
         assert!(
-            !held[0].evicted.is_cancelled(),
+            !operator.evicted.is_cancelled(),
+            "the lone operator was evicted"
+        );
+        assert!(
+            !heavy[0].evicted.is_cancelled(),
             "a protected change was evicted"
         );
-        assert!(held[1].evicted.is_cancelled(), "the oldest reader stays");
-        assert!(!held[2].evicted.is_cancelled());
+        assert!(
+            heavy[1].evicted.is_cancelled(),
+            "the heaviest user's oldest reader stays"
+        );
+        assert!(heavy[2..].iter().all(|s| !s.evicted.is_cancelled()));
+        assert!(rest.iter().all(|s| !s.evicted.is_cancelled()));
         assert!(!late.evicted.is_cancelled());
         // Root is never counted nor refused.
         for _ in 0..3 * SHARED {
