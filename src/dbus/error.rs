@@ -16,7 +16,6 @@ pub enum Error {
     NotPausable(String),
     /// The caller may read but not change state.
     AccessDenied(String),
-
     /// Reload found a bad configuration; the running one stays.
     ReloadRefused(String),
     /// The daemon is stopping and no longer takes requests.
