@@ -207,6 +207,7 @@ fn families(snap: &Snapshot, o: &mut DescriptorEncoder) -> fmt::Result {
         let c = v.checks_by_result;
         for (result, count) in [
             ("pass", c.pass),
+            ("warning", c.warning),
             ("fail", c.fail),
             ("timeout", c.timeout),
             ("cannot_start", c.cannot_start),

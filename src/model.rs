@@ -231,6 +231,8 @@ impl fmt::Display for Exit {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct CheckCounts {
     pub pass: u64,
+    /// Passed with a warning (`check_style = nagios`, exit 1): neither pass nor fail.
+    pub warning: u64,
     pub fail: u64,
     pub timeout: u64,
     pub cannot_start: u64,
@@ -239,11 +241,13 @@ pub struct CheckCounts {
 impl CheckCounts {
     /// Every finished check, however it ended.
     pub fn total(&self) -> u64 {
-        self.pass + self.fail + self.timeout + self.cannot_start
+        self.pass + self.warning + self.fail + self.timeout + self.cannot_start
     }
 
-    pub fn add(&mut self, exit: &Exit) {
+    /// `verdict`: what the run meant under the service's `check_style`.
+    pub fn add(&mut self, exit: &Exit, verdict: Verdict) {
         let n = match exit {
+            _ if verdict == Verdict::Warning => &mut self.warning,
             Exit::Code(0) => &mut self.pass,
             Exit::Code(_) | Exit::Signal(_) => &mut self.fail,
             Exit::TimedOut => &mut self.timeout,

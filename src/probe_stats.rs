@@ -81,6 +81,17 @@ impl Answer {
         }
     }
 
+    /// Whether HAProxy keeps the server in rotation on this answer: an HTTP status its
+    /// `http-check` passes (2xx, 3xx: a `warning_status` of 200 keeps a warning server UP), an
+    /// agent `up`. Everything else takes it out: DOWN, NOLB (404 with `disable-on-404`), MAINT,
+    /// DRAIN (weight 0: a paused or warning service's agent `drain`).
+    pub fn in_rotation(self) -> bool {
+        match self {
+            Answer::Http(s) => (200..400).contains(&s),
+            Answer::Agent(st) => st == State::Up,
+        }
+    }
+
     /// ("http", "503") or ("agent", "maint").
     pub fn labels(self) -> (&'static str, String) {
         match self {
@@ -207,7 +218,8 @@ pub struct Prober {
     pub prev_seen: Micros,
     /// Present when HAProxy sends `http-check send-state`.
     pub haproxy: Option<HaproxyView>,
-    /// Whether the last answers said "up" (2xx, agent `up`); None before any state answer.
+    /// Whether the last answers kept the server in rotation ([`Answer::in_rotation`]); None
+    /// before any state answer.
     #[serde(skip)]
     pub streak_up: Option<bool>,
     /// How many answers in a row said `streak_up` and were read by the prober (it closed
@@ -240,8 +252,9 @@ pub struct Seen {
     pub(crate) stats: Arc<ProbeStats>,
     pub(crate) address: IpAddr,
     kind: ProbeKind,
-    /// The state the answer stood for; None for a 400/431.
-    state: Option<State>,
+    /// Whether the answer keeps the server in rotation ([`Answer::in_rotation`]); None for a
+    /// 400/431, which answers no state.
+    in_rotation: Option<bool>,
     /// The prober closed after reading our answer: it has acted on it.
     acked: bool,
     at: Micros,
@@ -371,8 +384,7 @@ impl ProbeStats {
             if view.is_some() {
                 p.haproxy = view;
             }
-            if let Some(st) = seen.state {
-                let up = st == State::Up;
+            if let Some(up) = seen.in_rotation {
                 if p.streak_up != Some(up) {
                     // A different answer: HAProxy's count starts again (at 1 if it read it).
                     p.streak_up = Some(up);
@@ -417,7 +429,7 @@ impl Tap {
             // `::ffff:127.0.0.1` (a dual-stack socket's view of an IPv4 peer) shown as `127.0.0.1`.
             address: address.to_canonical(),
             kind,
-            state,
+            in_rotation: state.map(|_| answer.in_rotation()),
             acked,
             at,
             haproxy: haproxy.map(|h| {
@@ -525,7 +537,7 @@ mod tests {
             stats: s.clone(),
             address: IpAddr::from(ip),
             kind: ProbeKind::Http,
-            state: Some(state),
+            in_rotation: Some(state == State::Up),
             acked,
             at,
             haproxy: None,

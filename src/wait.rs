@@ -25,7 +25,7 @@
 //! keeps the wait from finishing; at the timeout the answer names every prober not caught up.
 
 use crate::model::{micros, Micros, State};
-use crate::probe_stats::{ProbeStats, Prober};
+use crate::probe_stats::{Answer, ProbeStats, Prober};
 use crate::view::Snapshot;
 use std::fmt;
 use std::net::IpAddr;
@@ -45,6 +45,12 @@ pub enum Goal {
     In,
     /// disable, pause `--wait=drained`: taken out and no session left on the server.
     Drained,
+    /// enable, run of a service whose check passes with a warning (`check_style = nagios`,
+    /// exit 1): each prober does what psentinel answers it. An agent-check reads `drain`
+    /// (DRAIN, weight 0): out. An HTTP prober reads `warning_status`: 2xx/3xx keeps the
+    /// server UP (`http_in`), anything else takes it out (NOLB with `disable-on-404`, else
+    /// DOWN).
+    Warning { http_in: bool },
 }
 
 impl Goal {
@@ -53,14 +59,29 @@ impl Goal {
             Goal::Out => "take it out",
             Goal::In => "put it back",
             Goal::Drained => "take it out and drain its sessions",
+            Goal::Warning { http_in: true } => {
+                "act on its warning (HTTP probers: put it back; agent-checks: drain it)"
+            }
+            Goal::Warning { http_in: false } => {
+                "act on its warning (take it out of rotation: HTTP probers by warning_status, agent-checks by drain)"
+            }
+        }
+    }
+
+    /// What this goal asks of one kind of prober (`http`, `agent`): never [`Goal::Warning`].
+    pub fn for_prober(self, kind: &str) -> Goal {
+        match self {
+            Goal::Warning { http_in: true } if kind != "agent" => Goal::In,
+            Goal::Warning { .. } => Goal::Out,
+            g => g,
         }
     }
 
     /// What the answers say when they ask for this goal.
     fn answers(self) -> &'static str {
         match self {
-            Goal::Out | Goal::Drained => "out",
             Goal::In => "up",
+            _ => "out",
         }
     }
 }
@@ -89,7 +110,8 @@ pub struct Want {
 pub enum NotWaiting {
     #[error("{0}: gone before the wait began")]
     Gone(String),
-    /// Enabled but still paused or failing its check...: waiting would be in vain.
+    /// Enabled but still paused or failing its check, or a warning HAProxy's HTTP check keeps
+    /// UP asked to be drained...: waiting would be in vain.
     #[error("{service} is {state} ({reason}): HAProxy will not {}; not waiting", goal.action())]
     WillNotAct {
         service: String,
@@ -106,12 +128,13 @@ impl Want {
     }
 
     /// The D-Bus `WaitForHAProxy`: wait for HAProxy to act on the service's current state —
-    /// put back when it is up, taken out otherwise.
+    /// put back when it is up, as answered when it is warning ([`Goal::Warning`]), taken out
+    /// otherwise.
     pub fn current(service: &str, snap: &Snapshot) -> Want {
         let up = snap
             .services
             .get(service)
-            .is_some_and(|v| v.state == State::Up);
+            .is_some_and(|v| matches!(v.state, State::Up | State::Warning));
         Want {
             goal: if up { Goal::In } else { Goal::Out },
             names: Some(vec![service.to_string()]),
@@ -140,18 +163,28 @@ impl Want {
             let Some(v) = snap.services.get(&n) else {
                 return Err(NotWaiting::Gone(n));
             };
-            if (self.goal == Goal::In) != (v.state == State::Up) {
+            let http_in = Answer::Http(v.cfg.warning_status).in_rotation();
+            let goal = match (self.goal, v.state) {
+                (Goal::In, State::Up) => Some(Goal::In),
+                (Goal::In, State::Warning) => Some(Goal::Warning { http_in }),
+                (Goal::In, _) => None,
+                // Out of rotation everywhere only when warning_status takes it out too.
+                (_, State::Warning) if http_in => None,
+                (_, State::Up) => None,
+                (g, _) => Some(g),
+            };
+            let Some(goal) = goal else {
                 return Err(NotWaiting::WillNotAct {
                     service: n,
                     state: v.state,
                     reason: v.reason.clone(),
                     goal: self.goal,
                 });
-            }
+            };
             targets.push(Target {
                 service: n,
                 stats: v.probes.clone(),
-                goal: self.goal,
+                goal,
                 haproxy_fall: v.cfg.haproxy_fall,
                 haproxy_rise: v.cfg.haproxy_rise,
                 daemon_started: snap.started,
@@ -205,10 +238,11 @@ pub fn balancer(p: &Prober, since: Micros) -> bool {
 
 /// None when caught up, else why not.
 pub fn lagging(p: &Prober, goal: Goal, fall: u32, rise: u32) -> Option<Lag> {
+    let goal = goal.for_prober(p.kind);
     if let Some(h) = &p.haproxy {
         let done = match goal {
-            Goal::Out | Goal::Drained => !h.is_up(),
             Goal::In => h.is_up(),
+            _ => !h.is_up(),
         };
         if !done {
             return Some(Lag::Reports {
@@ -226,8 +260,8 @@ pub fn lagging(p: &Prober, goal: Goal, fall: u32, rise: u32) -> Option<Lag> {
     }
     let need = match (p.kind, goal) {
         ("agent", _) => 1,
-        (_, Goal::Out | Goal::Drained) => fall,
         (_, Goal::In) => rise,
+        (_, _) => fall,
     };
     let have = if p.streak_up == Some(goal == Goal::In) {
         p.streak
@@ -313,7 +347,7 @@ impl fmt::Display for Progress {
                     "{service}: {}: has read {} answers in a row saying {}{}",
                     p.label(),
                     p.streak,
-                    goal.answers(),
+                    goal.for_prober(p.kind).answers(),
                     if *goal == Goal::Drained {
                         "; its sessions are unknown (no http-check send-state)"
                     } else {
@@ -567,6 +601,114 @@ mod tests {
         let mut agent = prober(Some(false), 1, None);
         agent.kind = "agent";
         assert!(lagging(&agent, Goal::Out, 3, 2).is_none());
+    }
+
+    #[test]
+    fn a_warning_is_caught_up_when_each_prober_has_what_it_was_answered() {
+        let kept = Goal::Warning { http_in: true };
+        let out = Goal::Warning { http_in: false };
+        let mut agent = prober(Some(false), 1, None);
+        agent.kind = "agent";
+        // The agent-check reads `drain`: one answer and it is out (DRAIN), either way.
+        assert_eq!(lagging(&agent, kept, 3, 2), None);
+        assert_eq!(lagging(&agent, out, 3, 2), None);
+        agent.streak_up = Some(true);
+        assert!(lagging(&agent, kept, 3, 2).is_some(), "still `up`");
+        // warning_status 2xx/3xx: HTTP probers keep it UP, after `rise` of them.
+        assert_eq!(lagging(&prober(Some(true), 2, None), kept, 3, 2), None);
+        assert_eq!(
+            lagging(&prober(Some(true), 1, None), kept, 3, 2),
+            Some(Lag::Answers {
+                have: 1,
+                need: 2,
+                goal: Goal::In
+            })
+        );
+        assert_eq!(
+            lagging(&prober(Some(true), 0, Some("UP")), kept, 3, 2),
+            None
+        );
+        assert!(lagging(&prober(Some(true), 0, Some("DOWN 1/2")), kept, 3, 2).is_some());
+        // Otherwise (404 with disable-on-404: NOLB) out, after `fall` of them.
+        assert_eq!(lagging(&prober(Some(false), 3, None), out, 3, 2), None);
+        assert!(lagging(&prober(Some(false), 2, None), out, 3, 2).is_some());
+        assert_eq!(
+            lagging(&prober(Some(false), 0, Some("NOLB")), out, 3, 2),
+            None
+        );
+        assert!(lagging(&prober(Some(false), 0, Some("UP")), out, 3, 2).is_some());
+    }
+
+    /// One probe of `kind` answered for `state` (HTTP with `status`; a warning's agent word is
+    /// `drain up`), folded in as the observer would.
+    fn answered(t: &Target, kind: crate::probe_stats::ProbeKind, state: State, status: u16) {
+        use crate::probe_stats::{Answer, ProbeKind, Tap};
+        let (tx, mut rx) = mpsc::channel(1);
+        let answer = match kind {
+            ProbeKind::Http => Answer::Http(status),
+            ProbeKind::Agent => Answer::Agent(state),
+        };
+        Tap::new(t.stats.clone(), tx).record(
+            "10.0.0.1".parse().unwrap(),
+            kind,
+            answer,
+            Some(state),
+            true,
+            None,
+        );
+        t.stats.observe(&rx.try_recv().unwrap());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn enable_wait_of_a_warning_returns_once_http_keeps_it_and_the_agent_drains_it() {
+        use crate::probe_stats::ProbeKind::{Agent, Http};
+        let old = micros(SystemTime::now()) - 2 * RECENT.as_micros() as u64;
+        let mut t = unprobed(old);
+        t.goal = Goal::Warning { http_in: true };
+        let stats = t.stats.clone();
+        // Disabled, then enabled into a warning: 503, then warning_status=200.
+        answered(&t, Http, State::Disabled, 503);
+        answered(&t, Agent, State::Disabled, 0);
+        answered(&t, Http, State::Warning, 200);
+        answered(&t, Agent, State::Warning, 0);
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let waiter = tokio::spawn(wait(vec![t], Duration::from_secs(60), tx));
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert!(!waiter.is_finished(), "1 of rise=2 HTTP answers");
+        let later = Target {
+            stats,
+            ..unprobed(old)
+        };
+        answered(&later, Http, State::Warning, 200);
+        let done = waiter.await.unwrap().unwrap();
+        assert_eq!(
+            done[0].to_string(),
+            "web: every recent prober (2) has acted"
+        );
+        let lines: Vec<String> = std::iter::from_fn(|| rx.try_recv().ok())
+            .map(|p| p.to_string())
+            .collect();
+        assert_eq!(
+            lines,
+            [
+                "web: waiting for 2 prober(s) to act on its warning (HTTP probers: put it back; agent-checks: drain it)",
+                "web: 10.0.0.1 (agent-check): has read 2 answers in a row saying out",
+                "web: 10.0.0.1: has read 2 answers in a row saying up",
+            ]
+        );
+
+        // warning_status=404: every prober takes it out.
+        let mut t = unprobed(old);
+        t.goal = Goal::Warning { http_in: false };
+        for _ in 0..3 {
+            answered(&t, Http, State::Warning, 404);
+        }
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let done = wait(vec![t], Duration::from_secs(5), tx).await.unwrap();
+        assert_eq!(
+            done[0].to_string(),
+            "web: every recent prober (1) has acted"
+        );
     }
 
     #[test]

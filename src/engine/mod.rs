@@ -402,7 +402,7 @@ impl Engine {
         }
         let exit = done.result.exit.clone();
         svc.facts.last = Some(done.result);
-        svc.facts.checks.add(&exit);
+        svc.facts.checks.add(&exit, verdict);
         svc.refresh_view();
         // A change of state is logged by publish() (logging::log_state_changes).
         tracing::debug!(psentinel_service = %done.service, "{}: check finished: {exit}", done.service);

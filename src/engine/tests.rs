@@ -237,6 +237,54 @@ async fn a_plugin_warning_drains_with_its_own_words() {
     );
 }
 
+/// `--wait` on a warning service expects what psentinel answers each kind of prober.
+#[tokio::test(start_paused = true)]
+async fn a_warning_is_waited_for_as_answered_and_counted_as_a_warning() {
+    use crate::wait::{Goal, NotWaiting, Want};
+    let mut b = Bench::new(PLUGIN);
+    let mut e = b.engine();
+    check_said(&mut e, "web", Exit::Code(1), "WARNING - slow");
+    let snap = e.snap_tx.borrow().clone();
+    assert_eq!(snap.services["web"].state, State::Warning);
+    let goal = |w: Want| w.targets(&snap).map(|t| t[0].goal);
+    let web = || Some(vec!["web".to_string()]);
+    // warning_status=200: HAProxy's HTTP check keeps it UP, the agent-check drains it.
+    let kept = Ok(Goal::Warning { http_in: true });
+    assert_eq!(goal(Want::new(Goal::In, web())), kept);
+    assert_eq!(
+        goal(Want::current("web", &snap)),
+        kept,
+        "D-Bus WaitForHAProxy"
+    );
+    assert!(matches!(
+        goal(Want::drained("web")),
+        Err(NotWaiting::WillNotAct { .. })
+    ));
+    let c = snap.services["web"].checks_by_result;
+    assert_eq!((c.pass, c.warning, c.fail), (0, 1, 0));
+
+    b.rewrite(
+        "check_style=nagios\n",
+        "check_style=nagios\nwarning_status=404\n",
+    );
+    e.apply(Config::load(&b.file()).unwrap(), None).unwrap();
+    check_said(&mut e, "web", Exit::Code(1), "WARNING - slow");
+    let snap = e.snap_tx.borrow().clone();
+    let goal = |w: Want| w.targets(&snap).map(|t| t[0].goal);
+    let out = Ok(Goal::Warning { http_in: false });
+    assert_eq!(goal(Want::new(Goal::In, web())), out);
+    assert_eq!(goal(Want::current("web", &snap)), out);
+    assert_eq!(goal(Want::drained("web")), Ok(Goal::Drained));
+    check_said(&mut e, "web", Exit::Code(2), "CRITICAL - gone");
+    let snap = e.snap_tx.borrow().clone();
+    assert!(matches!(
+        Want::new(Goal::In, web()).targets(&snap),
+        Err(NotWaiting::WillNotAct { .. })
+    ));
+    let c = snap.services["web"].checks_by_result;
+    assert_eq!((c.pass, c.warning, c.fail), (0, 2, 1));
+}
+
 #[tokio::test(start_paused = true)]
 async fn min_weight_is_a_floor_for_passing_weights() {
     let b =
