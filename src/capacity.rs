@@ -242,6 +242,7 @@ mod tests {
             haproxy: crate::probe_stats::parse_haproxy_state(&format!("{header}; node={node}")),
             streak_up: Some(true),
             streak: 2,
+            agent_word: None,
         }
     }
 

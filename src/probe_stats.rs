@@ -92,20 +92,24 @@ impl Answer {
         }
     }
 
+    /// The agent word HAProxy acts on (`up`, `down`, `maint`, `drain`); None for HTTP.
+    pub fn agent_word(self) -> Option<&'static str> {
+        match self {
+            Answer::Http(_) => None,
+            Answer::Agent(st) => Some(match st {
+                State::Up => "up",
+                State::Down | State::Starting => "down",
+                State::Disabled => "maint",
+                State::Paused | State::Warning => "drain",
+            }),
+        }
+    }
+
     /// ("http", "503") or ("agent", "maint").
     pub fn labels(self) -> (&'static str, String) {
         match self {
             Answer::Http(s) => ("http", s.to_string()),
-            Answer::Agent(st) => (
-                "agent",
-                match st {
-                    State::Up => "up",
-                    State::Down | State::Starting => "down",
-                    State::Disabled => "maint",
-                    State::Paused | State::Warning => "drain",
-                }
-                .to_string(),
-            ),
+            Answer::Agent(_) => ("agent", self.agent_word().unwrap_or_default().to_string()),
         }
     }
 }
@@ -226,6 +230,9 @@ pub struct Prober {
     /// after our answer): what HAProxy counts against its rise/fall.
     #[serde(skip)]
     pub streak: u32,
+    /// The agent word of the streak (agent-check probers only).
+    #[serde(skip)]
+    pub agent_word: Option<&'static str>,
 }
 
 impl Prober {
@@ -252,9 +259,8 @@ pub struct Seen {
     pub(crate) stats: Arc<ProbeStats>,
     pub(crate) address: IpAddr,
     kind: ProbeKind,
-    /// Whether the answer keeps the server in rotation ([`Answer::in_rotation`]); None for a
-    /// 400/431, which answers no state.
-    in_rotation: Option<bool>,
+    /// None for a 400/431, which answers no state.
+    answer: Option<Answer>,
     /// The prober closed after reading our answer: it has acted on it.
     acked: bool,
     at: Micros,
@@ -368,6 +374,7 @@ impl ProbeStats {
                         haproxy: None,
                         streak_up: None,
                         streak: 0,
+                        agent_word: None,
                     });
                     t.len() - 1
                 }
@@ -384,8 +391,13 @@ impl ProbeStats {
             if view.is_some() {
                 p.haproxy = view;
             }
-            if let Some(up) = seen.in_rotation {
-                if p.streak_up != Some(up) {
+            if let Some(a) = seen.answer {
+                let up = a.in_rotation();
+                // An agent word acts at once, each differently (MAINT, DRAIN): a new word
+                // starts a new streak even when the server stays out of rotation, so that
+                // `--wait` sees HAProxy read `drain` after `maint`, not only "out".
+                if p.streak_up != Some(up) || p.agent_word != a.agent_word() {
+                    p.agent_word = a.agent_word();
                     // A different answer: HAProxy's count starts again (at 1 if it read it).
                     p.streak_up = Some(up);
                     p.streak = 0;
@@ -429,7 +441,7 @@ impl Tap {
             // `::ffff:127.0.0.1` (a dual-stack socket's view of an IPv4 peer) shown as `127.0.0.1`.
             address: address.to_canonical(),
             kind,
-            in_rotation: state.map(|_| answer.in_rotation()),
+            answer: state.map(|_| answer),
             acked,
             at,
             haproxy: haproxy.map(|h| {
@@ -537,7 +549,7 @@ mod tests {
             stats: s.clone(),
             address: IpAddr::from(ip),
             kind: ProbeKind::Http,
-            in_rotation: Some(state == State::Up),
+            answer: Some(Answer::Http(if state == State::Up { 200 } else { 503 })),
             acked,
             at,
             haproxy: None,

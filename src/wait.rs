@@ -583,6 +583,7 @@ mod tests {
             }),
             streak_up,
             streak,
+            agent_word: None,
         }
     }
 
@@ -666,7 +667,8 @@ mod tests {
         let mut t = unprobed(old);
         t.goal = Goal::Warning { http_in: true };
         let stats = t.stats.clone();
-        // Disabled, then enabled into a warning: 503, then warning_status=200.
+        // Disabled, then enabled into a warning: 503 then warning_status=200; agent `maint`
+        // then `drain` (out both times, but HAProxy shows DRAIN only once it has read it).
         answered(&t, Http, State::Disabled, 503);
         answered(&t, Agent, State::Disabled, 0);
         answered(&t, Http, State::Warning, 200);
@@ -692,7 +694,7 @@ mod tests {
             lines,
             [
                 "web: waiting for 2 prober(s) to act on its warning (HTTP probers: put it back; agent-checks: drain it)",
-                "web: 10.0.0.1 (agent-check): has read 2 answers in a row saying out",
+                "web: 10.0.0.1 (agent-check): has read 1 answers in a row saying out",
                 "web: 10.0.0.1: has read 2 answers in a row saying up",
             ]
         );

@@ -389,3 +389,89 @@ fn misbehaving_plugins_still_get_a_verdict() {
     );
     crate::observe::promtool_check(&text);
 }
+
+/// The server's status as soon as it satisfies `acted`, else its last status after a moment:
+/// psentinel counts an answer once HAProxy has closed after reading it, a hair before `show
+/// stat` shows the result.
+fn status_after_wait(h: &Haproxy, backend: &str, acted: impl Fn(&str) -> bool) -> String {
+    let end = std::time::Instant::now() + std::time::Duration::from_millis(50);
+    loop {
+        let s = h.server(backend, "s1").status().to_string();
+        if acted(&s) || std::time::Instant::now() >= end {
+            return s;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+/// `enable --wait` of a service whose `check_dummy` says WARNING returns once HAProxy has what
+/// psentinel answers it: DRAIN from the agent-check's `drain`, UP from the default
+/// `warning_status` (200), out of rotation (NOLB, or DOWN until its next check) from 404 with
+/// `disable-on-404`.
+#[test]
+fn enable_wait_of_a_warning_returns_when_haproxy_has_the_answer() {
+    let dummy = DUMMY.replace("{plugin}", &plugin("check_dummy"));
+    let p: Vec<u16> = (0..5).map(|_| free_port()).collect();
+    let (agent, agent_port, nolb, plain, app) = (p[0], p[1], p[2], p[3], p[4]);
+    let check = "check_script={dir}/dummy.sh\ncheck_style=nagios\ncheck_script_interval=0.2\n\
+                 haproxy_rise=1\nhaproxy_fall=2\n";
+    let d = daemon(
+        &format!(
+            "[agent]\nport={agent}\nagent_port={agent_port}\n{check}\
+             [nolb]\nport={nolb}\nwarning_status=404\n{check}\
+             [plain]\nport={plain}\n{check}"
+        ),
+        &[("dummy.sh", &dummy)],
+    );
+    std::fs::write(d.path("code"), "1").unwrap();
+    let _app = Dummy::start("127.0.0.1".parse().unwrap(), app, "app");
+    let h = Haproxy::start(&format!(
+        "global\n    node lb1\n\n\
+         backend b_agent\n    server s1 127.0.0.1:{app} check agent-check agent-port {agent_port}\n\n\
+         backend b_nolb\n    option httpchk OPTIONS * HTTP/1.0\n    http-check disable-on-404\n    \
+         http-check send-state\n    server s1 127.0.0.1:{app} check port {nolb}\n\n\
+         backend b_plain\n    option httpchk OPTIONS * HTTP/1.0\n    server s1 127.0.0.1:{app} check port {plain}\n"
+    ));
+    h.wait("b_agent", "s1", "DRAIN", |s| s.status().starts_with("DRAIN"));
+    h.wait_status("b_nolb", "s1", "NOLB");
+    eventually("HAProxy probing the plain port", DEADLINE, || {
+        (d.svc("plain")["probers"][0]["count"].as_u64()? >= 2).then_some(())
+    });
+    assert_eq!(d.svc("plain")["state"], "warning");
+
+    for (service, backend, drained, said) in [
+        ("agent", "b_agent", true, "(agent-check): has read 1 answers in a row saying out"),
+        ("nolb", "b_nolb", true, "HAProxy lb1 reports "),
+        ("plain", "b_plain", false, ": has read 1 answers in a row saying up"),
+    ] {
+        let (code, out, err) = d.ctl(&["disable", service, "--wait", "--timeout", "20s"]);
+        assert_eq!(code, 0, "disable --wait {service}: {out}{err}");
+        let s = status_after_wait(&h, backend, |s| !s.starts_with("UP"));
+        assert!(!s.starts_with("UP"), "{service} disabled, HAProxy says {s}");
+
+        let (code, out, err) = d.ctl(&["enable", service, "--wait", "--timeout", "20s"]);
+        assert_eq!(code, 0, "enable --wait {service}: {out}{err}");
+        assert!(err.contains("to act on its warning"), "{err}");
+        assert!(err.contains(said), "{service}: {err}");
+        assert!(out.contains("every recent prober (1) has acted"), "{out}");
+        let answered: fn(&str) -> bool = match service {
+            "agent" => |s| s.starts_with("DRAIN"),
+            // Out of rotation: NOLB, or DOWN when the disable got that far (HAProxy reaches
+            // NOLB at its next check), or NOLB going down (`NOLB 1/2`) when it did not.
+            "nolb" => |s| s.starts_with("NOLB") || s.starts_with("DOWN"),
+            _ => |s| s == "UP",
+        };
+        let s = status_after_wait(&h, backend, answered);
+        assert!(
+            answered(&s),
+            "enable --wait {service} returned while HAProxy says {s}; {err}"
+        );
+        assert_eq!(d.svc(service)["state"], "warning");
+        if drained {
+            h.wait(backend, "s1", "drained", |s| {
+                s.status().starts_with("DRAIN") || s.status() == "NOLB"
+            });
+        }
+    }
+    h.assert_clean_log();
+}
