@@ -211,6 +211,16 @@ fn real_plugins_against_local_targets() {
         let v: f64 = line[key.len()..].parse().unwrap();
         assert!(v >= 0.0, "{line}");
     }
+    // A plugin's WARNING is counted as such, neither pass nor fail.
+    let count = |service: &str, result: &str| -> f64 {
+        let key = format!("psentinel_checks_total{{service=\"{service}\",result=\"{result}\"}} ");
+        let line = text.lines().find(|l| l.starts_with(&key));
+        let line = line.unwrap_or_else(|| panic!("no {key} in\n{text}"));
+        line[key.len()..].parse().unwrap()
+    };
+    assert!(count("disk", "warning") >= 1.0);
+    assert_eq!((count("disk", "pass"), count("disk", "fail")), (0.0, 0.0));
+    assert_eq!(count("tcp", "warning"), 0.0);
     crate::observe::promtool_check(&text);
     h.assert_clean_log();
 }
