@@ -10,9 +10,13 @@
 //! - it sends `http-check send-state`: its latest `X-Haproxy-Server-State` says the server is
 //!   not `UP` (taking out) or `UP` (putting back). HAProxy sends the state it holds *before*
 //!   this probe's answer, so this is HAProxy's word, never a guess;
-//! - otherwise: it read (closed after) `haproxy_fall` answers in a row saying "out" (any
-//!   non-2xx), or `haproxy_rise` saying "up", after which HAProxy with that fall/rise has
-//!   acted. An agent-check prober needs one answer: `maint`/`drain`/`ready` act at once.
+//! - otherwise: it read (closed after) `haproxy_fall` answers in a row saying "out" (not
+//!   2xx/3xx, which HAProxy's `http-check` passes), or `haproxy_rise` saying "up", after which
+//!   HAProxy with that fall/rise has acted. An agent-check prober needs one answer of the
+//!   current word: `maint`/`drain`/`ready` act at once.
+//!
+//! A service in *warning* ([`Goal::Warning`]) is waited for as it is answered: out at an
+//! agent-check (`drain`), and at an HTTP prober up or out as its `warning_status` says.
 //!
 //! `--wait=drained` ([`Goal::Drained`]) asks more of a prober that sends send-state: out of
 //! rotation *and* `scur=0` in its latest header, i.e. HAProxy holds no session on the server.
