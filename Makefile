@@ -86,6 +86,8 @@ install:
 	install -d $(DESTDIR)$(UNITDIR) $(DESTDIR)$(GENERATORDIR)
 	sed 's|/usr/bin/psentinel|$(PREFIX)/bin/psentinel|g' systemd/psentinel.service >$(DESTDIR)$(UNITDIR)/psentinel.service
 	install -m0644 systemd/psentinel.socket $(DESTDIR)$(UNITDIR)/psentinel.socket
+	sed 's|/usr/bin/psentinel|$(PREFIX)/bin/psentinel|g' systemd/psentinel-drain@.service >$(DESTDIR)$(UNITDIR)/psentinel-drain@.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/psentinel-drain@.service
 	sed 's|/usr/bin/psentinel|$(PREFIX)/bin/psentinel|g' systemd/psentinel-generator >$(DESTDIR)$(GENERATORDIR)/psentinel-generator
 	chmod 0644 $(DESTDIR)$(UNITDIR)/psentinel.service
 	chmod 0755 $(DESTDIR)$(GENERATORDIR)/psentinel-generator

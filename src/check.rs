@@ -83,6 +83,9 @@ pub enum RunnerCmd {
     RunNow(oneshot::Sender<CheckResult>),
     /// `disable_test` / `enable_test`: stop or restart the interval.
     SetStopped(bool),
+    /// Run again after this long at the latest (sooner than the interval): an application
+    /// that has just started is checked until it passes.
+    Soon(Duration),
 }
 
 /// The engine's grip on a runner: commands in, and the task aborted (killing any running
@@ -161,18 +164,21 @@ async fn runner_loop(
     loop {
         if due || !waiters.is_empty() {
             let result = run_once(&job.service, &job.argv, job.timeout, &job.procs).await;
-            for w in waiters.drain(..) {
-                // A `test` client that went away does not care; nothing to do.
-                let _ = w.send(result.clone());
-            }
+            // The engine first: a `test` client that asks for `status` as soon as it has its
+            // answer finds the result recorded (the engine is quicker than a client's round
+            // trip).
             let msg = CheckDone {
                 service: job.service.clone(),
                 runner: id,
-                result,
+                result: result.clone(),
                 settled: false,
             };
             if done.send(msg).is_err() {
                 return; // the engine is shutting down
+            }
+            for w in waiters.drain(..) {
+                // A `test` client that went away does not care; nothing to do.
+                let _ = w.send(result.clone());
             }
             due = false;
             next = tokio::time::Instant::now() + job.interval;
@@ -186,6 +192,7 @@ async fn runner_loop(
                     due = stopped && !s; // restarting the check runs it at once
                     stopped = s;
                 }
+                Some(RunnerCmd::Soon(d)) => next = next.min(tokio::time::Instant::now() + d),
             },
         }
     }

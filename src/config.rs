@@ -178,6 +178,9 @@ pub struct ServiceConfig {
     pub control_groups: Vec<String>,
     /// The files the service's keys come from.
     pub origin: Origin,
+    /// The application's systemd unit (`unit = ourapp.service`): followed on the system bus;
+    /// while it is not active the service is out ([`crate::unit`]).
+    pub unit: Option<String>,
 }
 
 /// Where a service's configuration comes from: `status` shows the files, and what `-t`
@@ -252,6 +255,7 @@ const SERVICE_KEYS: &[&str] = &[
     "flap_window",
     "flap_hold",
     "control_group",
+    "unit",
 ];
 const GENERAL_KEYS: &[&str] = &[
     "log_level",
@@ -543,6 +547,7 @@ fn parse_service(s: &SectionReader) -> Option<ServiceConfig> {
             hold: s.parse_or("flap_hold", FlapPolicy::default().hold, seconds),
         },
         control_groups: s.parse_or("control_group", Vec::new(), group_list),
+        unit: s.opt("unit", unit_name),
     };
     port.map(|_| svc)
 }
@@ -582,6 +587,21 @@ fn group_list(v: &str) -> Result<Vec<String>, &'static str> {
         }
     }
     Ok(groups)
+}
+
+/// A systemd unit name as `systemctl` takes it: `ourapp.service`, `pg@main.service`.
+fn unit_name(v: &str) -> Result<String, &'static str> {
+    const TYPES: [&str; 5] = [".service", ".socket", ".target", ".mount", ".scope"];
+    let ok_chars = v
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || ":-_.\\@".contains(c));
+    if !ok_chars || v.len() > 255 || v.starts_with('.') {
+        return Err("expected a systemd unit name, e.g. ourapp.service");
+    }
+    if !TYPES.iter().any(|t| v.len() > t.len() && v.ends_with(t)) {
+        return Err("expected a unit name with its type, e.g. ourapp.service");
+    }
+    Ok(v.to_string())
 }
 
 /// yes/no, true/false, on/off, 1/0, any case.

@@ -70,6 +70,8 @@ pub async fn run(
         auth.clone(),
         shutdown.clone(),
     ));
+    // Always the system bus (where systemd is), whatever `dbus=` says of our own objects.
+    tokio::spawn(crate::unit::run(handle.clone(), shutdown.clone()));
     let control = tokio::spawn(control::serve(ctl, handle.clone(), auth, shutdown.clone()));
     tokio::spawn(systemd::status_updates(
         handle.subscribe(),

@@ -29,6 +29,7 @@
 //! - [`probe`]: HTTP and agent-check responders; the reply table.
 //! - [`control`]: the Unix socket protocol, server and client. [`status`]: status rendering.
 //! - [`sockets`]: socket adoption from systemd and binding. [`systemd`]: sd_notify, watchdog.
+//!   [`unit`]: following the applications' systemd units (`unit=`) on the system bus.
 //! - [`state`]: what survives a restart; [`last_good`]: the configuration that last loaded.
 //! - [`daemon`]: start-up and shutdown; [`detach`]: `-d`.
 //! - [`logging`]: journald with fields, or stderr.
@@ -65,5 +66,6 @@ pub mod sockets;
 pub mod state;
 pub mod status;
 pub mod systemd;
+pub mod unit;
 pub mod view;
 pub mod wait;

@@ -51,6 +51,20 @@ fn prober_labels<'a>(service: &'a str, addr: &'a str, p: &'a Prober) -> [(&'a st
     ]
 }
 
+/// `psentinel_service_unit_state`'s labels: systemd's ActiveState values, psentinel's own
+/// "stopping" (announced by unit_stopping) and "unknown" (no word from systemd yet).
+const UNIT_STATES: [&str; 9] = [
+    "active",
+    "reloading",
+    "refreshing",
+    "inactive",
+    "failed",
+    "activating",
+    "deactivating",
+    "stopping",
+    "unknown",
+];
+
 fn secs(us: u64) -> f64 {
     us as f64 / 1e6
 }
@@ -149,6 +163,31 @@ fn families(snap: &Snapshot, o: &mut DescriptorEncoder) -> fmt::Result {
         "Configuration reloads that succeeded.",
     )?
     .counter(&[], snap.reloads)?;
+
+    Family::new(
+        o,
+        "psentinel_state_saved",
+        Gauge,
+        "0 while the state file cannot be written (a restart would forget the latest changes); else 1.",
+    )?
+    .gauge(&[], u32::from(snap.unsaved.is_none()))?;
+
+    let mut f = Family::new(
+        o,
+        "psentinel_service_unit_state",
+        Gauge,
+        "For services with unit=: 1 for the unit's state as systemd reports it, 0 for the others.",
+    )?;
+    for v in &services {
+        let Some(unit) = &v.cfg.unit else { continue };
+        let now = crate::status::unit_state(v);
+        for st in UNIT_STATES {
+            f.gauge(
+                &[("service", &v.cfg.name), ("unit", unit), ("state", st)],
+                u32::from(now == st),
+            )?;
+        }
+    }
 
     let mut f = Family::new(
         o,

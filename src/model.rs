@@ -109,6 +109,8 @@ pub enum Refusal {
     UnknownService(String),
     #[error("service '{0}' is not pausable (set pausable=yes in its section)")]
     NotPausable(String),
+    #[error("no service follows unit '{0}' (unit = {0} in a service's section)")]
+    UnknownUnit(String),
 }
 
 /// Which kind of timed override ran out, for the log.
@@ -320,23 +322,65 @@ impl HealthTracker {
     }
 }
 
+/// What psentinel knows of the application's systemd unit (`unit = ourapp.service`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct UnitFact {
+    /// `ActiveState` as systemd last reported it; None while unknown (no system bus yet).
+    pub active: Option<String>,
+    /// `SubState`, shown beside it ("running", "stop-sigterm", "failed"...).
+    pub sub: String,
+    /// `unit_stopping` (the drain unit's ExecStop) announced a stop: out while the unit is
+    /// still active, until systemd reports it not active or `unit_started` lifts it.
+    pub stopping: bool,
+}
+
+impl UnitFact {
+    /// Whether the unit keeps its service out. `reloading` (and `refreshing`) keep it in: the
+    /// application still runs and serves while it reloads (`systemctl reload` is no
+    /// deploy). An unknown state keeps nothing out: without a bus, checks alone decide.
+    pub fn out(&self) -> bool {
+        self.stopping
+            || self
+                .active
+                .as_deref()
+                .is_some_and(|a| !matches!(a, "active" | "reloading" | "refreshing"))
+    }
+
+    /// Takes systemd's report; returns true when the service goes out or comes back.
+    pub fn observe(&mut self, active: &str, sub: &str) -> bool {
+        let was = self.out();
+        if !matches!(active, "active" | "reloading" | "refreshing") {
+            // The stop announced has begun (or the app crashed): the state speaks now.
+            self.stopping = false;
+        }
+        self.active = Some(active.to_string());
+        self.sub = sub.to_string();
+        was != self.out()
+    }
+}
+
 /// Operator decisions first (disabled beats paused), then health. A service without a check,
 /// or whose check an operator stopped, counts as passing; a flapping one is held down.
 pub fn derive_state(admin: &Admin, health: &HealthTracker, has_check: bool) -> State {
-    derive_state_held(admin, health, has_check, false)
+    derive_state_held(admin, health, has_check, false, false)
 }
 
-/// [`derive_state`], with `flapping` holding a checked service down ([`crate::flap`]).
+/// [`derive_state`], with `flapping` holding a checked service down ([`crate::flap`]) and
+/// `unit_out` any service whose application's unit is not active ([`UnitFact`]): below
+/// operators, above the check.
 pub fn derive_state_held(
     admin: &Admin,
     health: &HealthTracker,
     has_check: bool,
     flapping: bool,
+    unit_out: bool,
 ) -> State {
     if admin.disabled.is_some() {
         State::Disabled
     } else if admin.paused.is_some() {
         State::Paused
+    } else if unit_out {
+        State::Down
     } else if !has_check || admin.checks_stopped {
         State::Up
     } else if flapping {
@@ -407,6 +451,41 @@ mod tests {
     }
 
     #[test]
+    fn a_unit_not_active_takes_the_service_out_below_operators() {
+        let mut u = UnitFact::default();
+        assert!(!u.out(), "unknown: checks alone decide");
+        assert!(!u.observe("active", "running"));
+        for (active, out) in [
+            ("reloading", false),
+            ("deactivating", true),
+            ("failed", true),
+            ("inactive", true),
+            ("activating", true),
+            ("active", false),
+        ] {
+            u.observe(active, "x");
+            assert_eq!(u.out(), out, "{active}");
+        }
+        u.stopping = true;
+        assert!(u.out());
+        assert!(
+            !u.observe("active", "running"),
+            "a late 'active' keeps a stop announced"
+        );
+        assert!(!u.observe("deactivating", "stop-sigterm"));
+        assert!(!u.stopping, "the stop has begun: the state speaks");
+        assert!(u.observe("active", "running"));
+        let mut a = Admin::default();
+        let h = HealthTracker::default();
+        assert_eq!(derive_state_held(&a, &h, false, false, true), State::Down);
+        a.disable(ovr(0));
+        assert_eq!(
+            derive_state_held(&a, &h, false, false, true),
+            State::Disabled
+        );
+    }
+
+    #[test]
     fn pause_refused_when_not_pausable() {
         let mut a = Admin::default();
         assert_eq!(
@@ -444,7 +523,7 @@ mod tests {
         h.observe_verdict(Verdict::Ok, 1, 2);
         assert_eq!(derive_state(&a, &h, true), State::Up);
         h.observe_verdict(Verdict::Warning, 1, 2);
-        assert_eq!(derive_state_held(&a, &h, true, true), State::Down);
+        assert_eq!(derive_state_held(&a, &h, true, true, false), State::Down);
         h.observe_verdict(Verdict::Failed, 1, 2);
         h.observe_verdict(Verdict::Failed, 1, 2);
         assert_eq!(derive_state(&a, &h, true), State::Down);

@@ -68,6 +68,11 @@ pub struct ServiceStatus {
     /// The service's own `control_group`s: their members may change this service (besides
     /// root, the daemon's user, `[general] control_group` and whom polkit allows).
     pub control_group: Vec<String>,
+    /// The application's systemd unit (`unit=`); "" when none is followed.
+    pub unit: String,
+    /// Its ActiveState as systemd last reported it ("active", "failed"...); "stopping" after
+    /// `unit_stopping`; "unknown" while systemd has not said (no system bus); "" without unit.
+    pub unit_state: String,
 }
 
 impl ServiceStatus {
@@ -118,6 +123,8 @@ impl ServiceStatus {
                 .map(|f| f.display().to_string())
                 .collect(),
             control_group: v.cfg.control_groups.clone(),
+            unit: v.cfg.unit.clone().unwrap_or_default(),
+            unit_state: unit_state(v),
         }
     }
 }
@@ -125,6 +132,16 @@ impl ServiceStatus {
 /// µs since the epoch a minute ago: probers seen since then count ([`crate::wait::RECENT`]).
 fn recent_since() -> u64 {
     micros(std::time::SystemTime::now()).saturating_sub(crate::wait::RECENT.as_micros() as u64)
+}
+
+/// `unit_state` of status, D-Bus and metrics.
+pub fn unit_state(v: &ServiceView) -> String {
+    match (&v.cfg.unit, &v.unit.active) {
+        (None, _) => String::new(),
+        _ if v.unit.stopping => "stopping".into(),
+        (Some(_), None) => "unknown".into(),
+        (Some(_), Some(a)) => a.clone(),
+    }
 }
 
 #[derive(Serialize)]
@@ -135,6 +152,9 @@ struct DaemonStatus<'a> {
     config_file: String,
     config_fragments: Vec<String>,
     summary: String,
+    /// False while the state file cannot be written (`save_error` says why).
+    state_saved: bool,
+    save_error: String,
     services: Vec<ServiceStatus>,
 }
 
@@ -162,9 +182,21 @@ pub fn json(snap: &Snapshot, service: Option<&str>) -> Option<String> {
             .map(|f| f.display().to_string())
             .collect(),
         summary: snap.summary(),
+        state_saved: snap.unsaved.is_none(),
+        save_error: snap.unsaved.as_ref().map_or(String::new(), unsaved_text),
         services,
     };
     Some(serde_json::to_string_pretty(&d).expect("plain data serializes") + "\n")
+}
+
+/// "cannot write /var/lib/psentinel/state.json since T: No space left on device".
+pub fn unsaved_text(f: &crate::view::SaveFailure) -> String {
+    format!(
+        "cannot write {} since {}: {}",
+        f.path.display(),
+        time(f.since),
+        f.error
+    )
 }
 
 pub fn time(us: u64) -> String {
@@ -200,6 +232,13 @@ pub fn text(snap: &Snapshot, service: Option<&str>) -> Option<String> {
         snap.config_file.display(),
         snap.summary()
     );
+    if let Some(f) = &snap.unsaved {
+        let _ = writeln!(
+            out,
+            "STATE NOT SAVED: {}; retrying; a restart now would forget the latest changes",
+            unsaved_text(f)
+        );
+    }
     for v in views {
         let s = ServiceStatus::from_view(v);
         let _ = writeln!(
@@ -220,6 +259,14 @@ pub fn text(snap: &Snapshot, service: Option<&str>) -> Option<String> {
             "  state:       {} (HTTP {}) {}",
             s.state, s.http_status, s.state_reason
         );
+        if !s.unit.is_empty() {
+            let sub = if v.unit.sub.is_empty() || s.unit_state == "unknown" {
+                String::new()
+            } else {
+                format!(" ({})", v.unit.sub)
+            };
+            let _ = writeln!(out, "  unit:        {} {}{sub}", s.unit, s.unit_state);
+        }
         let _ = writeln!(out, "  disabled:    {}", manual(v.admin.disabled.as_ref()));
         let _ = writeln!(out, "  paused:      {}", manual(v.admin.paused.as_ref()));
         if !s.control_group.is_empty() {

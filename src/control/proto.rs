@@ -90,6 +90,9 @@ pub enum Command {
         force: bool,
     },
     Run(Option<String>),
+    /// The application's unit is about to stop / has started (the drain unit).
+    UnitStopping(String),
+    UnitStarted(String),
     Test(String),
     DisableTest(String),
     EnableTest(String),
@@ -98,7 +101,8 @@ pub enum Command {
     /// Prometheus text, as served on `metrics_listen`.
     Metrics,
     /// enable, disable, pause or run, then wait until HAProxy has acted ([`crate::wait`]);
-    /// `drained` (`--wait=drained`, disable and pause): and holds no session on the server.
+    /// `drained` (`--wait=drained`, disable, pause, unit_stopping): and holds no session on
+    /// the server.
     Wait {
         cmd: Box<Command>,
         timeout: Duration,
@@ -140,6 +144,16 @@ pub const COMMANDS: &[(&str, &str, &str)] = &[
         "resume one paused service, or without a name every pausable service",
     ),
     (
+        "unit_stopping",
+        "unit_stopping UNIT [--wait[=drained] [--timeout D]]",
+        "UNIT (unit=) is about to stop: take out every service that follows it",
+    ),
+    (
+        "unit_started",
+        "unit_started UNIT [--wait [--timeout D]]",
+        "UNIT has started: end unit_stopping, check its services now",
+    ),
+    (
         "test",
         "test SERVICE",
         "run SERVICE's check now, wait, print its exit status and output; exit 3 if it failed",
@@ -170,7 +184,7 @@ pub const COMMANDS: &[(&str, &str, &str)] = &[
 /// Help's note on `--wait`, after the table.
 const WAIT_HELP: &str = "--wait: return when every HAProxy that probed in the last minute has acted (its \
 send-state header, else haproxy_fall/haproxy_rise answers read); exit 1 at --timeout (default 60s)\n\
---wait=drained (disable, pause): and, with send-state, HAProxy holds no session on the server (scur=0)\n\
+--wait=drained (disable, pause, unit_stopping): and, with send-state, HAProxy holds no session on the server (scur=0)\n\
 --force (disable, pause): take the service out even when the capacity guard refuses (min_capacity)\n";
 
 /// `help COMMAND` for a command that does not exist.
@@ -261,7 +275,7 @@ fn options_of(name: &str) -> &'static [&'static str] {
     const WAIT: [&str; 2] = ["--wait", "--timeout"];
     match name {
         "status" => &["--json"],
-        "enable" | "run" => &WAIT,
+        "enable" | "run" | "unit_stopping" | "unit_started" => &WAIT,
         "disable" => &["--for", "--force", WAIT[0], WAIT[1]],
         "pause" => &["--all", "--for", "--force", WAIT[0], WAIT[1]],
         _ => &[],
@@ -330,13 +344,13 @@ fn take_wait(
                 rest.extend(it.by_ref().cloned());
             }
             "--wait" => wait = true,
-            "--wait=drained" if matches!(name, "disable" | "pause") => {
+            "--wait=drained" if matches!(name, "disable" | "pause" | "unit_stopping") => {
                 wait = true;
                 drained = true;
             }
             w if w.starts_with("--wait=") => {
                 return Err(format!(
-                    "'{w}': --wait takes no value, or =drained on disable and pause; usage: {usage}"
+                    "'{w}': --wait takes no value, or =drained on disable, pause and unit_stopping; usage: {usage}"
                 ))
             }
             "--timeout" => {
@@ -372,7 +386,10 @@ impl Command {
         if COMMANDS.iter().any(|(n, _, _)| n == name) {
             check_options(name, args, usage)?;
         }
-        if matches!(name.as_str(), "enable" | "disable" | "pause" | "run") {
+        if matches!(
+            name.as_str(),
+            "enable" | "disable" | "pause" | "run" | "unit_stopping" | "unit_started"
+        ) {
             let (wait, rest) = take_wait(name, args, usage)?;
             if let Some(WaitFor { timeout, drained }) = wait {
                 let mut inner = vec![name.clone()];
@@ -444,6 +461,17 @@ impl Command {
                 let s = w.next().map(str::to_string);
                 Command::Run(s)
             }
+            "unit_stopping" | "unit_started" => {
+                let unit = w
+                    .next()
+                    .map(str::to_string)
+                    .ok_or_else(|| format!("missing UNIT; usage: {usage}"))?;
+                if name == "unit_stopping" {
+                    Command::UnitStopping(unit)
+                } else {
+                    Command::UnitStarted(unit)
+                }
+            }
             "test" => Command::Test(service(&mut w)?),
             "disable_test" => Command::DisableTest(service(&mut w)?),
             "enable_test" => Command::EnableTest(service(&mut w)?),
@@ -481,6 +509,10 @@ impl Command {
             Command::EnableTest(s) => one(s, "enable_test"),
             Command::Reload => Some(Request::daemon("reload")),
             Command::StopServer => Some(Request::daemon("stop_server")),
+            // Every service that follows the unit: asked of the daemon as a whole (the drain
+            // unit runs them as root).
+            Command::UnitStopping(_) => Some(Request::daemon("unit_stopping")),
+            Command::UnitStarted(_) => Some(Request::daemon("unit_started")),
             Command::Wait { cmd, .. } => cmd.request(),
         }
     }
@@ -625,7 +657,7 @@ mod tests {
         ));
         assert!(p("enable web --wait=drained")
             .unwrap_err()
-            .contains("=drained on disable and pause"));
+            .contains("=drained on disable, pause and unit_stopping"));
         assert!(p("disable web --wait=soon").is_err());
         assert!(p("enable web --force").is_err());
         assert!(p("enable web --timeout 3s")

@@ -206,17 +206,46 @@ async fn execute_and_wait(
         Command::Enable(s) => Want::new(Goal::In, Some(vec![s.clone()])),
         Command::Pause { service, .. } => Want::new(out, service.clone().map(|s| vec![s])),
         Command::Run(service) => Want::new(Goal::In, service.clone().map(|s| vec![s])),
+        Command::UnitStopping(u) => Want::new(out, Some(following(handle, u))),
+        Command::UnitStarted(u) => Want::new(Goal::In, Some(following(handle, u))),
         _ => {
             return (
                 Code::Usage,
-                "--wait goes with enable, disable, pause, run\n".into(),
+                "--wait goes with enable, disable, pause, run, unit_stopping, unit_started\n"
+                    .into(),
             )
         }
+    };
+    let check_first = match &cmd {
+        Command::UnitStarted(u) => following(handle, u),
+        _ => Vec::new(),
     };
     let (code, body) = execute(cmd, stream, handle, gate, stop).await;
     if code != Code::Ok {
         return (code, body);
     }
+    // The app has just started (a Type=simple app may not even listen yet): its services
+    // are checked now and again until they pass, within the timeout, then waited for.
+    let deadline = tokio::time::Instant::now() + timeout;
+    let checked_first = !check_first.is_empty();
+    for n in check_first {
+        while !passing(handle, &n) && tokio::time::Instant::now() < deadline {
+            let _ = tokio::time::timeout_at(deadline, handle.run_check(&n)).await;
+            if !passing(handle, &n) {
+                tokio::time::sleep_until(
+                    deadline
+                        .min(tokio::time::Instant::now() + std::time::Duration::from_millis(250)),
+                )
+                .await;
+            }
+        }
+    }
+    // What is left of the timeout (said in whole seconds when nothing came first).
+    let timeout = if checked_first {
+        deadline.saturating_duration_since(tokio::time::Instant::now())
+    } else {
+        timeout
+    };
     let targets = match want.targets(&handle.snapshot()) {
         Ok(t) => t,
         Err(why) => return (Code::Refused, format!("{body}{why}\n")),
@@ -264,6 +293,28 @@ async fn execute_and_wait(
     }
 }
 
+/// Whether checking `service` again is pointless: it is up, out by an operator's decision
+/// (the wait then says so), or gone.
+fn passing(handle: &Handle, service: &str) -> bool {
+    use crate::model::State;
+    handle
+        .snapshot()
+        .services
+        .get(service)
+        .map_or(true, |v| !matches!(v.state, State::Down | State::Starting))
+}
+
+/// The services that follow `unit`, in name order.
+fn following(handle: &Handle, unit: &str) -> Vec<String> {
+    handle
+        .snapshot()
+        .services
+        .values()
+        .filter(|v| v.cfg.unit.as_deref() == Some(unit))
+        .map(|v| v.cfg.name.clone())
+        .collect()
+}
+
 async fn execute(
     cmd: Command,
     stream: &UnixStream,
@@ -306,6 +357,14 @@ async fn execute(
     }
     let done = |r: Result<Outcome, EngineError>| match r {
         Ok(o) => (Code::Ok, words::outcome(&o)),
+        // Done but not saved: what was done, then why it is not safe yet; exit status 1 so
+        // that a script does not go on as if all were well.
+        Err(e @ EngineError::NotSaved { .. }) => {
+            let EngineError::NotSaved { outcome, .. } = &e else {
+                unreachable!()
+            };
+            (Code::Refused, format!("{}{e}\n", words::outcome(outcome)))
+        }
         Err(e) => (Code::Refused, format!("{e}\n")),
     };
     match cmd {
@@ -354,6 +413,8 @@ async fn execute(
         Command::DisableTest(s) => done(handle.set_checks_stopped(&s, true, &actor).await),
         Command::EnableTest(s) => done(handle.set_checks_stopped(&s, false, &actor).await),
         Command::Reload => done(handle.reload(&actor).await),
+        Command::UnitStopping(u) => done(handle.unit_stopping(&u, &actor).await),
+        Command::UnitStarted(u) => done(handle.unit_started(&u, &actor).await),
         Command::Test(s) => match handle.run_check(&s).await {
             Ok(run) => {
                 let passed = match &run {

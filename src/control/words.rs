@@ -42,6 +42,18 @@ pub fn outcome(o: &Outcome) -> String {
             format!("{service}: check stopped; the service counts as passing")
         }
         Outcome::ChecksRestarted { service } => format!("{service}: check restarted"),
+        Outcome::UnitStopping { unit, services } => {
+            format!(
+                "{unit} stopping: out until it is active again: {}",
+                services.join(", ")
+            )
+        }
+        Outcome::UnitStarted { unit, services } => {
+            format!(
+                "{unit} started: answering from the unit and the checks again: {}",
+                services.join(", ")
+            )
+        }
         Outcome::Reloaded(r) => format!("reloaded: {}", reloaded(r)),
         Outcome::Pong => "pong".into(),
     };

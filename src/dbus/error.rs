@@ -23,6 +23,11 @@ pub enum Error {
     /// Disable or Pause would leave a load balancer's backend below `min_capacity` (or with
     /// no usable server); the `force` option takes the service out anyway.
     CapacityGuard(String),
+    /// The change is in effect but the state file could not be written (full or read-only
+    /// `state_dir`): a restart before psentinel's retry succeeds would forget it.
+    NotSaved(String),
+    /// No service follows the unit named.
+    UnknownUnit(String),
 }
 
 impl From<EngineError> for Error {
@@ -36,6 +41,8 @@ impl From<EngineError> for Error {
             EngineError::Reload(_) => Error::ReloadRefused(msg),
             EngineError::CapacityGuard(_) => Error::CapacityGuard(msg),
             EngineError::Stopped => Error::ShuttingDown(msg),
+            EngineError::NotSaved { .. } => Error::NotSaved(msg),
+            EngineError::Refused(Refusal::UnknownUnit(_)) => Error::UnknownUnit(msg),
         }
     }
 }

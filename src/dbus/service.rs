@@ -39,6 +39,8 @@ pub struct Props {
     pub disabled_until: u64,
     pub summary: String,
     pub flapping: bool,
+    pub unit: String,
+    pub unit_state: String,
 }
 
 impl Props {
@@ -59,11 +61,13 @@ impl Props {
             disabled_until: s.disabled_until,
             summary: s.summary,
             flapping: s.flapping_since != 0,
+            unit: s.unit,
+            unit_state: s.unit_state,
         }
     }
 
     /// Every property under its D-Bus name.
-    pub fn values(&self) -> [(&'static str, Value<'static>); 14] {
+    pub fn values(&self) -> [(&'static str, Value<'static>); 16] {
         [
             ("Name", self.name.clone().into()),
             ("Port", self.port.into()),
@@ -79,6 +83,8 @@ impl Props {
             ("DisabledUntil", self.disabled_until.into()),
             ("Summary", self.summary.clone().into()),
             ("Flapping", self.flapping.into()),
+            ("Unit", self.unit.clone().into()),
+            ("UnitState", self.unit_state.clone().into()),
         ]
     }
 
@@ -131,6 +137,8 @@ pub fn status_dict(v: &ServiceView) -> HashMap<String, Value<'static>> {
     put("probes_count", s.probes_count.into());
     put("silent_since", s.silent_since.into());
     put("config_files", s.config_files.into());
+    put("unit", s.unit.into());
+    put("unit_state", s.unit_state.into());
     // aa{sv} with the keys of `status --json`'s entries; D-Bus has no null, so an absent
     // HAProxy view (no send-state) is an empty a{sv} where JSON has null.
     let probers: Vec<HashMap<String, Value<'static>>> = s
@@ -528,6 +536,19 @@ impl ServiceObject {
         Ok(self.props()?.reason)
     }
 
+    /// The application's systemd unit (`unit=`); "" when none is followed.
+    #[zbus(property)]
+    async fn unit(&self) -> zbus::fdo::Result<String> {
+        Ok(self.props()?.unit)
+    }
+
+    /// The unit's ActiveState as systemd reports it; "stopping" after unit_stopping,
+    /// "unknown" without a system bus, "" without a unit.
+    #[zbus(property)]
+    async fn unit_state(&self) -> zbus::fdo::Result<String> {
+        Ok(self.props()?.unit_state)
+    }
+
     #[zbus(property)]
     async fn disabled_by(&self) -> zbus::fdo::Result<String> {
         Ok(self.props()?.disabled_by)
@@ -572,6 +593,8 @@ mod tests {
             disabled_until: 0,
             summary: String::new(),
             flapping: false,
+            unit: String::new(),
+            unit_state: String::new(),
         }
     }
 

@@ -8,14 +8,17 @@
 //!   Its result is dropped only when its check command changed; other changes (interval,
 //!   timeout, rise/fall, statuses) keep it, and a new interval or timeout restarts the runner.
 //! - At start, a saved result is trusted only for the same check command and while younger
-//!   than interval + timeout, so a restart does not flap a node that was up (or down).
+//!   than interval + timeout + [`RESTART_GRACE`], so a restart does not flap a node that was
+//!   up (or down); the first check runs at once and replaces it.
+//! - A service whose `unit=` changes forgets what it knew of the old unit; the follower
+//!   ([`crate::unit`]) reports the new one.
 
 use super::outcome::{ReloadRefused, Reloaded};
 use super::{Engine, Svc};
 use crate::check;
 use crate::config::{Config, ServiceConfig};
 use crate::flap::Flap;
-use crate::model::{Admin, CheckCounts, HealthTracker, Micros, Override};
+use crate::model::{Admin, CheckCounts, HealthTracker, Micros, Override, UnitFact};
 use crate::probe;
 use crate::probe_stats::{ProbeKind, ProbeStats, Tap};
 use crate::state::{Saved, SavedService};
@@ -25,6 +28,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
+
+/// How much older than interval + timeout a saved result may be at start: a daemon killed
+/// (`kill -9`, a crash) is restarted by systemd after RestartSec=1s, and with a one-second
+/// interval its last result is then already older than interval + timeout. Without this
+/// grace, the restart would answer 503 "starting" for a passing service until its first check
+/// ends.
+pub(super) const RESTART_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// A probe port's accept loop; aborted (closing the socket) when dropped.
 pub(super) struct Listener {
@@ -110,6 +120,9 @@ impl Engine {
                             psentinel_service = %name,
                             "{name}: flap damping turned off; no longer held out"
                         );
+                    }
+                    if p.facts.cfg.unit != cfg.unit {
+                        p.facts.unit = UnitFact::default();
                     }
                     p.facts.cfg = cfg.clone();
                     p
@@ -215,7 +228,7 @@ fn new_service(cfg: Arc<ServiceConfig>, saved: Option<&SavedService>, now: Micro
         if !cfg.pausable {
             admin.paused = None;
         }
-        let max_age = (cfg.interval + cfg.timeout).as_micros() as u64;
+        let max_age = (cfg.interval + cfg.timeout + RESTART_GRACE).as_micros() as u64;
         if let Some(r) = &s.last {
             let ended = r.time.saturating_add(r.duration_us);
             if s.check == cfg.check && now.saturating_sub(ended) < max_age {
@@ -235,5 +248,6 @@ fn new_service(cfg: Arc<ServiceConfig>, saved: Option<&SavedService>, now: Micro
         checks: CheckCounts::default(),
         silent_since: None,
         flap: Flap::default(),
+        unit: UnitFact::default(),
     })
 }

@@ -17,12 +17,24 @@ pub(super) enum Op {
     Pause(Option<String>, String, Option<Duration>, bool),
     Resume(Option<String>),
     SetChecksStopped(String, bool),
+    /// The application's unit is about to stop (`unit_stopping`), or has started again.
+    UnitStopping(String),
+    UnitStarted(String),
     Reload,
     Ping,
 }
 
+/// systemd's word on a unit (from [`crate::unit`]): its `ActiveState` and `SubState`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnitReport {
+    pub unit: String,
+    pub active: String,
+    pub sub: String,
+}
+
 pub(super) enum Request {
     Op(Op, Actor, oneshot::Sender<Result<Outcome, EngineError>>),
+    Unit(UnitReport),
     RunCheck(String, oneshot::Sender<Result<CheckRun, EngineError>>),
 }
 
@@ -119,6 +131,24 @@ impl Handle {
     ) -> Result<Outcome, EngineError> {
         self.op(Op::SetChecksStopped(service.into(), stopped), actor)
             .await
+    }
+
+    /// Every service that follows `unit` goes out until the unit has stopped and started again
+    /// (or [`Handle::unit_started`]): what the drain unit's ExecStop says.
+    pub async fn unit_stopping(&self, unit: &str, actor: &str) -> Result<Outcome, EngineError> {
+        self.op(Op::UnitStopping(unit.into()), actor).await
+    }
+
+    pub async fn unit_started(&self, unit: &str, actor: &str) -> Result<Outcome, EngineError> {
+        self.op(Op::UnitStarted(unit.into()), actor).await
+    }
+
+    /// What systemd reports of a unit; answered by nobody (the follower does not wait).
+    pub async fn unit_report(&self, report: UnitReport) -> Result<(), EngineError> {
+        self.tx
+            .send(Request::Unit(report))
+            .await
+            .map_err(|_| EngineError::Stopped)
     }
 
     pub async fn reload(&self, actor: &str) -> Result<Outcome, EngineError> {

@@ -20,10 +20,11 @@ mod apply;
 mod handle;
 mod ops;
 mod outcome;
+mod save;
 #[cfg(test)]
 mod tests;
 
-pub use handle::{Actor, Handle};
+pub use handle::{Actor, Handle, UnitReport};
 pub use outcome::{CheckRun, EngineError, Outcome, ReloadRefused, Reloaded};
 
 use crate::check::{CheckDone, Processes, RunnerCmd, RunnerHandle};
@@ -34,9 +35,9 @@ use crate::observer::{Observer, Silence};
 use crate::plugin::Verdict;
 use crate::probe_stats::Seen;
 use crate::sockets::Sockets;
-use crate::state::{Saved, SavedService, Store};
+use crate::state::{SavedService, Store};
 use crate::systemd::Notes;
-use crate::view::{Facts, ServiceView, Snapshot};
+use crate::view::{Facts, SaveFailure, ServiceView, Snapshot};
 use apply::{ListenKey, Listener};
 use handle::Request;
 use std::collections::BTreeMap;
@@ -47,8 +48,14 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-/// How long check results may wait before they are written to the state file.
+/// How long check results may wait before they are written to the state file. The first
+/// result of each service after a start, and every change of health, are written at once:
+/// a daemon killed right after them must not come back with an older verdict.
 const HEALTH_FLUSH_DELAY: Duration = Duration::from_secs(1);
+/// After the application's unit has started, its check runs again this soon after each
+/// result until it passes (for at most one interval): a `Type=simple` application is
+/// "active" before it listens, and its first check may well fail.
+const AFTER_START_RECHECK: Duration = Duration::from_millis(250);
 /// How long a check killed by SIGTERM from outside waits before it counts: when the whole
 /// service is being stopped (a `KillMode=control-group` drop-in), the check dies at the same
 /// moment as the daemon learns it is stopping, and may be seen first.
@@ -88,6 +95,8 @@ struct Svc {
     listeners: BTreeMap<ListenKey, Listener>,
     /// Derived from `facts`; rebuilt after each change (readers compare views by pointer).
     view: Arc<ServiceView>,
+    /// Until when the check reruns quickly after the application's unit started.
+    recheck_until: Option<tokio::time::Instant>,
 }
 
 impl Svc {
@@ -97,6 +106,19 @@ impl Svc {
             facts,
             runner: None,
             listeners: BTreeMap::new(),
+            recheck_until: None,
+        }
+    }
+
+    /// The application has just started: what its check said before the stop says nothing
+    /// now. Out (`starting`) until a check passes; checked at once, and again quickly.
+    fn app_started(&mut self) {
+        self.facts.health = crate::model::HealthTracker::default();
+        self.refresh_view();
+        if let Some(r) = &self.runner {
+            let (tx, _) = oneshot::channel();
+            r.send(RunnerCmd::RunNow(tx));
+            self.recheck_until = Some(tokio::time::Instant::now() + self.facts.cfg.interval);
         }
     }
 
@@ -131,13 +153,19 @@ struct Inbox {
     snap: watch::Receiver<Arc<Snapshot>>,
     done: mpsc::UnboundedReceiver<CheckDone>,
     silence: mpsc::UnboundedReceiver<Silence>,
+    saved: mpsc::UnboundedReceiver<save::Verdict>,
 }
 
 pub struct Engine {
     cfg: Config,
     services: BTreeMap<String, Svc>,
     sockets: Sockets,
-    store: Store,
+    writer: Arc<std::sync::Mutex<save::Writer>>,
+    store_path: std::path::PathBuf,
+    /// The sequence number of the newest write asked for, and of the newest verdict taken.
+    save_seq: u64,
+    save_verdict_seq: u64,
+    saved_tx: mpsc::UnboundedSender<save::Verdict>,
     snap_tx: watch::Sender<Arc<Snapshot>>,
     done_tx: mpsc::UnboundedSender<CheckDone>,
     next_runner: u64,
@@ -148,6 +176,9 @@ pub struct Engine {
     clock: Clock,
     reloads: u64,
     health_dirty: bool,
+    /// Set while the state file cannot be written; the loop retries with backoff.
+    unsaved: Option<SaveFailure>,
+    save_retry: Duration,
     /// To the observer of probes ([`crate::observer`]), handed to every listener.
     seen_tx: mpsc::Sender<Seen>,
 }
@@ -163,7 +194,7 @@ impl Engine {
             tx,
             snap: inbox.snap,
         };
-        let task = tokio::spawn(engine.run(rx, inbox.done, inbox.silence));
+        let task = tokio::spawn(engine.run(rx, inbox.done, inbox.silence, inbox.saved));
         Ok((handle, task))
     }
 
@@ -179,9 +210,11 @@ impl Engine {
             config_file: cfg.file.clone(),
             config_fragments: cfg.fragments.clone(),
             reloads: 0,
+            unsaved: None,
         });
         let (snap_tx, snap_rx) = watch::channel(placeholder);
         let (done_tx, done_rx) = mpsc::unbounded_channel();
+        let (saved_tx, saved_rx) = mpsc::unbounded_channel();
         let (observer, seen_tx, silence_rx) = Observer::new(cfg.general.silence_min);
         tokio::spawn(observer.run(parts.shutdown.clone()));
         let mut engine = Engine {
@@ -191,7 +224,11 @@ impl Engine {
             },
             services: BTreeMap::new(),
             sockets: parts.sockets,
-            store,
+            store_path: store.path(),
+            writer: save::Writer::new(store),
+            save_seq: 0,
+            save_verdict_seq: 0,
+            saved_tx,
             snap_tx,
             done_tx,
             next_runner: 1,
@@ -202,6 +239,8 @@ impl Engine {
             clock,
             reloads: 0,
             health_dirty: false,
+            unsaved: None,
+            save_retry: save::SAVE_RETRY_MIN,
             seen_tx,
         };
         engine.apply(cfg, Some(&saved))?;
@@ -210,6 +249,7 @@ impl Engine {
             snap: snap_rx,
             done: done_rx,
             silence: silence_rx,
+            saved: saved_rx,
         };
         Ok((engine, inbox))
     }
@@ -226,25 +266,11 @@ impl Engine {
             config_file: self.cfg.file.clone(),
             config_fragments: self.cfg.fragments.clone(),
             reloads: self.reloads,
+            unsaved: self.unsaved.clone(),
         };
         let snap = Arc::new(snap);
         let old = self.snap_tx.send_replace(snap.clone());
         crate::logging::log_state_changes(&old, &snap);
-    }
-
-    fn persist(&mut self) {
-        let saved = Saved {
-            version: 1,
-            services: self
-                .services
-                .iter()
-                .map(|(n, s)| (n.clone(), s.saved()))
-                .collect(),
-        };
-        if let Err(e) = self.store.save(&saved) {
-            tracing::error!(path = %self.store.path().display(), "cannot save state: {e}");
-        }
-        self.health_dirty = false;
     }
 
     async fn run(
@@ -252,10 +278,15 @@ impl Engine {
         mut rx: mpsc::Receiver<Request>,
         mut done_rx: mpsc::UnboundedReceiver<CheckDone>,
         mut silence_rx: mpsc::UnboundedReceiver<Silence>,
+        mut saved_rx: mpsc::UnboundedReceiver<save::Verdict>,
     ) {
         let mut flush_at: Option<tokio::time::Instant> = None;
         loop {
             let expiry = self.next_expiry();
+            let retry_at = self
+                .unsaved
+                .as_ref()
+                .map(|_| tokio::time::Instant::now() + self.save_retry);
             tokio::select! {
                 // Stopping comes first: a check that ended meanwhile was most likely killed by
                 // the stop itself, and is not a result.
@@ -266,17 +297,26 @@ impl Engine {
                     None => break,
                 },
                 Some(done) = done_rx.recv() => {
-                    self.on_check_done(done);
-                    if self.health_dirty && flush_at.is_none() {
+                    if self.on_check_done(done) {
+                        self.persist_soon();
+                    } else if self.health_dirty && flush_at.is_none() {
                         flush_at = Some(tokio::time::Instant::now() + HEALTH_FLUSH_DELAY);
                     }
                 }
                 Some(s) = silence_rx.recv() => self.on_silence(s),
                 _ = sleep_until_opt(expiry) => self.expire(),
+                Some(v) = saved_rx.recv() => self.on_saved(v),
                 _ = sleep_until_opt(flush_at) => {
                     flush_at = None;
                     if self.health_dirty {
-                        self.persist();
+                        self.persist_soon();
+                    }
+                }
+                // Any request or result meanwhile tried to save too: the wait restarts from
+                // there, which is still a retry at least every SAVE_RETRY_MAX.
+                _ = sleep_until_opt(retry_at) => {
+                    if !self.persist() {
+                        self.save_retry = (self.save_retry * 2).min(save::SAVE_RETRY_MAX);
                     }
                 }
             }
@@ -354,17 +394,19 @@ impl Engine {
         }
     }
 
-    fn on_check_done(&mut self, mut done: CheckDone) {
+    /// Records a finished check; true when it must be saved at once (the service's first
+    /// result since the start, or its health changed), else it waits for the next flush.
+    fn on_check_done(&mut self, mut done: CheckDone) -> bool {
         let Some(svc) = self.services.get_mut(&done.service) else {
-            return;
+            return false;
         };
         if svc.runner.as_ref().map(|r| r.id) != Some(done.runner) {
-            return; // a runner replaced by a reload finished late
+            return false; // a runner replaced by a reload finished late
         }
         if self.shutdown.is_cancelled() {
             // The daemon is stopping and kills its checks: what they report now is the stop,
             // not the service. Never recorded, saved or shown.
-            return;
+            return false;
         }
         // psentinel never sends SIGTERM to a check itself before a timeout (reported as
         // such): one killed by it was most likely killed by the stop of the whole service.
@@ -376,11 +418,12 @@ impl Engine {
                 tokio::time::sleep(STOP_SIGNAL_SETTLE).await;
                 let _ = tx.send(done);
             });
-            return;
+            return false;
         }
         let cfg = svc.facts.cfg.clone();
         let verdict = Verdict::of(cfg.check_style, &done.result.exit);
         let before = svc.facts.health.healthy;
+        let first = svc.facts.checks.total() == 0;
         let changed = svc
             .facts
             .health
@@ -401,6 +444,13 @@ impl Engine {
             }
         }
         let exit = done.result.exit.clone();
+        if let (Some(until), Some(r)) = (svc.recheck_until, &svc.runner) {
+            if svc.facts.health.healthy == Some(true) || tokio::time::Instant::now() >= until {
+                svc.recheck_until = None;
+            } else {
+                r.send(RunnerCmd::Soon(AFTER_START_RECHECK));
+            }
+        }
         svc.facts.last = Some(done.result);
         svc.facts.checks.add(&exit, verdict);
         svc.refresh_view();
@@ -408,16 +458,55 @@ impl Engine {
         tracing::debug!(psentinel_service = %done.service, "{}: check finished: {exit}", done.service);
         self.health_dirty = true;
         self.publish();
+        first || changed
     }
 
+    /// Saves first, so that the snapshot published says whether the change is saved.
     fn after_admin_change(&mut self) {
-        self.publish();
         self.persist();
+        self.publish();
+    }
+
+    /// systemd reports a unit's state: its services go out (a crash, a stop) or come back.
+    /// A service that comes back runs its check at once: its last result may date from
+    /// before the stop.
+    fn on_unit(&mut self, r: UnitReport) {
+        let mut changed = false;
+        for (name, svc) in self.services.iter_mut() {
+            if svc.facts.cfg.unit.as_deref() != Some(r.unit.as_str()) {
+                continue;
+            }
+            let before = svc.facts.unit.clone();
+            let moved = svc.facts.unit.observe(&r.active, &r.sub);
+            if svc.facts.unit == before {
+                continue;
+            }
+            changed = true;
+            svc.refresh_view();
+            if moved {
+                tracing::info!(
+                    psentinel_service = %name,
+                    psentinel_unit = %r.unit,
+                    "{name}: unit {} is {} ({}): {}",
+                    r.unit,
+                    r.active,
+                    r.sub,
+                    if svc.facts.unit.out() { "out" } else { "back, checking now" }
+                );
+                if !svc.facts.unit.out() {
+                    svc.app_started();
+                }
+            }
+        }
+        if changed {
+            self.publish();
+        }
     }
 
     fn handle(&mut self, req: Request) {
         match req {
             Request::RunCheck(name, reply) => self.run_check(name, reply),
+            Request::Unit(report) => self.on_unit(report),
             Request::Op(op, actor, reply) => {
                 let res = self.op(op, &actor);
                 // The asker may have gone (client hung up): the change stands all the same.

@@ -91,9 +91,58 @@ impl Engine {
                     Outcome::ChecksRestarted { service: name }
                 }
             }
+            Op::UnitStopping(unit) => {
+                let services = self.set_unit_stopping(&unit, true, actor)?;
+                Outcome::UnitStopping { unit, services }
+            }
+            Op::UnitStarted(unit) => {
+                let services = self.set_unit_stopping(&unit, false, actor)?;
+                Outcome::UnitStarted { unit, services }
+            }
         };
         self.after_admin_change();
-        Ok(outcome)
+        match &self.unsaved {
+            None => Ok(outcome),
+            Some(failure) => Err(EngineError::NotSaved {
+                outcome: Box::new(outcome),
+                failure: failure.clone(),
+            }),
+        }
+    }
+
+    /// Marks (or clears) an announced stop on every service that follows `unit`.
+    fn set_unit_stopping(
+        &mut self,
+        unit: &str,
+        stopping: bool,
+        actor: &str,
+    ) -> Result<Vec<String>, EngineError> {
+        let mut names = Vec::new();
+        for (name, svc) in self.services.iter_mut() {
+            if svc.facts.cfg.unit.as_deref() != Some(unit) {
+                continue;
+            }
+            let announced = svc.facts.unit.stopping;
+            svc.facts.unit.stopping = stopping;
+            svc.refresh_view();
+            let what = if stopping {
+                "unit_stopping"
+            } else {
+                "unit_started"
+            };
+            audit(name, actor, what, None, None);
+            // The stop announced was never seen on the bus (no bus, or systemd's signals
+            // coalesced): this is the word that the application has started again. (When it
+            // was seen, the unit's return did this already.)
+            if announced && !stopping && !svc.facts.unit.out() {
+                svc.app_started();
+            }
+            names.push(name.clone());
+        }
+        if names.is_empty() {
+            return Err(Refusal::UnknownUnit(unit.into()).into());
+        }
+        Ok(names)
     }
 
     /// Re-reads the configuration file and applies it; a bad file changes nothing.

@@ -4,7 +4,7 @@
 use crate::capacity::{Remaining, Shortfall};
 use crate::model::{CheckResult, Micros, Override, Refusal};
 use crate::probe_stats::ProbeKind;
-use crate::view::count;
+use crate::view::{count, SaveFailure};
 use std::net::SocketAddr;
 
 /// What an operation did.
@@ -40,6 +40,17 @@ pub enum Outcome {
     /// `enable_test`: the check runs again.
     ChecksRestarted {
         service: String,
+    },
+    /// `unit_stopping`: the services that follow `unit` are out until it is back.
+    UnitStopping {
+        unit: String,
+        services: Vec<String>,
+    },
+    /// `unit_started`: the announced stop is over; the services answer from the unit's
+    /// state and their checks again.
+    UnitStarted {
+        unit: String,
+        services: Vec<String>,
     },
     Reloaded(Reloaded),
     Pong,
@@ -94,6 +105,13 @@ pub enum EngineError {
     Reload(ReloadRefused),
     #[error("the daemon is shutting down")]
     Stopped,
+    /// The change is made and in effect, but the state file could not be written: a
+    /// restart before the next successful save would forget it. Saving is retried.
+    #[error("the change is in effect, but NOT SAVED to {}: {}; psentinel retries until it is written, a restart before that would forget it", .failure.path.display(), .failure.error)]
+    NotSaved {
+        outcome: Box<Outcome>,
+        failure: SaveFailure,
+    },
 }
 
 /// Why a new configuration was not applied.

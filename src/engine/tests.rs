@@ -556,9 +556,11 @@ fn saved_with(check: &[&str], ended_ago: Duration, now: Micros) -> Saved {
 #[tokio::test(start_paused = true)]
 async fn a_restart_trusts_only_a_fresh_result_of_the_same_command() {
     let now = micros(SystemTime::now());
-    // interval 10 s + timeout 2 s: a result that ended 5 s ago is fresh, 60 s ago stale.
+    // interval 10 s + timeout 2 s (+ 5 s for the restart itself): a result that ended 5 s
+    // or 15 s ago is fresh, 60 s ago stale.
     let cases = [
         (&["/bin/true"][..], Duration::from_secs(5), Some(true)),
+        (&["/bin/true"][..], Duration::from_secs(15), Some(true)),
         (&["/bin/true"][..], Duration::from_secs(60), None),
         (&["/bin/false"][..], Duration::from_secs(5), None),
     ];
@@ -793,4 +795,196 @@ async fn pause_of_every_pausable_service_is_guarded_as_one_and_all_or_nothing() 
     assert_eq!(view(&e, "b").state, State::Up, "nothing paused");
     op(&mut e, handle::Op::Pause(None, String::new(), None, true));
     assert_eq!(view(&e, "b").state, State::Paused);
+}
+
+/// The engine with its loop running, and the door its runners report through.
+fn running(b: &Bench) -> (Handle, mpsc::UnboundedSender<CheckDone>, u64) {
+    let cfg = Config::load(&b.file()).unwrap();
+    let (engine, inbox) = Engine::new(cfg, b.parts()).unwrap();
+    let done_tx = engine.done_tx.clone();
+    let runner = engine.services["web"].runner.as_ref().map_or(0, |r| r.id);
+    let (tx, rx) = mpsc::channel(16);
+    tokio::spawn(engine.run(rx, inbox.done, inbox.silence, inbox.saved));
+    let h = Handle {
+        tx,
+        snap: inbox.snap,
+    };
+    (h, done_tx, runner)
+}
+
+fn passed(runner: u64) -> CheckDone {
+    CheckDone {
+        service: "web".into(),
+        runner,
+        result: CheckResult {
+            exit: Exit::Code(0),
+            time: micros(SystemTime::now()),
+            duration_us: 1000,
+            output: String::new(),
+            first_line: String::new(),
+        },
+        settled: false,
+    }
+}
+
+fn saved_health(b: &Bench) -> Option<bool> {
+    let saved = crate::state::Store::new(&b.dir.path().join("state")).load();
+    saved.services.get("web").and_then(|s| s.health.healthy)
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_first_result_after_a_start_is_saved_at_once() {
+    let b = Bench::new(CHECKED);
+    let (h, done_tx, runner) = running(&b);
+    done_tx.send(passed(runner)).unwrap();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(h.snapshot().services["web"].state, State::Up);
+    assert_eq!(
+        saved_health(&b),
+        Some(true),
+        "a kill -9 now must find the passing result"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_change_that_cannot_be_saved_says_so_and_is_saved_once_it_can() {
+    let b = Bench::new("[web]\nport={port}\nbind=127.0.0.1\n");
+    // state_dir cannot be created: a file stands in its way (as a full disk, it fails).
+    let blocker = b.dir.path().join("state");
+    std::fs::write(&blocker, b"").unwrap();
+    let (h, _done, _) = running(&b);
+    let err = h.disable("web", "deploy", None, "root").await.unwrap_err();
+    let EngineError::NotSaved { outcome, failure } = &err else {
+        panic!("{err:?}");
+    };
+    assert!(matches!(**outcome, Outcome::Disabled { .. }), "{outcome:?}");
+    assert!(err.to_string().contains("NOT SAVED"), "{err}");
+    assert!(failure.path.ends_with("state/state.json"), "{failure:?}");
+    let snap = h.snapshot();
+    assert_eq!(snap.services["web"].state, State::Disabled, "in effect");
+    assert!(snap.unsaved.is_some());
+    assert!(snap.summary().contains("NOT SAVED"), "{}", snap.summary());
+    assert!(crate::status::json(&snap, None)
+        .unwrap()
+        .contains("\"state_saved\": false"));
+    assert!(crate::metrics::render(&snap).contains("psentinel_state_saved 0"));
+
+    // Space again: saved without another command, and the snapshot says so.
+    std::fs::remove_file(&blocker).unwrap();
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert!(h.snapshot().unsaved.is_none());
+    let saved = crate::state::Store::new(&blocker).load();
+    assert_eq!(
+        saved.services["web"]
+            .admin
+            .disabled
+            .as_ref()
+            .unwrap()
+            .reason,
+        "deploy"
+    );
+}
+
+const FOLLOWING: &str = "[web]\nport={port}\nbind=127.0.0.1\ncheck_script=/bin/true\n\
+     check_script_interval=10\nunit=app.service\n";
+
+fn report(active: &str, sub: &str) -> UnitReport {
+    UnitReport {
+        unit: "app.service".into(),
+        active: active.into(),
+        sub: sub.into(),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_unit_not_active_takes_its_service_out_and_back() {
+    let mut b = Bench::new(FOLLOWING);
+    let mut e = b.engine();
+    check_done(&mut e, "web", Exit::Code(0));
+    assert_eq!(
+        view(&e, "web").state,
+        State::Up,
+        "unknown unit: checks decide"
+    );
+    e.on_unit(report("active", "running"));
+    assert_eq!(view(&e, "web").state, State::Up);
+    e.on_unit(report("failed", "failed"));
+    let v = view(&e, "web");
+    assert_eq!((v.state, v.http_status), (State::Down, 500));
+    assert_eq!(v.reason, "Unit app.service is failed (failed)");
+    assert_eq!(crate::status::unit_state(v), "failed");
+    e.on_unit(report("active", "running"));
+    assert_eq!(
+        view(&e, "web").state,
+        State::Starting,
+        "back: out until a check of the new process passes"
+    );
+    check_done(&mut e, "web", Exit::Code(0));
+    assert_eq!(view(&e, "web").state, State::Up);
+    e.on_unit(report("reloading", "reload"));
+    assert_eq!(view(&e, "web").state, State::Up, "a reload keeps serving");
+
+    // The drain unit's stop, then systemd's states, then its start.
+    let out = op(&mut e, handle::Op::UnitStopping("app.service".into()));
+    assert_eq!(
+        out,
+        Outcome::UnitStopping {
+            unit: "app.service".into(),
+            services: vec!["web".into()]
+        }
+    );
+    assert_eq!(
+        view(&e, "web").reason,
+        "Unit app.service is stopping: draining"
+    );
+    e.on_unit(report("active", "running"));
+    assert_eq!(view(&e, "web").state, State::Down, "still announced");
+    e.on_unit(report("deactivating", "stop-sigterm"));
+    e.on_unit(report("inactive", "dead"));
+    assert_eq!(view(&e, "web").state, State::Down);
+    e.on_unit(report("active", "running"));
+    assert_eq!(view(&e, "web").state, State::Starting);
+    check_done(&mut e, "web", Exit::Code(0));
+    assert_eq!(view(&e, "web").state, State::Up);
+    // unit_started after a stop systemd's signals never showed (no bus, coalesced).
+    op(&mut e, handle::Op::UnitStopping("app.service".into()));
+    op(&mut e, handle::Op::UnitStarted("app.service".into()));
+    assert_eq!(
+        view(&e, "web").state,
+        State::Starting,
+        "unit_started lifts it"
+    );
+    check_done(&mut e, "web", Exit::Code(0));
+    assert_eq!(view(&e, "web").state, State::Up);
+    // unit_started alone (nothing announced) changes nothing.
+    op(&mut e, handle::Op::UnitStarted("app.service".into()));
+    assert_eq!(view(&e, "web").state, State::Up);
+
+    // An operator's disable stays through all of it.
+    op(
+        &mut e,
+        handle::Op::Disable("web".into(), "deploy".into(), None, false),
+    );
+    op(&mut e, handle::Op::UnitStopping("app.service".into()));
+    op(&mut e, handle::Op::UnitStarted("app.service".into()));
+    assert_eq!(view(&e, "web").state, State::Disabled);
+    op(&mut e, handle::Op::Enable("web".into()));
+    check_done(&mut e, "web", Exit::Code(0));
+    assert_eq!(view(&e, "web").state, State::Up);
+
+    let err = e
+        .op(handle::Op::UnitStopping("other.service".into()), "root")
+        .unwrap_err();
+    assert_eq!(
+        err,
+        EngineError::Refused(Refusal::UnknownUnit("other.service".into()))
+    );
+
+    // A reload that drops unit= forgets the unit.
+    e.on_unit(report("failed", "failed"));
+    assert_eq!(view(&e, "web").state, State::Down);
+    b.rewrite("unit=app.service\n", "");
+    op(&mut e, handle::Op::Reload);
+    assert_eq!(view(&e, "web").state, State::Up);
+    assert_eq!(crate::status::unit_state(view(&e, "web")), "");
 }

@@ -12,7 +12,7 @@ pub mod replies;
 use crate::config::ServiceConfig;
 use crate::flap::Flap;
 use crate::model::{derive_state_held, Admin, CheckCounts, CheckResult, Exit, HealthTracker};
-use crate::model::{Micros, Override, State};
+use crate::model::{Micros, Override, State, UnitFact};
 use crate::plugin::{self, CheckStyle, Perf, Verdict};
 use crate::probe_stats::ProbeStats;
 use replies::{weight_from_output, AgentExtra, Replies};
@@ -47,6 +47,8 @@ pub struct ServiceView {
     pub perfdata: Vec<Perf>,
     /// Held out for flapping since (µs); None = not flapping.
     pub flapping_since: Option<Micros>,
+    /// The application's unit as last reported (`unit=`; default when none is configured).
+    pub unit: UnitFact,
 }
 
 /// What the engine holds about one service, from which its view is derived.
@@ -59,13 +61,15 @@ pub struct Facts {
     pub probes: Arc<ProbeStats>,
     pub silent_since: Option<Micros>,
     pub flap: Flap,
+    pub unit: UnitFact,
 }
 
 impl ServiceView {
     pub fn new(f: &Facts) -> ServiceView {
         let cfg = &f.cfg;
         let flapping = f.flap.since.is_some();
-        let state = derive_state_held(&f.admin, &f.health, cfg.check.is_some(), flapping);
+        let unit_out = cfg.unit.is_some() && f.unit.out();
+        let state = derive_state_held(&f.admin, &f.health, cfg.check.is_some(), flapping, unit_out);
         let summary = f
             .last
             .as_ref()
@@ -81,7 +85,9 @@ impl ServiceView {
             }
             _ => Vec::new(),
         };
-        let reason = if flapping && state == State::Down {
+        let reason = if let (State::Down, Some(unit), true) = (state, &cfg.unit, unit_out) {
+            unit_reason(unit, &f.unit)
+        } else if flapping && state == State::Down {
             format!(
                 "Flapping: health changed more than {} times within {}s; held out until stable for {}s",
                 cfg.flap.max_changes,
@@ -129,7 +135,16 @@ impl ServiceView {
             summary,
             perfdata,
             flapping_since: f.flap.since,
+            unit: f.unit.clone(),
         }
+    }
+}
+
+/// "Unit ourapp.service is failed (failed)", "Unit ourapp.service is stopping: draining".
+fn unit_reason(unit: &str, u: &UnitFact) -> String {
+    match &u.active {
+        Some(a) if !u.stopping => format!("Unit {unit} is {a} ({})", u.sub),
+        _ => format!("Unit {unit} is stopping: draining"),
     }
 }
 
@@ -202,6 +217,18 @@ pub struct Snapshot {
     /// The drop-in fragments read after it, in order.
     pub config_fragments: Arc<[std::path::PathBuf]>,
     pub reloads: u64,
+    /// The last change could not be written to the state file: a restart would forget it.
+    /// Retried with backoff until it is written.
+    pub unsaved: Option<SaveFailure>,
+}
+
+/// Saving the state file fails (a full or read-only `state_dir`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SaveFailure {
+    pub path: std::path::PathBuf,
+    pub error: String,
+    /// µs of the first failure of this run of failures.
+    pub since: Micros,
 }
 
 impl Snapshot {
@@ -225,7 +252,7 @@ impl Snapshot {
             .map(|v| v.cfg.name.as_str())
             .collect();
         format!(
-            "{}: {}{}{}",
+            "{}: {}{}{}{}",
             count(self.services.len() as u64, "service"),
             if parts.is_empty() {
                 "none".to_string()
@@ -241,6 +268,11 @@ impl Snapshot {
                 String::new()
             } else {
                 format!("; held out for flapping: {}", flapping.join(", "))
+            },
+            if self.unsaved.is_some() {
+                "; state NOT SAVED (see status)"
+            } else {
+                ""
             }
         )
     }

@@ -1160,3 +1160,35 @@ fn plugin_warning_summary_and_flapping_on_the_bus() {
         "{st}"
     );
 }
+
+/// A Disable whose state file cannot be written is in effect and answers the typed error
+/// NotSaved; the bus shows the unit properties too (empty without `unit=`).
+#[test]
+fn disable_that_cannot_be_saved_answers_not_saved() {
+    let bus = Bus::start();
+    let web = free_port();
+    let d = Daemon::prepare("");
+    // state_dir cannot be created: a file holds its name.
+    std::fs::write(d.path("state"), "").unwrap();
+    configure(&d, &format!("[web]\nport={web}\n"));
+    let env = bus.env();
+    let d = d.started(&[(env[0].0, env[0].1.as_str())]);
+    d.log.wait("on the session bus as org.psentinel.PSentinel1");
+    let app = svc_path("web");
+    assert_eq!(bus.prop(&app, SERVICE_IF, "Unit"), "");
+    assert_eq!(bus.prop(&app, SERVICE_IF, "UnitState"), "");
+    let (code, _, err) = bus.gdbus(
+        None,
+        &app,
+        &format!("{SERVICE_IF}.Disable"),
+        &["deploy", "0"],
+    );
+    assert_ne!(code, 0);
+    assert!(
+        err.contains(
+            "org.psentinel.PSentinel1.Error.NotSaved: the change is in effect, but NOT SAVED"
+        ),
+        "{err}"
+    );
+    assert_eq!(probe(web).status, 503, "in effect");
+}

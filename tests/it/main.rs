@@ -26,3 +26,4 @@ mod plugins;
 mod polkit;
 mod reload;
 mod systemd;
+mod units;

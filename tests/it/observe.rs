@@ -481,7 +481,8 @@ pub(crate) fn documented_families() -> Vec<String> {
     families
 }
 
-/// Every family of the docs' table, by value, in one known situation: `web` passed its only
+/// Every family of the docs' table, by value, in one known situation: `web` (following a unit that no
+/// system bus reports on) passed its only
 /// check (a plugin printing perfdata, one datum malformed) and is disabled for an hour, then
 /// probed twice plainly, once with send-state and once by an agent; `bad` failed its only check with exit 3 and has its checks stopped (so it
 /// counts as up).
@@ -497,6 +498,7 @@ fn every_documented_metric_family_has_its_value() {
     d.rewrite(&format!(
         "[web]\nport={port}\nagent_port={aport}\ncheck_script={}\ncheck_script_interval=3600\n\
          check_style=nagios\n\
+         unit=web.service\n\
          [bad]\nport={bport}\ncheck_script={}\ncheck_script_interval=3600\n",
         good.display(),
         bad.display()
@@ -548,6 +550,10 @@ fn every_documented_metric_family_has_its_value() {
         (format!(r#"psentinel_build_info{{version="{version}"}}"#), (1.0, 1.0)),
         ("psentinel_start_time_seconds".into(), (t0, t1)),
         ("psentinel_reloads_total".into(), (0.0, 0.0)),
+        ("psentinel_state_saved".into(), (1.0, 1.0)),
+        // No system bus on a test host: systemd has not said.
+        (r#"psentinel_service_unit_state{service="web",unit="web.service",state="unknown"}"#.into(), (1.0, 1.0)),
+        (r#"psentinel_service_unit_state{service="web",unit="web.service",state="active"}"#.into(), (0.0, 0.0)),
         (r#"psentinel_service_state{service="web",state="disabled"}"#.into(), (1.0, 1.0)),
         (r#"psentinel_service_state{service="web",state="up"}"#.into(), (0.0, 0.0)),
         // A stopped check counts as passing.

@@ -20,6 +20,7 @@ const FILES: &[&str] = &[
     "/usr/bin/psentinel",
     "/usr/lib/systemd/system/psentinel.service",
     "/usr/lib/systemd/system/psentinel.socket",
+    "/usr/lib/systemd/system/psentinel-drain@.service",
     "GEN/psentinel-generator",
     "/usr/lib/sysusers.d/psentinel.conf",
     "/usr/lib/tmpfiles.d/psentinel.conf",

@@ -159,6 +159,7 @@ fn make_install_stages_everything_and_keeps_the_config() {
         "usr/bin/psentinel",
         "usr/lib/systemd/system/psentinel.service",
         "usr/lib/systemd/system/psentinel.socket",
+        "usr/lib/systemd/system/psentinel-drain@.service",
         "usr/lib/systemd/system-generators/psentinel-generator",
         "usr/lib/sysusers.d/psentinel.conf",
         "usr/lib/tmpfiles.d/psentinel.conf",
@@ -668,13 +669,15 @@ fn sysbox_frozen_daemon_is_restarted_by_the_watchdog() {
 
 // ---- what goes wrong in a real deploy (issue: restarts, reloads, a broken file) -------
 
-/// Probes PORT from 4 threads inside the box while `systemctl restart psentinel.service` runs
-/// N times, each after the shell condition BEFORE holds (polled); prints
+/// Probes PORT from 4 threads inside the box while `systemctl restart psentinel.service` (or
+/// the shell command ACTION) runs N times, each after the shell condition BEFORE holds
+/// (polled); prints
 /// `sent=N answered=N refused=N failed=N rcs=RC,... codes=CODE:N,...` and then each distinct
 /// non-200 reply's first body line and each distinct way a probe failed, one per line.
 const PROBE_ACROSS_RESTARTS: &str = r#"
 import socket, subprocess, sys, threading, time
 port, n, before = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+action = sys.argv[4] if len(sys.argv) > 4 else "systemctl restart psentinel.service"
 counts = {"sent": 0, "answered": 0, "refused": 0, "failed": 0}
 codes, odd = {}, set()
 lock = threading.Lock()
@@ -721,8 +724,7 @@ try:
             if time.monotonic() > end:
                 raise SystemExit("condition never held: " + before)
             time.sleep(0.05)
-        rcs.append(str(subprocess.run(["systemctl", "restart", "psentinel.service"],
-                                      timeout=60).returncode))
+        rcs.append(str(subprocess.run(["sh", "-c", action], timeout=60).returncode))
     time.sleep(1)
 finally:
     stop.set()
@@ -748,9 +750,19 @@ impl Probed {
 }
 
 fn probe_across_restarts(b: &Sysbox, port: u16, restarts: u32, before: &str) -> Probed {
+    probe_across(
+        b,
+        port,
+        restarts,
+        before,
+        "systemctl restart psentinel.service",
+    )
+}
+
+fn probe_across(b: &Sysbox, port: u16, restarts: u32, before: &str, action: &str) -> Probed {
     b.write("/tmp/probe-restarts.py", PROBE_ACROSS_RESTARTS);
     let out = b.ok(&format!(
-        "timeout 300 python3 /tmp/probe-restarts.py {port} {restarts} '{before}'"
+        "timeout 300 python3 /tmp/probe-restarts.py {port} {restarts} '{before}' '{action}'"
     ));
     let mut lines = out.lines();
     let line = lines.next().unwrap_or("").to_string();
@@ -862,6 +874,44 @@ fn restarts_during_checks(b: &Sysbox) -> Probed {
     let state = b.ok("cat /var/lib/psentinel/state.json");
     assert!(!state.contains("\"Signal\""), "{state}");
     p
+}
+
+/// psentinel's own restarts never flip a passing node, even with a one-second interval and
+/// the restart right after the first check of the new process: that first result is saved
+/// at once, and a saved result stays trusted across the restart (RestartSec=1s included).
+/// Graceful restarts and `kill -9` (systemd restarts the daemon; probes wait in the backlog
+/// of the sockets it holds) alike: every probe answers 200.
+#[test]
+fn sysbox_restart_and_kill_9_right_after_the_first_check_answer_200() {
+    let cfg = "[ourapp]\nport = 48080\ncheck_script = /bin/true\ncheck_script_interval = 1\n\
+               [general]\ndbus = off\n";
+    let b = installed_box("firstcheck", cfg);
+    b.ok("systemctl start psentinel.socket psentinel.service");
+    // The first check of the new process has ended, the third not yet: a second or two
+    // after a start. (Each kill and restart starts a new process: the condition holds again.)
+    b.write(
+        "/tmp/first.sh",
+        "systemctl is-active -q psentinel.service && \
+         psentinel -c status ourapp --json | grep -Eq '\"checks_count\": [12],'\n",
+    );
+    let first = "sh /tmp/first.sh";
+    for action in [
+        "systemctl restart psentinel.service",
+        "systemctl kill -s KILL psentinel.service",
+    ] {
+        b.ok("systemctl restart psentinel.service");
+        let p = probe_across(&b, 48080, 5, first, action);
+        assert_eq!(p.n["rcs"], "0,0,0,0,0", "{action}: {}", p.line);
+        assert_eq!(p.count("answered"), p.count("sent"), "{action}: {}", p.line);
+        assert_eq!(
+            p.n["codes"],
+            format!("200:{}", p.count("answered")),
+            "{action}: {:?}",
+            p.odd
+        );
+    }
+    let log = b.ok("journalctl -b --no-pager -o cat -u psentinel.service");
+    assert!(!log.contains("-> starting"), "{log}");
 }
 
 /// Waits until the daemon has kept /etc/psentinel/psentinel.cfg as its last good copy (the

@@ -1,0 +1,126 @@
+//! Writing the state file: at once for operators' changes (so that the answer can say whether
+//! the change is saved), off the engine's loop for check results (an fsync must not hold up
+//! the next result, a probe's view or a `test`'s answer), retried with backoff while it fails.
+//!
+//! Every write carries a sequence number; the writer skips a write older than one it has
+//! already tried, so a late background write never replaces newer content, and the engine
+//! takes a write's verdict only when it is the newest it has heard of.
+
+use super::Engine;
+use crate::state::{Saved, Store};
+use crate::view::SaveFailure;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Retries of a state file that cannot be written: the first wait, doubled up to the last.
+pub(super) const SAVE_RETRY_MIN: Duration = Duration::from_millis(250);
+pub(super) const SAVE_RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// The state file and the newest content tried on it.
+pub(super) struct Writer {
+    store: Store,
+    tried: u64,
+}
+
+/// A background write's verdict: its sequence number and how it went (None: skipped, newer
+/// content was tried first).
+pub(super) type Verdict = (u64, Option<std::io::Result<()>>);
+
+impl Writer {
+    pub(super) fn new(store: Store) -> Arc<Mutex<Writer>> {
+        Arc::new(Mutex::new(Writer { store, tried: 0 }))
+    }
+
+    fn write(&mut self, seq: u64, saved: &Saved) -> Option<std::io::Result<()>> {
+        if seq <= self.tried {
+            return None;
+        }
+        self.tried = seq;
+        Some(self.store.save(saved))
+    }
+}
+
+impl Engine {
+    fn saved(&self) -> Saved {
+        Saved {
+            version: 1,
+            services: self
+                .services
+                .iter()
+                .map(|(n, s)| (n.clone(), s.saved()))
+                .collect(),
+        }
+    }
+
+    /// Writes the state file now. A failure is kept in the snapshot (status, metrics, the
+    /// answer to whoever made the change) and retried by the loop until a write succeeds.
+    /// Returns whether the file is current.
+    pub(super) fn persist(&mut self) -> bool {
+        self.health_dirty = false;
+        self.save_seq += 1;
+        let seq = self.save_seq;
+        let saved = self.saved();
+        let res = lock(&self.writer).write(seq, &saved);
+        match res {
+            Some(r) => self.note_save(seq, r),
+            None => self.unsaved.is_none(),
+        }
+    }
+
+    /// Writes the state file in the background (check results); the verdict comes back to
+    /// the loop ([`Engine::on_saved`]).
+    pub(super) fn persist_soon(&mut self) {
+        self.health_dirty = false;
+        self.save_seq += 1;
+        let (seq, saved) = (self.save_seq, self.saved());
+        let (writer, tx) = (self.writer.clone(), self.saved_tx.clone());
+        tokio::task::spawn_blocking(move || {
+            let r = lock(&writer).write(seq, &saved);
+            let _ = tx.send((seq, r));
+        });
+    }
+
+    pub(super) fn on_saved(&mut self, (seq, r): Verdict) {
+        if let Some(r) = r {
+            self.note_save(seq, r);
+        }
+    }
+
+    /// Takes a write's verdict unless a newer one was taken already; logs and publishes
+    /// when saving starts or stops failing.
+    fn note_save(&mut self, seq: u64, r: std::io::Result<()>) -> bool {
+        if seq < self.save_verdict_seq {
+            return self.unsaved.is_none();
+        }
+        self.save_verdict_seq = seq;
+        let path = self.store_path.clone();
+        match r {
+            Ok(()) => {
+                if let Some(f) = self.unsaved.take() {
+                    tracing::info!(path = %path.display(), "state saved again (failing since {})", crate::status::time(f.since));
+                    self.save_retry = SAVE_RETRY_MIN;
+                    self.publish();
+                }
+                true
+            }
+            Err(e) => {
+                let error = e.to_string();
+                let first = self.unsaved.is_none();
+                if first || self.unsaved.as_ref().is_some_and(|f| f.error != error) {
+                    tracing::error!(path = %path.display(), "cannot save state: {error}; retrying until it works (a restart now would lose the latest changes)");
+                }
+                let since = self.unsaved.as_ref().map_or(self.clock.now(), |f| f.since);
+                self.unsaved = Some(SaveFailure { path, error, since });
+                if first {
+                    self.publish();
+                }
+                false
+            }
+        }
+    }
+}
+
+/// A writer whose holder panicked mid-write still writes: the file is replaced atomically.
+fn lock(w: &Mutex<Writer>) -> std::sync::MutexGuard<'_, Writer> {
+    w.lock().unwrap_or_else(|e| e.into_inner())
+}
