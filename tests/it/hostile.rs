@@ -116,12 +116,15 @@ fn five_thousand_idle_connections_cost_little_and_do_not_delay_a_probe() {
         .flat_map(|t| t.join().unwrap())
         .collect();
     let opened = t0.elapsed();
-    // Accepted (a task each) once the daemon holds a descriptor for each of them.
+    // Accepted (a task each) once the daemon holds a descriptor for each of them. A few of
+    // the daemon's own descriptors (a state file being written, the control connection of
+    // `version` not yet dropped) may come and go meanwhile and are not worth a failure.
+    const OWN: usize = 8;
     let mut held = 0;
     let accepted = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         eventually("daemon accepted every idle connection", DEADLINE, || {
-            held = fds(pid).len() - fds0;
-            (held >= IDLE).then_some(())
+            held = fds(pid).len().saturating_sub(fds0);
+            (held + OWN >= IDLE).then_some(())
         })
     }));
     assert!(
