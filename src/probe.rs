@@ -75,10 +75,12 @@ use crate::view::replies::{http_response, Replies};
 use crate::view::{ServiceView, Snapshot};
 use nix::errno::Errno;
 use nix::sys::socket::{recv, send, MsgFlags};
+use std::future::Future;
 use std::mem::MaybeUninit;
-use std::net::{Shutdown, SocketAddr, TcpStream as StdStream};
+use std::net::{IpAddr, Shutdown, TcpStream as StdStream};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncWriteExt, Interest};
@@ -225,11 +227,14 @@ pub async fn serve(
     let mut door = Door {
         conns: Arc::new(Semaphore::new(MAX_CONNS)),
         view: None,
-        snap,
-        service,
-        kind,
-        tap,
-        in_flight,
+        snap: snap.clone(),
+        shared: Arc::new(Shared {
+            snap,
+            service,
+            kind,
+            tap,
+            in_flight,
+        }),
     };
     loop {
         let mut ready = tokio::select! {
@@ -237,7 +242,7 @@ pub async fn serve(
             r = port.0.readable() => match r {
                 Ok(g) => g,
                 Err(e) => {
-                    tracing::warn!(psentinel_service = %door.service, "{} port failed: {e}", kind.as_str());
+                    tracing::warn!(psentinel_service = %door.shared.service, "{} port failed: {e}", kind.as_str());
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
@@ -249,7 +254,7 @@ pub async fn serve(
         let mut taken = 0;
         while taken < ACCEPT_BUDGET {
             match ready.try_io(|l| l.get_ref().accept()) {
-                Ok(Ok((stream, peer))) => door.take(stream, peer),
+                Ok(Ok((stream, peer))) => door.take(stream, peer.ip()),
                 Ok(Err(e)) => failed = Some(e),
                 Err(_would_block) => break,
             }
@@ -261,7 +266,7 @@ pub async fn serve(
         drop(ready);
         if let Some(e) = failed {
             // EMFILE and friends: back off briefly instead of spinning on the error.
-            tracing::warn!(psentinel_service = %door.service, "accept on {} failed: {e}", kind.as_str());
+            tracing::warn!(psentinel_service = %door.shared.service, "accept on {} failed: {e}", kind.as_str());
             tokio::time::sleep(Duration::from_millis(50)).await;
         } else if taken == ACCEPT_BUDGET {
             tokio::task::yield_now().await;
@@ -275,6 +280,13 @@ struct Door {
     /// The service's view in the snapshot last looked at; looked up again when a new snapshot
     /// is published, not per probe.
     view: Option<Arc<ServiceView>>,
+    snap: watch::Receiver<Arc<Snapshot>>,
+    shared: Arc<Shared>,
+}
+
+/// What the tasks of slow connections share with their accept loop: one pointer each, so
+/// that an idle connection's task stays small.
+struct Shared {
     snap: watch::Receiver<Arc<Snapshot>>,
     service: Arc<str>,
     kind: ProbeKind,
@@ -290,7 +302,7 @@ impl Door {
                 .snap
                 .borrow_and_update()
                 .services
-                .get(&*self.service)
+                .get(&*self.shared.service)
                 .cloned();
         }
         self.view.as_deref().map(|v| &v.replies)
@@ -299,29 +311,30 @@ impl Door {
     /// A connection just accepted. The usual probe (its request already here, or an agent
     /// check) is answered right here, without a task; the observer then watches for the
     /// prober's close ([`crate::linger`]). Anything slower gets a task of its own.
-    fn take(&mut self, stream: StdStream, peer: SocketAddr) {
+    fn take(&mut self, stream: StdStream, ip: IpAddr) {
+        let kind = self.shared.kind;
         let Ok(permit) = self.conns.clone().try_acquire_owned() else {
             // Over the cap: answer now, from what is already readable, and close.
             let mut scratch = [0u8; CHUNK];
             let _ = read_now(&stream, &mut scratch);
-            let kind = self.kind;
             if let Some(r) = self.replies() {
-                let (bytes, answer) = match kind {
-                    ProbeKind::Http => (&r.full, Answer::Http(r.status)),
-                    ProbeKind::Agent => (&r.agent, Answer::Agent(r.state)),
+                let (bytes, answer, state) = match kind {
+                    ProbeKind::Http => (r.full.clone(), Answer::Http(r.status), r.state),
+                    ProbeKind::Agent => (r.agent.clone(), Answer::Agent(r.state), r.state),
                 };
-                write_now(&stream, bytes);
-                let state = r.state;
-                self.tap
-                    .record(peer.ip(), kind, answer, Some(state), false, None);
+                write_now(&stream, &bytes);
+                self.shared
+                    .tap
+                    .record(ip, kind, answer, Some(state), false, None);
             }
             return;
         };
-        if self.kind == ProbeKind::Agent {
+        if kind == ProbeKind::Agent {
             let Some(r) = self.replies() else { return };
             let (bytes, state) = (r.agent.clone(), r.state);
             let answer = Answer::Agent(state);
-            self.finish(stream, peer, permit, bytes, answer, Some(state), None);
+            self.shared
+                .finish(stream, ip, permit, bytes, answer, Some(state), None);
             return;
         }
         let mut chunk = [0u8; CHUNK];
@@ -336,14 +349,43 @@ impl Door {
             _ => parse_head(&chunk[..got], eof),
         };
         if head == Head::Partial {
-            self.spawn_slow(stream, peer, permit, chunk[..got].to_vec());
+            let shared = self.shared.clone();
+            let first = chunk[..got].to_vec();
+            self.shared.in_flight.spawn(async move {
+                if let Some((stream, buf, head)) = read_head(stream, first).await {
+                    shared.answer(stream, ip, permit, &buf, head);
+                }
+            });
             return;
         }
         let Some((bytes, answer, state)) = respond(head, self.replies()) else {
             return;
         };
         let hap = state.and_then(|_| haproxy_header(&chunk[..got]));
-        self.finish(stream, peer, permit, bytes, answer, state, hap);
+        self.shared
+            .finish(stream, ip, permit, bytes, answer, state, hap);
+    }
+}
+
+impl Shared {
+    /// The slow path's answer, once its head is complete. The state is read now, not at
+    /// accept time: the freshest decision wins.
+    fn answer(
+        &self,
+        stream: StdStream,
+        ip: IpAddr,
+        permit: OwnedSemaphorePermit,
+        buf: &[u8],
+        head: Head,
+    ) {
+        let replies = current(&self.snap, &self.service);
+        let Some((bytes, answer, state)) = respond(head, replies.as_ref()) else {
+            return;
+        };
+        // HAProxy's `http-check send-state` header: only located here (no allocation when
+        // absent), parsed by the observer.
+        let hap = state.and_then(|_| haproxy_header(buf));
+        self.finish(stream, ip, permit, bytes, answer, state, hap);
     }
 
     /// Writes the answer, half-closes and hands the connection to the observer. A send buffer
@@ -353,47 +395,29 @@ impl Door {
     fn finish(
         &self,
         stream: StdStream,
-        peer: SocketAddr,
+        ip: IpAddr,
         permit: OwnedSemaphorePermit,
         bytes: Arc<[u8]>,
         answer: Answer,
         state: Option<State>,
         hap: Option<&[u8]>,
     ) {
+        let kind = self.kind;
         let sent = write_now(&stream, &bytes);
         if sent == bytes.len() {
             let _ = stream.shutdown(Shutdown::Write);
             let linger = Linger::new(stream, Some(permit));
-            let kind = self.kind;
             self.tap
-                .record_lingering(peer.ip(), kind, answer, state, hap, linger);
+                .record_lingering(ip, kind, answer, state, hap, linger);
             return;
         }
         let tap = self.tap.clone();
-        let kind = self.kind;
         let hap = hap.map(<[u8]>::to_vec);
         self.in_flight.spawn(async move {
             let deadline = tokio::time::Instant::now() + LINGER;
             if let Some(linger) = write_rest(stream, &bytes[sent..], deadline, permit).await {
-                tap.record_lingering(peer.ip(), kind, answer, state, hap.as_deref(), linger);
+                tap.record_lingering(ip, kind, answer, state, hap.as_deref(), linger);
             }
-        });
-    }
-
-    /// A connection whose request is not (all) here yet: a task waits for it, holding no
-    /// buffer while it waits.
-    fn spawn_slow(
-        &self,
-        stream: StdStream,
-        peer: SocketAddr,
-        permit: OwnedSemaphorePermit,
-        first: Vec<u8>,
-    ) {
-        let snap = self.snap.clone();
-        let service = self.service.clone();
-        let tap = self.tap.clone();
-        self.in_flight.spawn(async move {
-            answer_http(stream, first, peer, &snap, &service, &tap, permit).await;
         });
     }
 }
@@ -424,67 +448,39 @@ fn current(snap: &watch::Receiver<Arc<Snapshot>>, service: &str) -> Option<Repli
         .map(|v| v.replies.clone())
 }
 
-/// The slow path: reads the rest of the head (within [`HEAD_DEADLINE`], at most
-/// [`MAX_HEAD`]), answers, and hands the connection to the observer.
-async fn answer_http(
-    stream: StdStream,
-    mut buf: Vec<u8>,
-    peer: SocketAddr,
-    snap: &watch::Receiver<Arc<Snapshot>>,
-    service: &str,
-    tap: &Tap,
-    permit: OwnedSemaphorePermit,
-) {
-    let deadline = tokio::time::Instant::now() + HEAD_DEADLINE;
-    let Ok(stream) = stream
-        .set_nonblocking(true)
-        .and_then(|()| TcpStream::from_std(stream))
-    else {
-        return;
-    };
+/// The slow path: waits for the rest of the head (within [`HEAD_DEADLINE`], at most
+/// [`MAX_HEAD`]) without holding a read buffer while it waits. None: no answer is due (the
+/// deadline passed, or the connection failed).
+async fn read_head(stream: StdStream, mut buf: Vec<u8>) -> Option<(StdStream, Vec<u8>, Head)> {
+    stream.set_nonblocking(true).ok()?;
+    let stream = TcpStream::from_std(stream).ok()?;
+    let deadline = tokio::time::sleep(HEAD_DEADLINE);
+    tokio::pin!(deadline);
     let mut eof = false;
-    let head = loop {
+    loop {
         if eof || !buf.is_empty() {
             match parse_head(&buf, eof) {
                 Head::Partial => {}
-                h => break h,
+                h => return Some((stream.into_std().ok()?, buf, h)),
             }
         }
-        // No buffer is held while waiting: idle connections stay cheap.
-        match tokio::time::timeout_at(deadline, stream.readable()).await {
-            Ok(Ok(())) => {}
-            _ => return, // deadline: an incomplete request gets no answer
+        // Bytes or the deadline. Polled by hand: the waker then waits in the socket's own
+        // slot, not in a future of ours, and an idle connection's task stays small.
+        let readable = std::future::poll_fn(|cx| match stream.poll_read_ready(cx) {
+            Poll::Ready(r) => Poll::Ready(r.is_ok()),
+            Poll::Pending => deadline.as_mut().poll(cx).map(|()| false),
+        })
+        .await;
+        if !readable {
+            return None; // the deadline: an incomplete request gets no answer
         }
         let mut chunk = [0u8; CHUNK];
         match stream.try_read(&mut chunk) {
             Ok(0) => eof = true,
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-            Err(_) => return,
+            Err(_) => return None,
         }
-    };
-    // Read the state at answer time, not at accept time: the freshest decision wins.
-    let Some((bytes, answer, state)) = respond(head, current(snap, service).as_ref()) else {
-        return;
-    };
-    // HAProxy's `http-check send-state` header: only located here (no allocation when absent),
-    // parsed by the observer.
-    let hap: Option<Vec<u8>> = state.and_then(|_| haproxy_header(&buf)).map(<[u8]>::to_vec);
-    drop(buf);
-    let Ok(stream) = stream.into_std() else {
-        return;
-    };
-    let sent = write_now(&stream, &bytes);
-    let linger_until = tokio::time::Instant::now() + LINGER;
-    if let Some(linger) = write_rest(stream, &bytes[sent..], linger_until, permit).await {
-        tap.record_lingering(
-            peer.ip(),
-            ProbeKind::Http,
-            answer,
-            state,
-            hap.as_deref(),
-            linger,
-        );
     }
 }
 

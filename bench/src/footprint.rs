@@ -10,10 +10,11 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-struct Daemon {
-    child: Child,
-    ports: Vec<u16>,
-    ready_after: Duration,
+pub struct Daemon {
+    pub child: Child,
+    pub ports: Vec<u16>,
+    pub ready_after: Duration,
+    pub cfg: std::path::PathBuf,
     _scratch: Scratch,
 }
 
@@ -35,7 +36,19 @@ fn ports(n: usize) -> Vec<u16> {
 }
 
 /// Starts psentinel with `n` services and waits for READY=1 on a notify socket of our own.
-fn start(bin: &Path, n: usize, check: Option<&str>, env: &[(&str, &str)]) -> Daemon {
+pub fn start(bin: &Path, n: usize, check: Option<&str>, env: &[(&str, &str)]) -> Daemon {
+    start_then(bin, n, check, env, |_| {})
+}
+
+/// Like [`start`]; `meanwhile` runs (with the ports) as soon as the daemon is spawned, on a
+/// thread of its own, while we wait for READY=1.
+pub fn start_then(
+    bin: &Path,
+    n: usize,
+    check: Option<&str>,
+    env: &[(&str, &str)],
+    meanwhile: impl FnOnce(Vec<u16>) + Send + 'static,
+) -> Daemon {
     let scratch = Scratch::new(&format!("fp{n}"));
     let ports = ports(n);
     let cfg = servers::psentinel_config(&scratch.0, &ports, check);
@@ -73,6 +86,8 @@ fn start(bin: &Path, n: usize, check: Option<&str>, env: &[(&str, &str)]) -> Dae
         });
     }
     let child = cmd.spawn().expect("start psentinel");
+    let ports2 = ports.clone();
+    std::thread::spawn(move || meanwhile(ports2));
     let mut buf = [0u8; 4096];
     loop {
         let len = notify.recv(&mut buf).expect("READY=1 within 30 s");
@@ -87,11 +102,12 @@ fn start(bin: &Path, n: usize, check: Option<&str>, env: &[(&str, &str)]) -> Dae
         child,
         ports,
         ready_after: t0.elapsed(),
+        cfg,
         _scratch: scratch,
     }
 }
 
-fn status_field(pid: u32, key: &str) -> u64 {
+pub fn status_field(pid: u32, key: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
         .lines()

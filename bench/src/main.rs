@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! make bench                                  # everything below, from the repository root
-//! psentinel-bench [all|throughput|callgrind|footprint]
+//! psentinel-bench [all|throughput|callgrind|footprint|scale]
 //! psentinel-bench floor PORT                  # the floor server alone
 //! ```
 //!
@@ -18,6 +18,7 @@
 mod floor;
 mod footprint;
 mod load;
+mod scale;
 mod servers;
 
 use load::Kind;
@@ -67,15 +68,32 @@ fn main() {
             throughput(&bin);
             callgrind(&bin);
             footprint::run(&bin);
+            scale::run(&refs(&scale_bins(&bin)));
         }
         "throughput" => throughput(&bin),
         "callgrind" => callgrind(&bin),
         "footprint" => footprint::run(&bin),
+        "scale" => scale::run(&refs(&scale_bins(&bin))),
         other => {
-            eprintln!("unknown mode {other}: all, throughput, callgrind, footprint, floor PORT");
+            eprintln!(
+                "unknown mode {other}: all, throughput, callgrind, footprint, scale, floor PORT"
+            );
             std::process::exit(2);
         }
     }
+}
+
+/// psentinel, and the other build when `PSENTINEL_BEFORE` names one: side by side.
+fn scale_bins(bin: &std::path::Path) -> Vec<(&'static str, PathBuf)> {
+    let mut v = vec![("psentinel", bin.to_path_buf())];
+    if let Some(b) = std::env::var_os("PSENTINEL_BEFORE") {
+        v.push(("psentinel-before", PathBuf::from(b)));
+    }
+    v
+}
+
+fn refs<'a>(v: &'a [(&'static str, PathBuf)]) -> Vec<(&'static str, &'a std::path::Path)> {
+    v.iter().map(|(n, p)| (*n, p.as_path())).collect()
 }
 
 fn machine() {

@@ -97,6 +97,9 @@ impl Engine {
         // connections already waiting (socket activation, restart) would otherwise meet a
         // snapshot without the service and be closed unanswered.
         let mut to_spawn: Vec<(String, ListenKey, Arc<Port>)> = Vec::new();
+        // Check runners start after the accept loops: the first answers do not queue behind
+        // a thousand forks.
+        let mut to_run: Vec<String> = Vec::new();
         for (name, cfg) in &new.services {
             let cfg = Arc::new(cfg.clone());
             let mut svc = match old.remove(name) {
@@ -148,19 +151,8 @@ impl Engine {
                 to_spawn.push((name.clone(), key, socket));
             }
             drop(listeners); // ports this service no longer uses
-            if svc.runner.is_none() {
-                svc.runner = cfg.check.clone().map(|argv| {
-                    let id = self.next_runner;
-                    self.next_runner += 1;
-                    check::spawn_runner(
-                        &cfg,
-                        argv,
-                        id,
-                        svc.facts.admin.checks_stopped,
-                        self.done_tx.clone(),
-                        self.processes.clone(),
-                    )
-                });
+            if svc.runner.is_none() && cfg.check.is_some() {
+                to_run.push(name.clone());
             }
             svc.refresh_view();
             self.services.insert(name.clone(), svc);
@@ -187,6 +179,7 @@ impl Engine {
                 svc.listeners.insert(key, listener);
             }
         }
+        self.start_runners(&to_run);
         self.persist();
         Ok(Reloaded {
             services: self.services.len(),
@@ -196,6 +189,29 @@ impl Engine {
             check_changed,
             pending_restart: Vec::new(),
         })
+    }
+
+    /// Starts the check runners of `names` (each runs its check at once).
+    fn start_runners(&mut self, names: &[String]) {
+        for name in names {
+            let Some(svc) = self.services.get_mut(name) else {
+                continue;
+            };
+            let cfg = svc.facts.cfg.clone();
+            let Some(argv) = cfg.check.clone() else {
+                continue;
+            };
+            let id = self.next_runner;
+            self.next_runner += 1;
+            svc.runner = Some(check::spawn_runner(
+                &cfg,
+                argv,
+                id,
+                svc.facts.admin.checks_stopped,
+                self.done_tx.clone(),
+                self.processes.clone(),
+            ));
+        }
     }
 
     fn spawn_listener(&self, socket: Arc<Port>, name: &str, kind: ProbeKind, tap: Tap) -> Listener {
