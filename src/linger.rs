@@ -66,3 +66,71 @@ impl Linger {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::net::{Shutdown, TcpListener};
+
+    fn pair() -> (TcpStream, TcpStream) {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (server, _) = l.accept().unwrap();
+        (client, server)
+    }
+
+    /// Waits (bounded) for the kernel to deliver what the client did.
+    fn settle(l: &mut Linger, now: Instant) -> Option<bool> {
+        for _ in 0..200 {
+            if let Some(v) = l.closed(now) {
+                return Some(v);
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        None
+    }
+
+    #[test]
+    fn a_close_is_an_answer_read_and_silence_is_not() {
+        // The prober reads and closes: seen as read.
+        let (client, server) = pair();
+        server.shutdown(Shutdown::Write).unwrap();
+        let mut l = Linger::new(server, None);
+        assert_eq!(l.closed(Instant::now()), None, "still open");
+        drop(client);
+        assert_eq!(settle(&mut l, Instant::now()), Some(true));
+
+        // Bytes after the answer are read and discarded; they are not a close.
+        let (mut client, server) = pair();
+        let mut l = Linger::new(server, None);
+        client.write_all(b"more").unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(l.closed(Instant::now()), None);
+        // Past the linger time without a close: not read; the connection is let go.
+        assert_eq!(l.closed(Instant::now() + LINGER), Some(false));
+
+        // A prober that keeps sending is given up on after MAX_DRAIN bytes.
+        let (mut client, server) = pair();
+        let mut l = Linger::new(server, None);
+        let writer = std::thread::spawn(move || {
+            let chunk = [b'x'; 4096];
+            let mut sent = 0;
+            while sent <= MAX_DRAIN {
+                sent += client.write(&chunk).unwrap();
+            }
+            client
+        });
+        let now = Instant::now();
+        let mut got = None;
+        for _ in 0..400 {
+            got = l.closed(now);
+            if got.is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(got, Some(false));
+        drop(writer.join().unwrap());
+    }
+}

@@ -2,8 +2,11 @@
 //! ([`crate::probe_stats`]) and keeps the silence alarm.
 //!
 //! It runs off the hot path: probe responders hand it a [`Seen`] record through a bounded
-//! channel and never wait for it. Under load it folds what queued in a batch, then lets
-//! records queue for `COALESCE` (20 ms) before it wakes again.
+//! channel and never wait for it. The record carries the answered socket
+//! ([`crate::linger`]); while probes come, the observer wakes every `COALESCE` (20 ms), takes
+//! what queued, and folds each record whose prober has closed by then (answer read) or given
+//! up (not read, after 1 s). A close is thus seen at most `COALESCE` after it happens, as
+//! when each responder waited for it; at idle the observer sleeps without a timer.
 //!
 //! # Silence alarm
 //!

@@ -55,18 +55,23 @@
 //!
 //! # Cost
 //!
-//! Answers are pre-rendered in the snapshot ([`crate::view::replies::Replies`]): a probe costs an accept, a read
-//! (tried at once, before waiting on the reactor), a write of the shared bytes, and the wait
-//! for the prober's close. An idle connection costs a task and no buffer until bytes arrive
-//! (1 KiB reads on the stack, never held across an await). `bench/` measures all this.
-//! Connections per port are capped at [`MAX_CONNS`]; past the cap a connection is answered at
-//! once without waiting for its request, so a flood of idle clients cannot lock out HAProxy.
+//! Answers are pre-rendered in the snapshot ([`crate::view::replies::Replies`]), and each accept
+//! loop keeps its service's view until a new snapshot is published. The usual probe (its
+//! request arrived with the connection, or an agent check) is answered inside the accept loop:
+//! an accept, one read, one write of the shared bytes, a half-close, and a hand-off to the
+//! observer, which watches the socket for the prober's close ([`crate::linger`]); no task, no
+//! timer, no reactor registration. A connection whose request is not (all) there yet gets a
+//! task that waits for it (within [`HEAD_DEADLINE`]) holding no buffer: an idle connection
+//! costs that small task and its registration. `bench/` measures all this.
+//! Connections per port are capped at [`MAX_CONNS`] (answered ones count until the observer
+//! lets them go); past the cap a connection is answered at once without waiting for its
+//! request, so a flood of idle clients cannot lock out HAProxy.
 //!
 //! After each answer the responder records it through the service's [`Tap`]
-//! ([`crate::probe_stats`]): atomic counters and a non-blocking hand-off of (peer, answer, whether
-//! the peer closed after reading it, HAProxy's `X-Haproxy-Server-State` if sent) to the
-//! observer task. The header is only located here, without allocating when absent; the
-//! observer parses it.
+//! ([`crate::probe_stats`]): atomic counters and a non-blocking hand-off of (peer, answer, the
+//! answered socket, HAProxy's `X-Haproxy-Server-State` if sent) to the observer task, which
+//! counts the answer as read once the prober closes. The header is only located here, without
+//! allocating when absent; the observer parses it.
 
 use crate::linger::{Linger, LINGER};
 use crate::model::State;
