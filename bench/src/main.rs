@@ -13,7 +13,8 @@
 //! (repetitions, 3), `BENCH_CALLGRIND_PROBES` (1000), `PSENTINEL_BIN` (default
 //! `target/release/psentinel` of the repository), `PSENTINEL_BEFORE` (another psentinel binary
 //! to compare in the same run, e.g. before a change), `BENCH_ONLY` (comma-separated servers to
-//! keep besides the floor).
+//! keep besides the floor), `BENCH_SCALE_SECS` (10) and `BENCH_SCALE_START_ONLY` (see
+//! [`scale`]).
 
 mod floor;
 mod footprint;
