@@ -110,7 +110,7 @@ pub enum Capacity {
 
 /// The guard refused: these backends would fall short.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("refused by the capacity guard: taking out {} would leave {}; --force takes it out anyway", services.join(", "), list(short))]
+#[error("refused by the capacity guard: taking out {}: {}; --force takes it out anyway", services.join(", "), list(short))]
 pub struct Shortfall {
     pub services: Vec<String>,
     pub short: Vec<Remaining>,
@@ -265,7 +265,7 @@ mod tests {
         let e = one("a", MinCapacity::default(), &p).unwrap_err();
         assert_eq!(
             e.to_string(),
-            "refused by the capacity guard: taking out a would leave HAProxy lb1 (10.0.0.1) \
+            "refused by the capacity guard: taking out a: HAProxy lb1 (10.0.0.1) \
              backend be would keep 0 of 1 weight (0%): no usable server left; --force takes it out anyway"
         );
         // Off: no guard at all.

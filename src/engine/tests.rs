@@ -786,7 +786,7 @@ async fn pause_of_every_pausable_service_is_guarded_as_one_and_all_or_nothing() 
     );
     op(&mut e, handle::Op::Resume(None));
     let why = guarded(&mut e, handle::Op::Pause(None, String::new(), None, false));
-    assert!(why.contains("taking out a, b would leave"), "{why}");
+    assert!(why.contains("taking out a, b: HAProxy"), "{why}");
     assert!(
         why.contains("keep 1 of 3 weight (33%), below min_capacity 50%"),
         "{why}"

@@ -1072,7 +1072,7 @@ fn capacity_guard_error_force_option_and_wait_until_drained() {
     let (code, _, err) = bus.gdbus(None, &app, &disable, &["deploy", "0"]);
     assert_ne!(code, 0);
     assert!(
-        err.contains("org.psentinel.PSentinel1.Error.CapacityGuard: refused by the capacity guard: taking out our-app would leave HAProxy lb1 (127.0.0.1) backend be would keep 0 of 1 weight"),
+        err.contains("org.psentinel.PSentinel1.Error.CapacityGuard: refused by the capacity guard: taking out our-app: HAProxy lb1 (127.0.0.1) backend be would keep 0 of 1 weight"),
         "{err}"
     );
     let with = format!("{SERVICE_IF}.DisableWithOptions");
