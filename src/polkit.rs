@@ -1,9 +1,11 @@
 //! Asking polkit (`org.freedesktop.PolicyKit1` on the system bus) whether a caller may do
 //! something: the one call psentinel needs, `CheckAuthorization`, by hand (a small proxy).
 //!
-//! polkit is asked only while it runs: the call carries NO_AUTO_START, so a stopped polkitd
-//! is not started by the bus for us, and "not running" (no system bus, no owner of the name)
-//! is an answer of its own that leaves the decision to the group rules ([`crate::auth`]).
+//! polkit is asked whenever it is installed: Debian's polkitd is started by the bus on the
+//! first question (its unit is static, nothing else starts it on a server), so the call lets
+//! the bus activate it. "Not running" (no system bus, polkitd not installed, or its unit
+//! masked by an operator who wants it off) is an answer of its own that leaves the decision
+//! to the group rules ([`crate::auth`]).
 //!
 //! The daemon runs as user `psentinel`, not root. polkit answers a caller that is not root
 //! about another process, or with details, only if the action names that caller's user as
@@ -120,7 +122,6 @@ struct WireResult {
     gen_blocking = false
 )]
 trait Authority {
-    #[zbus(no_autostart)]
     fn check_authorization(
         &self,
         subject: &WireSubject,
@@ -204,14 +205,18 @@ impl Polkit {
     }
 }
 
-/// The bus says nobody owns polkit's name (and, as asked, did not start polkitd).
+/// The bus says polkitd is not there and cannot be started: not installed, or its unit
+/// masked (systemd's activation error, passed on by the bus).
 fn not_running(e: &zbus::Error) -> bool {
     match e {
-        zbus::Error::MethodError(name, _, _) => matches!(
-            name.as_str(),
-            "org.freedesktop.DBus.Error.ServiceUnknown"
-                | "org.freedesktop.DBus.Error.NameHasNoOwner"
-        ),
+        zbus::Error::MethodError(name, _, _) => {
+            matches!(
+                name.as_str(),
+                "org.freedesktop.DBus.Error.ServiceUnknown"
+                    | "org.freedesktop.DBus.Error.NameHasNoOwner"
+                    | "org.freedesktop.systemd1.UnitMasked"
+            ) || name.starts_with("org.freedesktop.DBus.Error.Spawn.")
+        }
         zbus::Error::FDO(e) => matches!(
             **e,
             zbus::fdo::Error::ServiceUnknown(_) | zbus::fdo::Error::NameHasNoOwner(_)
