@@ -5,7 +5,7 @@
 //! 2. to members of `[general] control_group` (every service, and the commands that concern
 //!    every service or the daemon: pause/run without a service, reload, stop_server);
 //! 3. for one service, to members of that service's `control_group`;
-//! 4. else, while polkitd runs, to whom polkit allows ([`crate::polkit`]): the action
+//! 4. else, when polkitd is installed (the bus starts it), to whom polkit allows ([`crate::polkit`]): the action
 //!    `org.psentinel.PSentinel1.manage` with details `service` and `verb` for one service,
 //!    `org.psentinel.PSentinel1.manage-all` with `verb` for the rest.
 //!

@@ -14,7 +14,7 @@
 //! into InterfacesAdded / InterfacesRemoved.
 //!
 //! Methods that change state check the caller (its uid, asked from the bus daemon, and
-//! polkit while polkitd runs) with the same [`Auth`] as the control socket: the bus policy
+//! polkit when polkitd is installed) with the same [`Auth`] as the control socket: the bus policy
 //! is the first fence, this the second.
 
 pub mod error;
