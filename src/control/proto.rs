@@ -349,9 +349,17 @@ fn take_wait(
                 drained = true;
             }
             w if w.starts_with("--wait=") => {
+                // A typo of the one value gets it named, as an unknown option does.
+                let hint = if matches!(name, "disable" | "pause" | "unit_stopping") {
+                    crate::config::closest(w, &["--wait=drained"])
+                        .map(|o| format!(" (did you mean '{o}'?)"))
+                        .unwrap_or_default()
+                } else {
+                    String::new()
+                };
                 return Err(format!(
-                    "'{w}': --wait takes no value, or =drained on disable, pause and unit_stopping; usage: {usage}"
-                ))
+                    "'{w}'{hint}: --wait takes no value, or =drained on disable, pause and unit_stopping; usage: {usage}"
+                ));
             }
             "--timeout" => {
                 let d = it
@@ -710,6 +718,9 @@ mod tests {
             .unwrap_err()
             .contains("unknown option '--wait'"));
         assert!(p("pause -x").is_err());
+        assert!(p("disable web --wait=drainde deploy")
+            .unwrap_err()
+            .starts_with("'--wait=drainde' (did you mean '--wait=drained'?): --wait takes"));
         assert!(p("disable web --for=1h --timeout=5s --wait").is_ok());
         assert_eq!(
             p("disable web deploy - v3 -- -x").unwrap(),
