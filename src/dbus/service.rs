@@ -252,6 +252,36 @@ impl ServiceObject {
     fn props(&self) -> zbus::fdo::Result<Props> {
         Ok(Props::from_view(&*self.view()?))
     }
+
+    /// WaitForHAProxy and WaitUntilDrained: what to wait for differs, the reply does not.
+    async fn wait_for(
+        &self,
+        timeout_s: u64,
+        want: impl FnOnce(&crate::view::Snapshot) -> crate::wait::Want,
+    ) -> Result<(bool, String)> {
+        let snap = self.ctx.handle.snapshot();
+        if !snap.services.contains_key(&self.name) {
+            let gone = Refusal::UnknownService(self.name.clone());
+            return Err(EngineError::from(gone).into());
+        }
+        let targets = match want(&snap).targets(&snap) {
+            Ok(t) => t,
+            Err(why) => return Ok((false, why.to_string())),
+        };
+        let timeout = match timeout_s {
+            0 => crate::wait::DEFAULT_TIMEOUT,
+            s => std::time::Duration::from_secs(s.min(3600)),
+        };
+        // Progress lines are for the Unix socket's streamed answer; D-Bus has one reply.
+        let (progress, _ignored) = tokio::sync::mpsc::unbounded_channel();
+        Ok(match crate::wait::wait(targets, timeout, progress).await {
+            Ok(caught) => {
+                let lines: Vec<String> = caught.iter().map(ToString::to_string).collect();
+                (true, lines.join("\n"))
+            }
+            Err(why) => (false, why.to_string()),
+        })
+    }
 }
 
 #[interface(name = "org.psentinel.PSentinel1.Service")]
@@ -405,28 +435,10 @@ impl ServiceObject {
         self.ctx
             .authorise(conn, &hdr, "WaitForHAProxy", self.request("wait"))
             .await?;
-        let snap = self.ctx.handle.snapshot();
-        if !snap.services.contains_key(&self.name) {
-            let gone = Refusal::UnknownService(self.name.clone());
-            return Err(EngineError::from(gone).into());
-        }
-        let targets = match crate::wait::Want::current(&self.name, &snap).targets(&snap) {
-            Ok(t) => t,
-            Err(why) => return Ok((false, why.to_string())),
-        };
-        let timeout = match timeout_s {
-            0 => crate::wait::DEFAULT_TIMEOUT,
-            s => std::time::Duration::from_secs(s.min(3600)),
-        };
-        // Progress lines are for the Unix socket's streamed answer; D-Bus has one reply.
-        let (progress, _ignored) = tokio::sync::mpsc::unbounded_channel();
-        Ok(match crate::wait::wait(targets, timeout, progress).await {
-            Ok(caught) => {
-                let lines: Vec<String> = caught.iter().map(ToString::to_string).collect();
-                (true, lines.join("\n"))
-            }
-            Err(why) => (false, why.to_string()),
+        self.wait_for(timeout_s, |snap| {
+            crate::wait::Want::current(&self.name, snap)
         })
+        .await
     }
 
     /// The D-Bus form of `disable --wait=drained`: returns once every HAProxy that probed in
@@ -443,27 +455,8 @@ impl ServiceObject {
         self.ctx
             .authorise(conn, &hdr, "WaitUntilDrained", self.request("wait"))
             .await?;
-        let snap = self.ctx.handle.snapshot();
-        if !snap.services.contains_key(&self.name) {
-            let gone = Refusal::UnknownService(self.name.clone());
-            return Err(EngineError::from(gone).into());
-        }
-        let targets = match crate::wait::Want::drained(&self.name).targets(&snap) {
-            Ok(t) => t,
-            Err(why) => return Ok((false, why.to_string())),
-        };
-        let timeout = match timeout_s {
-            0 => crate::wait::DEFAULT_TIMEOUT,
-            s => std::time::Duration::from_secs(s.min(3600)),
-        };
-        let (progress, _ignored) = tokio::sync::mpsc::unbounded_channel();
-        Ok(match crate::wait::wait(targets, timeout, progress).await {
-            Ok(caught) => {
-                let lines: Vec<String> = caught.iter().map(ToString::to_string).collect();
-                (true, lines.join("\n"))
-            }
-            Err(why) => (false, why.to_string()),
-        })
+        self.wait_for(timeout_s, |_| crate::wait::Want::drained(&self.name))
+            .await
     }
 
     /// Runs the check now (after a run in progress) and returns how it ended. Runs a program
