@@ -14,13 +14,11 @@ struct Bench {
     general: String,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+// The integration tests' port reservation: a port from the ephemeral range (what binding
+// port 0 gives) was taken by another test's outgoing connection before the engine bound it.
+#[path = "../../tests/it/ports.rs"]
+mod ports;
+use ports::free_port;
 
 impl Bench {
     fn new(services: &str) -> Bench {

@@ -3,6 +3,7 @@
 //! One test binary; `support` is the shared harness.
 
 mod haproxy_support;
+mod ports;
 mod support;
 mod sysbox;
 
