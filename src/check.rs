@@ -48,6 +48,8 @@ pub struct Processes(Arc<Tracked>);
 struct Tracked {
     pids: Mutex<BTreeSet<i32>>,
     sweep: bool,
+    /// One check process starts at a time, on a blocking-pool thread: see [`start`].
+    starting: tokio::sync::Semaphore,
 }
 
 impl Processes {
@@ -58,6 +60,7 @@ impl Processes {
         Processes(Arc::new(Tracked {
             pids: Mutex::new(BTreeSet::new()),
             sweep,
+            starting: tokio::sync::Semaphore::new(1),
         }))
     }
 
@@ -234,6 +237,33 @@ pub async fn run_once(
     result
 }
 
+/// Starts `cmd` off the runtime's workers, one process at a time per daemon.
+///
+/// Starting a process costs the daemon hundreds of microseconds of CPU (the kernel copies the
+/// descriptor table, one per port, and exec's page faults), in a call that does not yield. On a
+/// worker thread a thousand checks starting together held every worker for a second or more,
+/// and the accept loops waiting behind them left ports unanswered that long. On one blocking
+/// thread at a time they take at most one core, and the workers keep answering probes.
+async fn start(
+    mut cmd: tokio::process::Command,
+    procs: &Processes,
+) -> std::io::Result<tokio::process::Child> {
+    // Closed never: the semaphore lives as long as `procs`.
+    let _turn = procs.0.starting.acquire().await;
+    let procs = procs.clone();
+    let started = tokio::task::spawn_blocking(move || {
+        // Held across fork+exec so that sweep_orphans never sees an untracked child of ours.
+        let mut tracked = procs.pids();
+        let child = cmd.spawn()?;
+        tracked.insert(child.id().map_or(0, |p| p as i32));
+        // Our copies of the pipe's write end close here: EOF comes when the group closes theirs.
+        drop(cmd);
+        Ok(child)
+    })
+    .await;
+    started.unwrap_or_else(|e| Err(std::io::Error::other(format!("starting the check: {e}"))))
+}
+
 async fn execute(
     service: &str,
     argv: &[String],
@@ -254,14 +284,9 @@ async fn execute(
         .stderr(Stdio::from(wr2))
         .process_group(0)
         .kill_on_drop(true);
-    let mut child = {
-        // Held across fork+exec so that sweep_orphans never sees an untracked child of ours.
-        let mut tracked = procs.pids();
-        let child = cmd.spawn().map_err(|e| format!("{program}: {e}"))?;
-        tracked.insert(child.id().map_or(0, |p| p as i32));
-        child
-    };
-    drop(cmd); // our copies of the pipe's write end: EOF comes when the group closes theirs
+    let mut child = start(cmd, procs)
+        .await
+        .map_err(|e| format!("{program}: {e}"))?;
     let pid = Pid::from_raw(child.id().map_or(0, |p| p as i32));
     let _group = GroupGuard(pid, procs.clone());
     let mut pipe = tokio::net::unix::pipe::Receiver::from_owned_fd(rd)

@@ -2,6 +2,7 @@
 //! environment and stdin, exit statuses for signals, no overlap, `test` during a run.
 
 use crate::support::*;
+use std::io::{Read, Write};
 use std::time::Duration;
 
 /// A daemon whose service `app` runs `body` (with `{dir}` the test dir) every `interval`.
@@ -151,4 +152,49 @@ fn test_during_a_run_waits_for_it_then_runs_afresh_and_runs_never_overlap() {
         "runs overlapped: {}",
         std::fs::read_to_string(d.path("overlaps")).unwrap()
     );
+}
+
+#[test]
+fn a_thousand_checks_starting_together_do_not_hold_up_the_ports() {
+    // Every check sleeps a second, then leaves a mark. Starting a thousand processes costs the
+    // daemon about a second of CPU; if that ran where the accept loops run, ports would still
+    // be silent when the first checks end. Each port is probed from the daemon's spawn on
+    // (ten probers of a hundred ports, each port retried until it answers).
+    let ports: Vec<u16> = (0..1000).map(|_| free_port()).collect();
+    let mut services = String::new();
+    for (i, p) in ports.iter().enumerate() {
+        services.push_str(&format!(
+            "[s{i}]\nport={p}\ncheck_script={{dir}}/check.sh\ncheck_script_interval=3600\n"
+        ));
+    }
+    let mut d = Daemon::prepare(&services);
+    let mark = d.path("finished");
+    d.script("check.sh", &format!("sleep 1\ntouch {}", mark.display()));
+    d.spawn(&[]);
+    let probers: Vec<_> = ports
+        .chunks(100)
+        .map(|chunk| {
+            let chunk = chunk.to_vec();
+            std::thread::spawn(move || {
+                for p in chunk {
+                    eventually(&format!("port {p} answering"), DEADLINE, || {
+                        let mut c = std::net::TcpStream::connect(("127.0.0.1", p)).ok()?;
+                        c.write_all(b"OPTIONS * HTTP/1.0\r\n\r\n").ok()?;
+                        let mut answer = String::new();
+                        c.read_to_string(&mut answer).ok()?;
+                        answer.starts_with("HTTP/1.").then_some(())
+                    });
+                }
+            })
+        })
+        .collect();
+    for t in probers {
+        t.join().expect("prober");
+    }
+    assert!(
+        !mark.exists(),
+        "a check had finished before every port answered"
+    );
+    // And the checks did start: their results come in.
+    eventually("a check result", DEADLINE, || mark.exists().then_some(()));
 }
