@@ -60,6 +60,9 @@ const AFTER_START_RECHECK: Duration = Duration::from_millis(250);
 /// service is being stopped (a `KillMode=control-group` drop-in), the check dies at the same
 /// moment as the daemon learns it is stopping, and may be seen first.
 const STOP_SIGNAL_SETTLE: Duration = Duration::from_millis(300);
+/// At most this many check results are recorded before the loop publishes them and looks at
+/// requests again: recording one is cheap, publishing is a copy of every service.
+const RESULTS_PER_TURN: usize = 1024;
 
 /// The engine's time: the wall clock at start plus tokio's monotonic time since. Timestamps
 /// (since, until) and the timers that act on them then agree: a `--for 30m` lasts 30 minutes
@@ -165,6 +168,9 @@ pub struct Engine {
     /// The sequence number of the newest write asked for, and of the newest verdict taken.
     save_seq: u64,
     save_verdict_seq: u64,
+    /// A background write is under way; `Some(true)`: more changed since it began, and
+    /// another write follows when its verdict comes back.
+    writing: Option<bool>,
     saved_tx: mpsc::UnboundedSender<save::Verdict>,
     snap_tx: watch::Sender<Arc<Snapshot>>,
     done_tx: mpsc::UnboundedSender<CheckDone>,
@@ -228,6 +234,7 @@ impl Engine {
             writer: save::Writer::new(store),
             save_seq: 0,
             save_verdict_seq: 0,
+            writing: None,
             saved_tx,
             snap_tx,
             done_tx,
@@ -297,7 +304,16 @@ impl Engine {
                     None => break,
                 },
                 Some(done) = done_rx.recv() => {
-                    if self.on_check_done(done) {
+                    // Results that came in together (a thousand checks started at once) are
+                    // taken in one go: one snapshot and one state-file write for the lot, not
+                    // one of each per result, each of them a copy of every service.
+                    let mut save = self.record_check_done(done);
+                    for _ in 1..RESULTS_PER_TURN {
+                        let Ok(done) = done_rx.try_recv() else { break };
+                        save |= self.record_check_done(done);
+                    }
+                    self.publish();
+                    if save {
                         self.persist_soon();
                     } else if self.health_dirty && flush_at.is_none() {
                         flush_at = Some(tokio::time::Instant::now() + HEALTH_FLUSH_DELAY);
@@ -396,7 +412,17 @@ impl Engine {
 
     /// Records a finished check; true when it must be saved at once (the service's first
     /// result since the start, or its health changed), else it waits for the next flush.
-    fn on_check_done(&mut self, mut done: CheckDone) -> bool {
+    /// [`Engine::record_check_done`], then publishes (the loop does both for a batch).
+    #[cfg(test)]
+    fn on_check_done(&mut self, done: CheckDone) -> bool {
+        let save = self.record_check_done(done);
+        self.publish();
+        save
+    }
+
+    /// Records a finished run without publishing it; true when the state file must be
+    /// written (the first result, or a change of health).
+    fn record_check_done(&mut self, mut done: CheckDone) -> bool {
         let Some(svc) = self.services.get_mut(&done.service) else {
             return false;
         };
@@ -457,7 +483,6 @@ impl Engine {
         // A change of state is logged by publish() (logging::log_state_changes).
         tracing::debug!(psentinel_service = %done.service, "{}: check finished: {exit}", done.service);
         self.health_dirty = true;
-        self.publish();
         first || changed
     }
 

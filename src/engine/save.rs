@@ -69,8 +69,17 @@ impl Engine {
 
     /// Writes the state file in the background (check results); the verdict comes back to
     /// the loop ([`Engine::on_saved`]).
+    ///
+    /// One write at a time: results that come while one is under way are written together
+    /// by the next, started as soon as its verdict is back. A thousand first results each
+    /// writing every service's state was a million services' worth of copying and JSON.
     pub(super) fn persist_soon(&mut self) {
         self.health_dirty = false;
+        if let Some(again) = &mut self.writing {
+            *again = true;
+            return;
+        }
+        self.writing = Some(false);
         self.save_seq += 1;
         let (seq, saved) = (self.save_seq, self.saved());
         let (writer, tx) = (self.writer.clone(), self.saved_tx.clone());
@@ -83,6 +92,9 @@ impl Engine {
     pub(super) fn on_saved(&mut self, (seq, r): Verdict) {
         if let Some(r) = r {
             self.note_save(seq, r);
+        }
+        if self.writing.take() == Some(true) {
+            self.persist_soon();
         }
     }
 
