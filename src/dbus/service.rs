@@ -253,6 +253,39 @@ impl ServiceObject {
         Ok(Props::from_view(&*self.view()?))
     }
 
+    /// Disable and DisableWithOptions, once authorised: they differ only in `force`.
+    async fn disable_as(
+        &self,
+        actor: &str,
+        reason: &str,
+        expire_after_s: u64,
+        force: bool,
+    ) -> Result<String> {
+        if expire_after_s > MAX_EXPIRE_AFTER_S {
+            return Err(zbus::fdo::Error::InvalidArgs(format!(
+                "expire_after_s {expire_after_s} is more than 100 years; use 0 for \"until enabled\""
+            ))
+            .into());
+        }
+        let for_ = (expire_after_s > 0).then(|| Duration::from_secs(expire_after_s));
+        let done = self
+            .ctx
+            .handle
+            .disable_with(&self.name, reason, for_, force, actor)
+            .await?;
+        Ok(replaced(&done))
+    }
+
+    /// Pause and PauseWithOptions, once authorised: they differ only in `force`.
+    async fn pause_as(&self, actor: &str, force: bool) -> Result<String> {
+        let done = self
+            .ctx
+            .handle
+            .pause_with(Some(&self.name), "", None, force, actor)
+            .await?;
+        Ok(replaced(&done))
+    }
+
     /// WaitForHAProxy and WaitUntilDrained: what to wait for differs, the reply does not.
     async fn wait_for(
         &self,
@@ -315,19 +348,7 @@ impl ServiceObject {
             .ctx
             .authorise(conn, &hdr, "Disable", self.request("disable"))
             .await?;
-        if expire_after_s > MAX_EXPIRE_AFTER_S {
-            return Err(zbus::fdo::Error::InvalidArgs(format!(
-                "expire_after_s {expire_after_s} is more than 100 years; use 0 for \"until enabled\""
-            ))
-            .into());
-        }
-        let for_ = (expire_after_s > 0).then(|| Duration::from_secs(expire_after_s));
-        let done = self
-            .ctx
-            .handle
-            .disable(&self.name, reason, for_, &actor)
-            .await?;
-        Ok(replaced(&done))
+        self.disable_as(&actor, reason, expire_after_s, false).await
     }
 
     /// Disable with options: `force` (b) takes the service out even when the capacity guard
@@ -347,19 +368,7 @@ impl ServiceObject {
             .authorise(conn, &hdr, "Disable", self.request("disable"))
             .await?;
         let force = force_option(&options)?;
-        if expire_after_s > MAX_EXPIRE_AFTER_S {
-            return Err(zbus::fdo::Error::InvalidArgs(format!(
-                "expire_after_s {expire_after_s} is more than 100 years; use 0 for \"until enabled\""
-            ))
-            .into());
-        }
-        let for_ = (expire_after_s > 0).then(|| Duration::from_secs(expire_after_s));
-        let done = self
-            .ctx
-            .handle
-            .disable_with(&self.name, reason, for_, force, &actor)
-            .await?;
-        Ok(replaced(&done))
+        self.disable_as(&actor, reason, expire_after_s, force).await
     }
 
     /// Pause with options, as DisableWithOptions (`force`).
@@ -375,12 +384,7 @@ impl ServiceObject {
             .authorise(conn, &hdr, "Pause", self.request("pause"))
             .await?;
         let force = force_option(&options)?;
-        let done = self
-            .ctx
-            .handle
-            .pause_with(Some(&self.name), "", None, force, &actor)
-            .await?;
-        Ok(replaced(&done))
+        self.pause_as(&actor, force).await
     }
 
     /// Pauses a pausable service (NotPausable otherwise). `replaced`: the pause this one took
@@ -395,12 +399,7 @@ impl ServiceObject {
             .ctx
             .authorise(conn, &hdr, "Pause", self.request("pause"))
             .await?;
-        let done = self
-            .ctx
-            .handle
-            .pause(Some(&self.name), "", None, &actor)
-            .await?;
-        Ok(replaced(&done))
+        self.pause_as(&actor, false).await
     }
 
     async fn resume(
