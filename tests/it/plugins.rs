@@ -23,10 +23,19 @@ fn plugin(name: &str) -> String {
 
 /// A daemon on `services`, where `{dir}` is its temp dir; `scripts` are written there first.
 fn daemon(services: &str, scripts: &[(&str, &str)]) -> Daemon {
+    daemon_with(services, scripts, &[])
+}
+
+/// [`daemon`] with plain files beside the scripts, there before the first check runs (the
+/// daemon runs every check at once).
+fn daemon_with(services: &str, scripts: &[(&str, &str)], files: &[(&str, &str)]) -> Daemon {
     let d = Daemon::prepare("");
     let dir = d.dir.path().display().to_string();
     for (name, body) in scripts {
         d.script(name, &body.replace("{dir}", &dir));
+    }
+    for (name, body) in files {
+        std::fs::write(d.path(name), body).unwrap();
     }
     d.rewrite(&services.replace("{dir}", &dir));
     d.started(&[])
@@ -46,15 +55,15 @@ fn check_dummy_exit_codes_as_haproxy_sees_them() {
     let p: Vec<u16> = (0..5).map(|_| free_port()).collect();
     let (agent, agent_port, nolb, plain, app) = (p[0], p[1], p[2], p[3], p[4]);
     let check = "check_script={dir}/dummy.sh\ncheck_style=nagios\ncheck_script_interval=0.2\n";
-    let d = daemon(
+    let d = daemon_with(
         &format!(
             "[agent]\nport={agent}\nagent_port={agent_port}\n{check}\
              [nolb]\nport={nolb}\nwarning_status=404\n{check}\
              [plain]\nport={plain}\n{check}"
         ),
         &[("dummy.sh", &dummy)],
+        &[("code", "0")],
     );
-    std::fs::write(d.path("code"), "0").unwrap();
     let _app = Dummy::start("127.0.0.1".parse().unwrap(), app, "app");
     let h = Haproxy::start(&format!(
         "backend b_agent\n    server s1 127.0.0.1:{app} check agent-check agent-port {agent_port}\n\n\
@@ -425,15 +434,15 @@ fn enable_wait_of_a_warning_returns_when_haproxy_has_the_answer() {
     let (agent, agent_port, nolb, plain, app) = (p[0], p[1], p[2], p[3], p[4]);
     let check = "check_script={dir}/dummy.sh\ncheck_style=nagios\ncheck_script_interval=0.2\n\
                  check_timeout=5\nhaproxy_rise=1\nhaproxy_fall=2\n";
-    let d = daemon(
+    let d = daemon_with(
         &format!(
             "[agent]\nport={agent}\nagent_port={agent_port}\n{check}\
              [nolb]\nport={nolb}\nwarning_status=404\n{check}\
              [plain]\nport={plain}\n{check}"
         ),
         &[("dummy.sh", &dummy)],
+        &[("code", "1")],
     );
-    std::fs::write(d.path("code"), "1").unwrap();
     let _app = Dummy::start("127.0.0.1".parse().unwrap(), app, "app");
     let h = Haproxy::start(&format!(
         "global\n    node lb1\n\n\
