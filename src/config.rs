@@ -364,11 +364,13 @@ fn parse_general(s: &SectionReader) -> General {
                 Ok(v.to_string())
             }
         }),
-        dbus: s.parse_or("dbus", d.dbus, |v| match v.to_ascii_lowercase().as_str() {
-            "system" => Ok(DbusMode::System),
-            "session" => Ok(DbusMode::Session),
-            "off" | "no" | "none" => Ok(DbusMode::Off),
-            _ => Err("expected system, session or off"),
+        dbus: s.words_or("dbus", d.dbus, &["system", "session", "off"], |v| {
+            match v.to_ascii_lowercase().as_str() {
+                "system" => Ok(DbusMode::System),
+                "session" => Ok(DbusMode::Session),
+                "off" | "no" | "none" => Ok(DbusMode::Off),
+                _ => Err("expected system, session or off"),
+            }
         }),
         metrics_listen: s.opt("metrics_listen", |v| {
             v.parse::<SocketAddr>()

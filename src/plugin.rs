@@ -28,6 +28,9 @@ pub enum CheckStyle {
 
 impl CheckStyle {
     /// The value of the `check_style` key, any case.
+    /// The values `check_style` takes.
+    pub const WORDS: &'static [&'static str] = &["plain", "nagios"];
+
     pub fn parse(v: &str) -> Result<CheckStyle, &'static str> {
         match v.to_ascii_lowercase().as_str() {
             "plain" => Ok(CheckStyle::Plain),

@@ -130,8 +130,24 @@ impl<'a> SectionReader<'a> {
         key: &str,
         parse: impl FnOnce(&str) -> Result<T, &'static str>,
     ) -> Option<T> {
+        self.opt_words(key, &[], parse)
+    }
+
+    /// As [`Self::opt`] for a key whose value may be one of `words`: a bad value close to
+    /// one of them names it ("did you mean 'nagios'?"), as an unknown key names a known one.
+    pub fn opt_words<T>(
+        &self,
+        key: &str,
+        words: &[&str],
+        parse: impl FnOnce(&str) -> Result<T, &'static str>,
+    ) -> Option<T> {
         let v = self.get(key)?;
-        parse(v).map_err(|why| self.value_err(key, v, why)).ok()
+        parse(v)
+            .map_err(|why| match closest_word(v, words) {
+                Some(w) => self.value_err(key, v, &format!("{why} (did you mean '{w}'?)")),
+                None => self.value_err(key, v, why),
+            })
+            .ok()
     }
 
     pub fn parse_or<T>(
@@ -141,6 +157,17 @@ impl<'a> SectionReader<'a> {
         parse: impl FnOnce(&str) -> Result<T, &'static str>,
     ) -> T {
         self.opt(key, parse).unwrap_or(default)
+    }
+
+    /// [`Self::opt_words`] with a default.
+    pub fn words_or<T>(
+        &self,
+        key: &str,
+        default: T,
+        words: &[&str],
+        parse: impl FnOnce(&str) -> Result<T, &'static str>,
+    ) -> T {
+        self.opt_words(key, words, parse).unwrap_or(default)
     }
 
     pub fn path_or(&self, key: &str, default: PathBuf) -> PathBuf {
@@ -188,6 +215,18 @@ pub(crate) fn closest<'k>(key: &str, known: &[&'k str]) -> Option<&'k str> {
         .filter(|(d, _)| *d <= 2)
         .min()
         .map(|(_, k)| k)
+}
+
+/// The word a misspelt value most likely meant: any case, at most 2 edits away, and fewer
+/// edits than the value has letters (`x` is 1 edit from `1` but means nothing).
+fn closest_word<'k>(value: &str, words: &[&'k str]) -> Option<&'k str> {
+    let value = value.to_ascii_lowercase();
+    words
+        .iter()
+        .map(|w| (edit_distance(&value, w), *w))
+        .filter(|(d, _)| *d <= 2 && *d < value.chars().count())
+        .min()
+        .map(|(_, w)| w)
 }
 
 fn edit_distance(a: &str, b: &str) -> usize {

@@ -116,8 +116,8 @@ pub(super) fn parse_service(s: &SectionReader) -> Option<ServiceConfig> {
     if port.is_none() && s.get("port").is_none() {
         s.section_err("missing required key 'port'");
     }
-    let pausable = s.parse_or("pausable", false, parse_bool);
-    let start_paused = s.parse_or("start_paused", false, parse_bool);
+    let pausable = s.words_or("pausable", false, BOOL_WORDS, parse_bool);
+    let start_paused = s.words_or("start_paused", false, BOOL_WORDS, parse_bool);
     if start_paused && !pausable {
         s.value_err(
             "start_paused",
@@ -159,9 +159,19 @@ pub(super) fn parse_service(s: &SectionReader) -> Option<ServiceConfig> {
         paused_status: s.parse_or("paused_status", 503, http_status),
         haproxy_fall: s.parse_or("haproxy_fall", 3, count),
         haproxy_rise: s.parse_or("haproxy_rise", 2, count),
-        min_capacity: s.parse_or("min_capacity", MinCapacity::default(), min_capacity),
+        min_capacity: s.words_or(
+            "min_capacity",
+            MinCapacity::default(),
+            &["off"],
+            min_capacity,
+        ),
         origin: s.origin(),
-        check_style: s.parse_or("check_style", CheckStyle::Plain, CheckStyle::parse),
+        check_style: s.words_or(
+            "check_style",
+            CheckStyle::Plain,
+            CheckStyle::WORDS,
+            CheckStyle::parse,
+        ),
         warning_status: s.parse_or("warning_status", 200, http_status),
         min_weight: s.parse_or("min_weight", 0, |v| {
             v.trim_end_matches('%')
@@ -237,6 +247,9 @@ fn unit_name(v: &str) -> Result<String, &'static str> {
     }
     Ok(v.to_string())
 }
+
+/// The words of [`parse_bool`] a misspelling is matched against (not 1/0: `x` means neither).
+pub(super) const BOOL_WORDS: &[&str] = &["yes", "no", "true", "false", "on", "off"];
 
 /// yes/no, true/false, on/off, 1/0, any case.
 pub fn parse_bool(v: &str) -> Result<bool, &'static str> {
@@ -341,6 +354,38 @@ mod tests {
             e.contains("[a] pausable = 'maybe'") && e.contains("boolean"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn misspelt_words_get_a_hint() {
+        for (text, want) in [
+            (
+                "[a]\nport=1\ncheck_style=nagois\n",
+                "[a] check_style = 'nagois': expected plain or nagios (did you mean 'nagios'?)",
+            ),
+            (
+                "[a]\nport=1\npausable=ture\n",
+                "[a] pausable = 'ture': expected a boolean: yes/no, true/false, on/off, 1/0 \
+                 (did you mean 'true'?)",
+            ),
+            ("[a]\nport=1\nstart_paused=Yse\n", "(did you mean 'yes'?)"),
+            ("[a]\nport=1\nmin_capacity=of\n", "(did you mean 'off'?)"),
+            (
+                "[general]\ndbus=sytem\n",
+                "[general] dbus = 'sytem': expected system, session or off (did you mean 'system'?)",
+            ),
+        ] {
+            let e = err(text);
+            assert!(e.contains(want), "{text:?}: got {e:?}, want {want:?}");
+        }
+        // Nothing close, or too short to guess from: no hint.
+        for text in [
+            "[a]\nport=1\npausable=x\n",
+            "[a]\nport=1\ncheck_style=icinga\n",
+        ] {
+            let e = err(text);
+            assert!(!e.contains("did you mean"), "{text:?}: {e:?}");
+        }
     }
 
     #[test]
