@@ -4,11 +4,13 @@
 //! ([`sources`]). Parsing happens in three layers: [`crate::ini`] turns each file's text into
 //! sections of string pairs (trailing comments removed), the sections of one service are
 //! merged across files ([`reader`]), then [`Config::from_sources`] checks every key and value
-//! and builds typed fields (a service's keys: [`service`]). Every error names the file, the section, the key, the value and
-//! why (a line that is no key, its line number), so `psentinel -t` output is enough to fix a
-//! file, and every error of every file is reported at once, the main file's first, each
-//! file's in line order. There is no "best effort": one bad value in one fragment rejects the
-//! whole configuration, at start-up and on reload (where the running configuration stays).
+//! and builds typed fields (a service's keys: [`service`]). Every error names the file, the
+//! section, the key, the value and why (a line that is no key, its line number), so
+//! `psentinel -t` output is enough to fix a file, and every error of every file is reported
+//! at once, the main file's first, each file's in line order. There is no "best effort": one
+//! bad value in one fragment rejects the whole configuration, at start-up and on reload
+//! (where the running configuration stays); only `-t` looks further into a configuration
+//! with errors ([`Config::load_checked`]), to report what else is wrong.
 
 mod reader;
 mod service;
@@ -66,6 +68,20 @@ pub enum ConfigError {
         file: PathBuf,
         errors: Vec<ConfigError>,
     },
+}
+
+impl ConfigError {
+    /// `errors` as one error: None when there is none, the one, or [`ConfigError::Several`].
+    pub fn gather(file: &Path, mut errors: Vec<ConfigError>) -> Option<ConfigError> {
+        match errors.len() {
+            0 => None,
+            1 => errors.pop(),
+            _ => Some(ConfigError::Several {
+                file: file.to_path_buf(),
+                errors,
+            }),
+        }
+    }
 }
 
 fn several(file: &Path, errors: &[ConfigError]) -> String {
@@ -181,9 +197,29 @@ impl Config {
         Config::from_sources(&Sources::single(text, file))
     }
 
+    /// What `-t` needs to report everything in one run: the configuration as far as it
+    /// could be read, and every error of every file (fragments that cannot be read first).
+    /// The configuration is only the one to run when there is no error: a service whose port
+    /// is bad has port 0, a bad value its default. Err: the main file cannot be read.
+    pub fn load_checked(file: &Path) -> Result<(Config, Vec<ConfigError>), ConfigError> {
+        let (sources, mut errors) = Sources::read_readable(file)?;
+        let (config, more) = Config::checked(&sources);
+        errors.extend(more);
+        Ok((config, errors))
+    }
+
     /// Every file's sections merged (see [`reader`]) and every key checked; all the errors
     /// of all the files at once, the main file's first, each file's in line order.
     pub fn from_sources(sources: &Sources) -> Result<Config, ConfigError> {
+        let (config, errors) = Config::checked(sources);
+        match ConfigError::gather(&sources.main.path, errors) {
+            None => Ok(config),
+            Some(e) => Err(e),
+        }
+    }
+
+    /// [`Config::from_sources`]'s work: the configuration and the errors, in order.
+    fn checked(sources: &Sources) -> (Config, Vec<ConfigError>) {
         let files: Vec<PathBuf> = sources.all().map(|s| s.path.clone()).collect();
         let mut errors: Vec<(Pos, ConfigError)> = Vec::new();
         let parsed: Vec<Vec<ini::Section>> = sources
@@ -207,15 +243,7 @@ impl Config {
         config.fragments = files[1..].into();
         config.ignored = sources.ignored.clone();
         errors.sort_by_key(|(at, _)| *at);
-        let mut errors: Vec<ConfigError> = errors.into_iter().map(|(_, e)| e).collect();
-        match errors.len() {
-            0 => Ok(config),
-            1 => Err(errors.remove(0)),
-            _ => Err(ConfigError::Several {
-                file: sources.main.path.clone(),
-                errors,
-            }),
-        }
+        (config, errors.into_iter().map(|(_, e)| e).collect())
     }
 
     /// `sock_file` of `file`, read leniently: the client must find the daemon even while the
@@ -304,14 +332,15 @@ impl Config {
         for name in order {
             let s = SectionReader::new(files, name, &pieces[name]);
             s.reject_unknown(SERVICE_KEYS);
-            if let Some(svc) = parse_service(&s) {
-                for (key, port) in [("port", Some(svc.port)), ("agent_port", svc.agent_port)] {
-                    if let Some(port) = port {
-                        claims.push((s.pos(key), port, key, name));
-                    }
+            let svc = parse_service(&s);
+            // Port 0: missing or bad, already an error; not a claim.
+            let port = Some(svc.port).filter(|p| *p != 0);
+            for (key, port) in [("port", port), ("agent_port", svc.agent_port)] {
+                if let Some(port) = port {
+                    claims.push((s.pos(key), port, key, name));
                 }
-                services.insert(name.to_string(), svc);
             }
+            services.insert(name.to_string(), svc);
             errors.extend(s.into_errors());
         }
         claims.sort();

@@ -1,5 +1,7 @@
 //! What `psentinel -t` checks beyond the file itself: whether each check can run, and whether
-//! the control socket is the one systemd's socket unit passes.
+//! the control socket is the one systemd's socket unit passes. It runs on the configuration
+//! as far as it reads ([`crate::config::Config::load_checked`]), so its findings come in the
+//! same run as the file's errors.
 //!
 //! Errors (`-t` exits 1) are what will fail for sure: a check program given by absolute path
 //! that does not exist, is not a regular file, or has no execute bit. Warnings (`-t` still

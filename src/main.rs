@@ -3,7 +3,7 @@
 use anyhow::Context;
 use clap::Parser;
 use psentinel::cli::Cli;
-use psentinel::config::Config;
+use psentinel::config::{Config, ConfigError};
 use psentinel::{control, daemon, detach, last_good, lint, logging, sockets, systemd};
 use std::process::ExitCode;
 
@@ -21,16 +21,10 @@ fn main() -> ExitCode {
     if let Some(dir) = &cli.generate_sockets {
         return generate_sockets(&cli, dir);
     }
-    let loaded = Config::load(&cli.config);
     if cli.test_config {
-        return match loaded {
-            Ok(cfg) => test_config(&cli, &cfg),
-            Err(e) => {
-                eprintln!("psentinel: {e}");
-                ExitCode::from(1)
-            }
-        };
+        return test_config(&cli);
     }
+    let loaded = Config::load(&cli.config);
     // A broken file does not stop a daemon that ran before: it runs on the last good copy.
     let (cfg, broken) = match loaded {
         Ok(c) => (c, None),
@@ -119,16 +113,28 @@ fn run_daemon(cli: &Cli, cfg: Config, broken: Option<(String, std::path::PathBuf
     }
 }
 
-/// `-t`: the file is valid; now what it cannot say by itself (see [`lint`]). Errors exit 1.
-fn test_config(cli: &Cli, cfg: &Config) -> ExitCode {
+/// `-t`: every error of the files and what they cannot say by themselves (see [`lint`]), in
+/// one run: an operator fixing a file does not want a second round of findings once the first
+/// is fixed. Lint looks at the configuration as far as it reads. Errors exit 1.
+fn test_config(cli: &Cli) -> ExitCode {
+    let (cfg, mut errors) = match Config::load_checked(&cli.config) {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            eprintln!("psentinel: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let cfg = &cfg;
     let found = lint::check(cfg);
-    for e in &found.errors {
+    errors.extend(found.errors);
+    let failed = !errors.is_empty();
+    if let Some(e) = ConfigError::gather(&cli.config, errors) {
         eprintln!("psentinel: {e}");
     }
     for w in &found.warnings {
         eprintln!("psentinel: warning: {w}");
     }
-    if !found.errors.is_empty() {
+    if failed {
         return ExitCode::from(1);
     }
     let count = |n: usize, what: &str| psentinel::view::count(n as u64, what);

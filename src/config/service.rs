@@ -110,8 +110,9 @@ pub(super) const SERVICE_KEYS: &[&str] = &[
     "unit",
 ];
 
-/// None when the port is missing or bad (the error is recorded; other keys are still checked).
-pub(super) fn parse_service(s: &SectionReader) -> Option<ServiceConfig> {
+/// Every key read, every bad one recorded; a port missing or bad is recorded and left 0 (no
+/// port is 0), so that `-t` still looks at the rest of the service.
+pub(super) fn parse_service(s: &SectionReader) -> ServiceConfig {
     let port = s.opt("port", parse_port);
     if port.is_none() && s.get("port").is_none() {
         s.section_err("missing required key 'port'");
@@ -193,7 +194,7 @@ pub(super) fn parse_service(s: &SectionReader) -> Option<ServiceConfig> {
         control_groups: s.parse_or("control_group", Vec::new(), group_list),
         unit: s.opt("unit", unit_name),
     };
-    port.map(|_| svc)
+    svc
 }
 
 /// `off`, or a percentage 0-100 (`50` or `50%`).

@@ -52,6 +52,16 @@ impl Sources {
     /// all of them at once (a fragment one cannot read would otherwise silently drop its
     /// services); the main file's comes alone, as nothing can be checked without it.
     pub fn read(file: &Path) -> Result<Sources, ConfigError> {
+        let (sources, errors) = Sources::read_readable(file)?;
+        match ConfigError::gather(file, errors) {
+            None => Ok(sources),
+            Some(e) => Err(e),
+        }
+    }
+
+    /// What `-t` reads: the main file and every fragment that can be read, and an error for
+    /// each that cannot. Err: the main file or the directory cannot be read.
+    pub fn read_readable(file: &Path) -> Result<(Sources, Vec<ConfigError>), ConfigError> {
         let main = Source {
             path: file.to_path_buf(),
             text: read(file)?,
@@ -69,18 +79,12 @@ impl Sources {
                 Err(e) => errors.push(e),
             }
         }
-        match errors.len() {
-            0 => Ok(Sources {
-                main,
-                fragments,
-                ignored,
-            }),
-            1 => Err(errors.remove(0)),
-            _ => Err(ConfigError::Several {
-                file: file.to_path_buf(),
-                errors,
-            }),
-        }
+        let sources = Sources {
+            main,
+            fragments,
+            ignored,
+        };
+        Ok((sources, errors))
     }
 
     /// One file, no drop-in directory: what `Config::parse` and the fuzzer read.

@@ -190,6 +190,48 @@ fn every_error_of_a_file_is_reported_at_once() {
     }
 }
 
+/// An operator fixing a file wants every finding of `-t` in one run: the file's errors and
+/// what it cannot say by itself (a check that cannot run, a group that does not exist, a
+/// fragment not read) together, not the second kind only once the first is fixed.
+#[test]
+fn t_reports_file_errors_and_lint_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display().to_string();
+    let cfg = dir.path().join("p.cfg");
+    let grp = format!("no-such-grp-t-{}", std::process::id());
+    std::fs::write(
+        &cfg,
+        format!(
+            "[web]\nport=1\nrise=0\ncheck_script={d}/nope.sh\n\
+             [db]\nport=x\ncheck_script={d}/gone.sh\n\
+             [app]\nport=3\ncontrol_group={grp}\n{}",
+            general(dir.path())
+        ),
+    )
+    .unwrap();
+    let dropins = dir.path().join("p.d");
+    std::fs::create_dir(&dropins).unwrap();
+    std::fs::write(dropins.join("20-db.conf"), "[x]\nport=4\n").unwrap();
+    let (code, out, err) = t(&cfg, &[]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains(&format!("psentinel: {d}/p.cfg: 5 errors:\n")),
+        "{err}"
+    );
+    for want in [
+        format!("  {d}/p.cfg: [web] rise = '0': expected a whole number"),
+        format!("  {d}/p.cfg: [db] port = 'x': expected a TCP port"),
+        format!("  {d}/p.cfg: [web] check_script = '{d}/nope.sh': {d}/nope.sh does not exist"),
+        // A service whose port is wrong still has its check looked at.
+        format!("  {d}/p.cfg: [db] check_script = '{d}/gone.sh': {d}/gone.sh does not exist"),
+        format!("  {d}/p.cfg: [app] control_group = '{grp}': group '{grp}' does not exist"),
+        format!("psentinel: warning: {d}/p.d/20-db.conf: not read"),
+    ] {
+        assert!(err.contains(&want), "missing {want:?} in:\n{err}");
+    }
+    assert_eq!(out, "", "no OK line when there are errors");
+}
+
 #[test]
 fn t_fails_for_a_check_that_cannot_run_and_warns_where_it_cannot_judge() {
     let dir = tempfile::tempdir().unwrap();
