@@ -58,14 +58,17 @@ pub struct Cli {
 impl Cli {
     /// Options may also follow the command (`psentinel -c version -f FILE`): take -f,
     /// --config, --socket and --json out of the command's words, up to a `--`.
-    pub fn normalize(mut self) -> Result<Self, String> {
+    pub fn normalize(mut self) -> Result<Self, CliError> {
         let Some(words) = self.command.take() else {
             return Ok(self);
         };
         let mut out = Vec::new();
         let mut it = words.into_iter();
         while let Some(w) = it.next() {
-            let mut value_of = |flag: &str| it.next().ok_or(format!("{flag} needs a value"));
+            let mut value_of = |flag: &str| {
+                it.next()
+                    .ok_or_else(|| CliError::NeedsValue(flag.to_string()))
+            };
             match w.as_str() {
                 "--" => {
                     out.push(w);
@@ -82,16 +85,27 @@ impl Cli {
         }
         if self.json {
             if out.first().map(String::as_str) != Some("status") {
-                return Err("--json goes with the status command".into());
+                return Err(CliError::JsonWithoutStatus);
             }
             out.push("--json".into());
         }
         if out.is_empty() {
-            return Err("-c needs a COMMAND (psentinel -c help lists them)".into());
+            return Err(CliError::NoCommand);
         }
         self.command = Some(out);
         Ok(self)
     }
+}
+
+/// A command line clap accepts that still says nothing runnable (`-c` without a command).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CliError {
+    #[error("{0} needs a value")]
+    NeedsValue(String),
+    #[error("--json goes with the status command")]
+    JsonWithoutStatus,
+    #[error("-c needs a COMMAND (psentinel -c help lists them)")]
+    NoCommand,
 }
 
 #[cfg(test)]
@@ -102,6 +116,29 @@ mod tests {
         Cli::try_parse_from(args)
             .map_err(|e| e.to_string())?
             .normalize()
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn what_clap_lets_through_is_a_typed_error() {
+        let n = |args: &[&str]| Cli::try_parse_from(args).unwrap().normalize().unwrap_err();
+        assert_eq!(
+            n(&["psentinel", "-c", "status", "-f"]),
+            CliError::NeedsValue("-f".into())
+        );
+        assert_eq!(
+            n(&["psentinel", "-c", "enable", "x", "--json"]),
+            CliError::JsonWithoutStatus
+        );
+        assert_eq!(
+            n(&["psentinel", "-c", "--json"]),
+            CliError::JsonWithoutStatus
+        );
+        assert_eq!(n(&["psentinel", "-c", "-f", "x"]), CliError::NoCommand);
+        assert_eq!(
+            CliError::NeedsValue("--socket".into()).to_string(),
+            "--socket needs a value"
+        );
     }
 
     #[test]

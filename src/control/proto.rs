@@ -25,6 +25,7 @@
 //! the option it likely meant). Words after `--` are never options: that is where a reason
 //! that starts with `-` goes.
 
+use super::usage::{DurationError, UsageError};
 use std::time::Duration;
 
 pub const MAX_LINE: usize = 65_536;
@@ -211,11 +212,13 @@ pub fn help_text(command: Option<&str>) -> Result<String, UnknownCommand> {
     }
 }
 
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let d = humantime::parse_duration(s)
-        .map_err(|e| format!("bad duration '{s}' ({e}); use e.g. 90s, 30m, 2h"))?;
+pub fn parse_duration(s: &str) -> Result<Duration, DurationError> {
+    let d = humantime::parse_duration(s).map_err(|why| DurationError::Unreadable {
+        text: s.into(),
+        why,
+    })?;
     if d.is_zero() {
-        return Err(format!("bad duration '{s}': must be longer than 0"));
+        return Err(DurationError::Zero { text: s.into() });
     }
     Ok(d)
 }
@@ -238,7 +241,7 @@ impl<'a> Words<'a> {
 
     /// `--for D` and `--force` wherever they stand before the reason; the other words make
     /// the reason.
-    fn for_and_reason(&mut self) -> Result<(Option<Duration>, String, bool), String> {
+    fn for_and_reason(&mut self) -> Result<(Option<Duration>, String, bool), UsageError> {
         let mut for_ = None;
         let mut force = false;
         let mut reason = Vec::new();
@@ -246,9 +249,10 @@ impl<'a> Words<'a> {
             match w {
                 "--force" => force = true,
                 "--for" => {
-                    let d = self
-                        .next()
-                        .ok_or("--for needs a DURATION, e.g. --for 30m")?;
+                    let d = self.next().ok_or(UsageError::NoDuration {
+                        option: "--for",
+                        example: "30m",
+                    })?;
                     for_ = Some(parse_duration(d)?);
                 }
                 _ if w.starts_with("--for=") => for_ = Some(parse_duration(&w[6..])?),
@@ -262,10 +266,13 @@ impl<'a> Words<'a> {
         Ok((for_, reason.join(" "), force))
     }
 
-    fn end(&self, usage: &str) -> Result<(), String> {
+    fn end(&self, usage: &'static str) -> Result<(), UsageError> {
         match self.peek() {
             None => Ok(()),
-            Some(w) => Err(format!("unexpected '{w}'; usage: {usage}")),
+            Some(w) => Err(UsageError::Unexpected {
+                word: w.into(),
+                usage,
+            }),
         }
     }
 }
@@ -287,7 +294,7 @@ fn options_of(name: &str) -> &'static [&'static str] {
 const CLIENT_OPTIONS: &[&str] = &["--config", "--socket", "--json"];
 
 /// Rejects any word before `--` that looks like an option but is none of `name`'s.
-fn check_options(name: &str, args: &[String], usage: &str) -> Result<(), String> {
+fn check_options(name: &str, args: &[String], usage: &'static str) -> Result<(), UsageError> {
     let known = options_of(name);
     for w in args.iter().take_while(|w| *w != "--") {
         if !w.starts_with('-') || w == "-" {
@@ -298,17 +305,12 @@ fn check_options(name: &str, args: &[String], usage: &str) -> Result<(), String>
             continue;
         }
         let candidates: Vec<&str> = known.iter().chain(CLIENT_OPTIONS).copied().collect();
-        let hint = crate::config::closest(opt, &candidates)
-            .map(|o| format!(" (did you mean '{o}'?)"))
-            .unwrap_or_default();
-        let reason = if matches!(name, "disable" | "pause") {
-            "; a REASON that starts with '-' goes after '--'"
-        } else {
-            ""
-        };
-        return Err(format!(
-            "unknown option '{w}'{hint}{reason}; usage: {usage}"
-        ));
+        return Err(UsageError::UnknownOption {
+            word: w.clone(),
+            hint: crate::config::closest(opt, &candidates),
+            reason_after_dashes: matches!(name, "disable" | "pause"),
+            usage,
+        });
     }
     Ok(())
 }
@@ -330,8 +332,8 @@ struct WaitFor {
 fn take_wait(
     name: &str,
     args: &[String],
-    usage: &str,
-) -> Result<(Option<WaitFor>, Vec<String>), String> {
+    usage: &'static str,
+) -> Result<(Option<WaitFor>, Vec<String>), UsageError> {
     let mut wait = false;
     let mut drained = false;
     let mut timeout = None;
@@ -350,21 +352,20 @@ fn take_wait(
             }
             w if w.starts_with("--wait=") => {
                 // A typo of the one value gets it named, as an unknown option does.
-                let hint = if matches!(name, "disable" | "pause" | "unit_stopping") {
-                    crate::config::closest(w, &["--wait=drained"])
-                        .map(|o| format!(" (did you mean '{o}'?)"))
-                        .unwrap_or_default()
-                } else {
-                    String::new()
-                };
-                return Err(format!(
-                    "'{w}'{hint}: --wait takes no value, or =drained on disable, pause and unit_stopping; usage: {usage}"
-                ));
+                let drains = matches!(name, "disable" | "pause" | "unit_stopping");
+                return Err(UsageError::WaitValue {
+                    word: w.into(),
+                    hint: drains
+                        .then(|| crate::config::closest(w, &["--wait=drained"]))
+                        .flatten(),
+                    usage,
+                });
             }
             "--timeout" => {
-                let d = it
-                    .next()
-                    .ok_or("--timeout needs a DURATION, e.g. --timeout 2m")?;
+                let d = it.next().ok_or(UsageError::NoDuration {
+                    option: "--timeout",
+                    example: "2m",
+                })?;
                 timeout = Some(parse_duration(d)?);
             }
             t if t.starts_with("--timeout=") => timeout = Some(parse_duration(&t[10..])?),
@@ -372,7 +373,7 @@ fn take_wait(
         }
     }
     match (wait, timeout) {
-        (false, Some(_)) => Err(format!("--timeout goes with --wait; usage: {usage}")),
+        (false, Some(_)) => Err(UsageError::TimeoutWithoutWait { usage }),
         (false, None) => Ok((None, rest)),
         (true, t) => Ok((
             Some(WaitFor {
@@ -385,10 +386,10 @@ fn take_wait(
 }
 
 impl Command {
-    /// Parses the request's words. The error is a usage message for a person.
-    pub fn parse(words: &[String]) -> Result<Command, String> {
+    /// Parses the request's words; the error's Display is a usage message for a person.
+    pub fn parse(words: &[String]) -> Result<Command, UsageError> {
         let Some((name, args)) = words.split_first() else {
-            return Err("empty command; 'help' lists the commands".into());
+            return Err(UsageError::Empty);
         };
         let usage = usage_of(name);
         if COMMANDS.iter().any(|(n, _, _)| n == name) {
@@ -410,10 +411,11 @@ impl Command {
             }
         }
         let mut w = Words { rest: args };
+        let missing = |what| UsageError::Missing { what, usage };
         let service = |w: &mut Words| {
             w.next()
                 .map(str::to_string)
-                .ok_or_else(|| format!("missing SERVICE; usage: {usage}"))
+                .ok_or_else(|| missing("SERVICE"))
         };
         let cmd = match name.as_str() {
             "help" => {
@@ -429,7 +431,12 @@ impl Command {
                     match a {
                         "--json" => json = true,
                         _ if svc.is_none() && !a.starts_with('-') => svc = Some(a.to_string()),
-                        _ => return Err(format!("unexpected '{a}'; usage: {usage}")),
+                        _ => {
+                            return Err(UsageError::Unexpected {
+                                word: a.into(),
+                                usage,
+                            })
+                        }
                     }
                 }
                 Command::Status { service: svc, json }
@@ -473,7 +480,7 @@ impl Command {
                 let unit = w
                     .next()
                     .map(str::to_string)
-                    .ok_or_else(|| format!("missing UNIT; usage: {usage}"))?;
+                    .ok_or_else(|| missing("UNIT"))?;
                 if name == "unit_stopping" {
                     Command::UnitStopping(unit)
                 } else {
@@ -486,11 +493,7 @@ impl Command {
             "reload" => Command::Reload,
             "stop_server" => Command::StopServer,
             "metrics" => Command::Metrics,
-            other => {
-                return Err(format!(
-                    "unknown command '{other}'; 'help' lists the commands"
-                ))
-            }
+            other => return Err(UsageError::UnknownCommand(other.into())),
         };
         w.end(usage)?;
         Ok(cmd)
@@ -541,7 +544,7 @@ mod tests {
     use super::*;
 
     fn p(line: &str) -> Result<Command, String> {
-        Command::parse(&shlex::split(line).unwrap())
+        Command::parse(&shlex::split(line).unwrap()).map_err(|e| e.to_string())
     }
 
     #[test]
@@ -693,6 +696,36 @@ mod tests {
             .contains("bad duration 'soon'"));
         assert!(p("run a b").is_err());
         assert!(Command::parse(&[]).is_err());
+    }
+
+    #[test]
+    fn usage_errors_are_typed() {
+        let e = |line: &str| Command::parse(&shlex::split(line).unwrap()).unwrap_err();
+        assert_eq!(
+            e("enable"),
+            UsageError::Missing {
+                what: "SERVICE",
+                usage: usage_of("enable")
+            }
+        );
+        assert_eq!(
+            e("pause --al"),
+            UsageError::UnknownOption {
+                word: "--al".into(),
+                hint: Some("--all"),
+                reason_after_dashes: true,
+                usage: usage_of("pause")
+            }
+        );
+        assert_eq!(
+            e("disable a --for 0s"),
+            UsageError::Duration(DurationError::Zero { text: "0s".into() })
+        );
+        assert!(matches!(
+            parse_duration("soon"),
+            Err(DurationError::Unreadable { .. })
+        ));
+        assert_eq!(e("x"), UsageError::UnknownCommand("x".into()));
     }
 
     #[test]

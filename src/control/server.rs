@@ -172,7 +172,7 @@ async fn connection(
     let (code, body) = match read_request(&mut stream).await {
         Err(why) => (Code::Usage, why + "\n"),
         Ok(words) => match Command::parse(&words) {
-            Err(why) => (Code::Usage, why + "\n"),
+            Err(why) => (Code::Usage, format!("{why}\n")),
             Ok(Command::Wait {
                 cmd,
                 timeout,
