@@ -6,13 +6,36 @@ use super::{service_path, Ctx};
 use crate::auth::Request;
 use crate::engine::EngineError;
 use crate::model::Refusal;
+use std::collections::HashMap;
 use std::sync::Arc;
 use zbus::message::Header;
-use zbus::zvariant::OwnedObjectPath;
+use zbus::zvariant::{OwnedObjectPath, OwnedValue};
 use zbus::{interface, Connection};
 
 pub struct Manager {
     pub(super) ctx: Arc<Ctx>,
+}
+
+impl Manager {
+    /// PauseAll and PauseAllWithOptions: one body, PauseAll has no options. Who asks is
+    /// checked before the options, as for a service's DisableWithOptions.
+    async fn pause_all_with(
+        &self,
+        options: &HashMap<String, OwnedValue>,
+        hdr: &Header<'_>,
+        conn: &Connection,
+    ) -> Result<()> {
+        let actor = self
+            .ctx
+            .authorise(conn, hdr, "PauseAll", Request::daemon("pause"))
+            .await?;
+        let force = super::service::force_option(options)?;
+        self.ctx
+            .handle
+            .pause_with(None, "", None, force, &actor)
+            .await?;
+        Ok(())
+    }
 }
 
 #[interface(name = "org.psentinel.PSentinel1.Manager")]
@@ -47,31 +70,17 @@ impl Manager {
         #[zbus(header)] hdr: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<()> {
-        let actor = self
-            .ctx
-            .authorise(conn, &hdr, "PauseAll", Request::daemon("pause"))
-            .await?;
-        self.ctx.handle.pause(None, "", None, &actor).await?;
-        Ok(())
+        self.pause_all_with(&HashMap::new(), &hdr, conn).await
     }
 
     /// PauseAll with options: `force` (b) pauses even when the capacity guard refuses.
     async fn pause_all_with_options(
         &self,
-        options: std::collections::HashMap<String, zbus::zvariant::OwnedValue>,
+        options: HashMap<String, OwnedValue>,
         #[zbus(header)] hdr: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<()> {
-        let actor = self
-            .ctx
-            .authorise(conn, &hdr, "PauseAll", Request::daemon("pause"))
-            .await?;
-        let force = super::service::force_option(&options)?;
-        self.ctx
-            .handle
-            .pause_with(None, "", None, force, &actor)
-            .await?;
-        Ok(())
+        self.pause_all_with(&options, &hdr, conn).await
     }
 
     /// Resumes every pausable service (`psentinel -c run`).
