@@ -9,17 +9,9 @@
 use crate::sysbox::Sysbox;
 use crate::systemd::{box_probe, installed_box};
 
-/// polkitd and what it needs that the box image lacks (Debian 12).
-pub const POLKIT_DEBS: &[&str] = &[
-    "polkitd",
-    "libpolkit-gobject-1-0",
-    "libpolkit-agent-1-0",
-    "libduktape207",
-    "libglib2.0-0",
-    "xml-core",
-    "sgml-base",
-    "libpam-systemd",
-];
+/// polkitd; `psbox install` brings what it needs that the box lacks (libpolkit-*, glib,
+/// libpam-systemd, ...).
+pub const POLKIT_DEBS: &[&str] = &["polkitd"];
 
 const CFG: &str = "\
 [ourapp]

@@ -219,3 +219,21 @@ fn sysbox_harness_boxes_are_pristine_apart_and_leave_nothing() {
     let (code, _, _) = again.sh("test -e /etc/marker");
     assert_ne!(code, 0, "a file survived down and up");
 }
+
+/// `psbox install` resolves what dpkg would not: the package's dependencies the box lacks
+/// (monitoring-plugins-basic needs monitoring-plugins-common, ucf, ...) are fetched too, and
+/// a package the box already has is no error.
+#[test]
+fn sysbox_install_brings_the_dependencies_the_box_lacks() {
+    let b = Sysbox::up("install-deps");
+    b.install(&["monitoring-plugins-basic"]);
+    assert_eq!(
+        b.sh("/usr/lib/nagios/plugins/check_dummy 1 'from the box'"),
+        (1, "WARNING: from the box\n".into(), String::new())
+    );
+    assert!(b
+        .ok("dpkg-query -W -f '${Status}' monitoring-plugins-common")
+        .contains("install ok installed"));
+    // Everything there already: nothing to fetch, nothing to do.
+    b.install(&["monitoring-plugins-basic", "systemd"]);
+}
