@@ -434,6 +434,42 @@ port = 48091
 check_script = /usr/share/psentinel/checks/always-ok.sh
 ";
 
+/// The .rpm's %preun as rpm runs it (`$1`: 0 erase, 1 upgrade), in the Debian box on the
+/// units the .deb installs (the same files): an erase stops and disables the drain instances
+/// an operator enabled, so the application's unit wants nothing that is gone; an upgrade
+/// leaves them.
+#[test]
+fn rpm_preun_disables_drain_instances_on_erase_only() {
+    let rpm = rpm();
+    let preun = host(
+        "rpm",
+        &["-qp", "--qf", "%{PREUN}", rpm.to_str().unwrap()],
+        "rpm",
+    );
+    let b = Sysbox::up("rpm-preun");
+    b.cp(&deb(), "/tmp/psentinel.deb");
+    b.ok("dpkg -i /tmp/psentinel.deb");
+    b.write("/tmp/preun.sh", &preun);
+    b.write(
+        "/etc/systemd/system/ourapp.service",
+        "[Service]\nExecStart=/bin/sleep infinity\n",
+    );
+    b.ok("systemctl daemon-reload && systemctl enable --now psentinel-drain@ourapp.service && systemctl start ourapp.service");
+    b.ok("sh -e /tmp/preun.sh 1");
+    b.ok(&format!("test -L {DRAIN_LINK}"));
+    assert_eq!(b.prop("psentinel.service", "UnitFileState"), "enabled");
+    b.ok("sh -e /tmp/preun.sh 0");
+    b.ok(&format!("! test -L {DRAIN_LINK}"));
+    assert_eq!(
+        b.sh("systemctl is-active psentinel-drain@ourapp.service psentinel.service ourapp.service")
+            .1,
+        "inactive\ninactive\nactive\n"
+    );
+}
+
+/// Where `systemctl enable psentinel-drain@ourapp.service` links the instance.
+const DRAIN_LINK: &str = "/etc/systemd/system/ourapp.service.wants/psentinel-drain@ourapp.service";
+
 #[test]
 fn deb_installs_upgrades_and_purges_on_systemd() {
     let deb = deb();
@@ -508,6 +544,14 @@ fn deb_installs_upgrades_and_purges_on_systemd() {
     b.ok("psentinel -c disable web upgrading");
     wait_code(&b, 48090, 503);
 
+    // An application with its drain instance enabled, as docs/deploys.md shows.
+    b.write(
+        "/etc/systemd/system/ourapp.service",
+        "[Service]\nExecStart=/bin/sleep infinity\n",
+    );
+    b.ok("systemctl daemon-reload && systemctl enable --now psentinel-drain@ourapp.service && systemctl start ourapp.service");
+    b.ok(&format!("test -L {DRAIN_LINK}"));
+
     // Upgrade: the service restarts, the edited configuration and the manual disable stay.
     let before = main_pid(&b);
     let socket_since = b.prop("psentinel.socket", "ActiveEnterTimestampMonotonic");
@@ -537,6 +581,12 @@ fn deb_installs_upgrades_and_purges_on_systemd() {
         "psentinel.socket was restarted by the upgrade"
     );
 
+    assert_eq!(
+        b.prop("psentinel-drain@ourapp.service", "UnitFileState"),
+        "enabled",
+        "an upgrade disabled the drain instance"
+    );
+
     // A unit the operator disabled stays disabled across a reinstall.
     b.ok("systemctl disable psentinel.service psentinel.socket");
     b.ok("dpkg -i /tmp/psentinel-up.deb");
@@ -549,6 +599,14 @@ fn deb_installs_upgrades_and_purges_on_systemd() {
     let listed = b.ok("dpkg -L psentinel");
     b.ok("dpkg -r psentinel");
     b.ok("! test -e /usr/bin/psentinel");
+    // The drain instance went with the package (no link left dangling in ourapp's wants),
+    // stopped; the application still runs.
+    b.ok(&format!("! test -L {DRAIN_LINK}"));
+    assert_eq!(
+        b.sh("systemctl is-active psentinel-drain@ourapp.service ourapp.service")
+            .1,
+        "inactive\nactive\n"
+    );
     assert_eq!(
         b.ok("cat /etc/psentinel/psentinel.cfg"),
         TEST_CFG,
