@@ -188,10 +188,19 @@ send-state header, else haproxy_fall/haproxy_rise answers read); exit 1 at --tim
 --wait=drained (disable, pause, unit_stopping): and, with send-state, HAProxy holds no session on the server (scur=0)\n\
 --force (disable, pause): take the service out even when the capacity guard refuses (min_capacity)\n";
 
-/// `help COMMAND` for a command that does not exist.
+/// `help COMMAND` for a command that does not exist; `hint`: the one a typo likely meant.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown command '{0}'; 'help' lists them")]
-pub struct UnknownCommand(pub String);
+#[error("unknown command '{word}'{}; 'help' lists them", super::usage::did_you_mean(*.hint))]
+pub struct UnknownCommand {
+    pub word: String,
+    pub hint: Option<&'static str>,
+}
+
+/// The command a misspelt name likely meant.
+fn closest_command(word: &str) -> Option<&'static str> {
+    let names: Vec<&'static str> = COMMANDS.iter().map(|(n, _, _)| *n).collect();
+    crate::config::closest(word, &names)
+}
 
 pub fn help_text(command: Option<&str>) -> Result<String, UnknownCommand> {
     match command {
@@ -208,7 +217,10 @@ pub fn help_text(command: Option<&str>) -> Result<String, UnknownCommand> {
             .iter()
             .find(|(name, _, _)| *name == c)
             .map(|(_, usage, what)| format!("{usage}\n  {what}\n"))
-            .ok_or_else(|| UnknownCommand(c.to_string())),
+            .ok_or_else(|| UnknownCommand {
+                word: c.to_string(),
+                hint: closest_command(c),
+            }),
     }
 }
 
@@ -493,7 +505,12 @@ impl Command {
             "reload" => Command::Reload,
             "stop_server" => Command::StopServer,
             "metrics" => Command::Metrics,
-            other => return Err(UsageError::UnknownCommand(other.into())),
+            other => {
+                return Err(UsageError::UnknownCommand {
+                    word: other.into(),
+                    hint: closest_command(other),
+                })
+            }
         };
         w.end(usage)?;
         Ok(cmd)
@@ -681,9 +698,19 @@ mod tests {
 
     #[test]
     fn usage_errors_are_clear() {
-        assert!(p("frobnicate")
-            .unwrap_err()
-            .contains("unknown command 'frobnicate'"));
+        assert_eq!(
+            p("frobnicate").unwrap_err(),
+            "unknown command 'frobnicate'; 'help' lists the commands"
+        );
+        // A misspelt command is named, as a misspelt option is.
+        assert_eq!(
+            p("disbale web deploy").unwrap_err(),
+            "unknown command 'disbale' (did you mean 'disable'?); 'help' lists the commands"
+        );
+        assert_eq!(
+            help_text(Some("stauts")).unwrap_err().to_string(),
+            "unknown command 'stauts' (did you mean 'status'?); 'help' lists them"
+        );
         assert!(p("enable")
             .unwrap_err()
             .contains("missing SERVICE; usage: enable SERVICE"));
@@ -725,7 +752,13 @@ mod tests {
             parse_duration("soon"),
             Err(DurationError::Unreadable { .. })
         ));
-        assert_eq!(e("x"), UsageError::UnknownCommand("x".into()));
+        assert_eq!(
+            e("x"),
+            UsageError::UnknownCommand {
+                word: "x".into(),
+                hint: None
+            }
+        );
     }
 
     #[test]

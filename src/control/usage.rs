@@ -7,8 +7,12 @@
 pub enum UsageError {
     #[error("empty command; 'help' lists the commands")]
     Empty,
-    #[error("unknown command '{0}'; 'help' lists the commands")]
-    UnknownCommand(String),
+    /// `hint`: the command a typo likely meant.
+    #[error("unknown command '{word}'{}; 'help' lists the commands", did_you_mean(*.hint))]
+    UnknownCommand {
+        word: String,
+        hint: Option<&'static str>,
+    },
     /// `what`: SERVICE or UNIT.
     #[error("missing {what}; usage: {usage}")]
     Missing {
@@ -65,7 +69,8 @@ pub enum DurationError {
     Zero { text: String },
 }
 
-fn did_you_mean(hint: Option<&str>) -> String {
+/// ` (did you mean 'x'?)`, or nothing.
+pub(super) fn did_you_mean(hint: Option<&str>) -> String {
     hint.map(|h| format!(" (did you mean '{h}'?)"))
         .unwrap_or_default()
 }

@@ -207,6 +207,13 @@ fn client_errors_and_exit_codes() {
     let (code, _, err) = d.ctl(&["frobnicate"]);
     assert_eq!(code, 2);
     assert!(err.contains("unknown command"), "{err}");
+    // The client does not know it, the daemon names the command it likely is.
+    let (code, _, err) = d.ctl(&["disbale", "web"]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("unknown command 'disbale' (did you mean 'disable'?)"),
+        "{err}"
+    );
     let out = d.ok(&["help"]);
     for c in [
         "status",
