@@ -36,7 +36,8 @@
 //! - [`dbus`]: the objects on the system (or session) bus. [`auth`]: who may change state;
 //!   [`polkit`]: asking polkitd about a caller.
 //! - [`probe_stats`]: probe counters and who is probing, off the engine's path.
-//!   [`observer`]: the task that folds probes into those tables, and the silence alarm.
+//!   [`observer`]: the task that folds probes into those tables, and the silence alarm;
+//!   [`linger`]: an answered connection it watches for the prober's close.
 //! - [`metrics`]: Prometheus text on `metrics_listen` and `-c metrics`. [`wait`]: `--wait` and
 //!   `--wait=drained`. [`capacity`]: the capacity guard of disable and pause (`min_capacity`).
 
@@ -53,6 +54,7 @@ pub mod engine;
 pub mod flap;
 pub mod ini;
 pub mod last_good;
+pub mod linger;
 pub mod lint;
 pub mod logging;
 pub mod metrics;

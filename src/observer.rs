@@ -2,8 +2,11 @@
 //! ([`crate::probe_stats`]) and keeps the silence alarm.
 //!
 //! It runs off the hot path: probe responders hand it a [`Seen`] record through a bounded
-//! channel and never wait for it. Under load it folds what queued in a batch, then lets
-//! records queue for `COALESCE` (20 ms) before it wakes again.
+//! channel and never wait for it. The record carries the answered socket
+//! ([`crate::linger`]); while probes come, the observer wakes every `COALESCE` (20 ms), takes
+//! what queued, and folds each record whose prober has closed by then (answer read) or given
+//! up (not read, after 1 s). A close is thus seen at most `COALESCE` after it happens, as
+//! when each responder waited for it; at idle the observer sleeps without a timer.
 //!
 //! # Silence alarm
 //!
@@ -13,19 +16,17 @@
 //! only on transitions), which shows it in `status` and STATUS=. The next probe clears it. The
 //! observer arms one timer, for the earliest deadline of all services: no polling while idle.
 
-use crate::model::Micros;
+use crate::model::{micros, Micros};
 use crate::probe_stats::{ProbeStats, Seen, CHANNEL};
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 /// Probe times kept per service for the median gap.
 const GAPS: usize = 16;
-/// Probes folded in one go by the observer before it looks at its timers again.
-const BATCH: usize = 256;
 /// How long probe records may wait in the channel: prober tables, `--wait` and the silence
 /// alarm see a probe at most this much later (HAProxy checks every 100 ms at the fastest).
 const COALESCE: Duration = Duration::from_millis(20);
@@ -132,47 +133,78 @@ impl Observer {
     }
 
     pub async fn run(mut self, shutdown: CancellationToken) {
+        // Records of answered connections whose prober has not closed yet (see
+        // [`crate::linger`]): folded once it does, or gives up.
+        let mut pending: Vec<Seen> = Vec::new();
         loop {
-            let next = self
-                .watches
-                .values()
-                .filter(|w| !w.silent)
-                .filter_map(|w| w.deadline)
-                .min();
+            let next = self.next_deadline();
+            // Idle: nothing to wait for but a probe or a silence deadline, and no timer
+            // unless a service is being probed.
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 seen = self.rx.recv() => match seen {
-                    Some(s) => {
-                        self.on_seen(s);
-                        // Under load, fold what is already queued before recomputing the
-                        // next silence deadline (a walk over every service).
-                        for _ in 0..BATCH {
-                            match self.rx.try_recv() {
-                                Ok(s) => self.on_seen(s),
-                                Err(_) => break,
-                            }
-                        }
-                        // Then let probes queue for a moment: one wake-up per COALESCE
-                        // instead of one per probe (it was a quarter of a probe's cost). At
-                        // idle nothing changes: the next recv() waits without a timer.
-                        tokio::select! {
-                            _ = shutdown.cancelled() => return,
-                            _ = tokio::time::sleep(COALESCE) => {}
-                        }
-                    }
+                    Some(s) => pending.push(s),
                     None => return,
                 },
-                _ = async { match next {
-                    Some(at) => tokio::time::sleep_until(at).await,
-                    None => std::future::pending().await,
-                } } => self.on_deadline(),
+                _ = sleep_until_opt(next) => {
+                    self.on_deadline();
+                    continue;
+                }
+            }
+            // Busy: wake every COALESCE, take what queued meanwhile and fold every record
+            // whose prober closed by then. One wake-up per COALESCE instead of one per probe
+            // (it was a quarter of a probe's cost), and most probers have closed by the time
+            // their record is looked at, so one read tells.
+            while !pending.is_empty() {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(COALESCE) => {}
+                }
+                for _ in 0..CHANNEL {
+                    match self.rx.try_recv() {
+                        Ok(s) => pending.push(s),
+                        Err(_) => break,
+                    }
+                }
+                let now = Instant::now();
+                let wall = micros(SystemTime::now());
+                // Folded in the order they were answered: a prober's probes follow each other.
+                for mut s in std::mem::take(&mut pending) {
+                    if let Some(l) = s.linger.as_mut() {
+                        match l.closed(now) {
+                            None => {
+                                pending.push(s);
+                                continue;
+                            }
+                            Some(acked) => s.acked = acked,
+                        }
+                    }
+                    // Closed now rather than whenever the record goes.
+                    s.linger = None;
+                    self.on_seen(s, now, wall);
+                }
+                if self.next_deadline().is_some_and(|at| at <= now) {
+                    self.on_deadline();
+                }
             }
         }
     }
 
-    fn on_seen(&mut self, seen: Seen) {
+    fn next_deadline(&self) -> Option<Instant> {
+        self.watches
+            .values()
+            .filter(|w| !w.silent)
+            .filter_map(|w| w.deadline)
+            .min()
+    }
+
+    fn on_seen(&mut self, seen: Seen, now: Instant, wall: Micros) {
         seen.stats.observe(&seen);
-        let now = Instant::now();
+        // When it was answered, on the observer's clock: records are folded late (up to
+        // COALESCE, or until the prober closes), the gaps between probes are not.
+        let at = now
+            .checked_sub(Duration::from_micros(wall.saturating_sub(seen.at)))
+            .unwrap_or(now);
         let stats = &seen.stats;
         let w = self
             .watches
@@ -182,7 +214,7 @@ impl Observer {
             // The service was removed and added again: a new history.
             *w = Watch::new(stats);
         }
-        w.probed(now, self.floor);
+        w.probed(at, self.floor);
         if w.silent {
             w.silent = false;
             tracing::info!(
@@ -232,6 +264,13 @@ impl Observer {
         {
             tracing::debug!("engine gone; silence transition of {service} not shown");
         }
+    }
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 

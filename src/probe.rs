@@ -55,40 +55,47 @@
 //!
 //! # Cost
 //!
-//! Answers are pre-rendered in the snapshot ([`crate::view::replies::Replies`]): a probe costs an accept, a read
-//! (tried at once, before waiting on the reactor), a write of the shared bytes, and the wait
-//! for the prober's close. An idle connection costs a task and no buffer until bytes arrive
-//! (1 KiB reads on the stack, never held across an await). `bench/` measures all this.
-//! Connections per port are capped at [`MAX_CONNS`]; past the cap a connection is answered at
-//! once without waiting for its request, so a flood of idle clients cannot lock out HAProxy.
+//! Answers are pre-rendered in the snapshot ([`crate::view::replies::Replies`]), and each accept
+//! loop keeps its service's view until a new snapshot is published. The usual probe (its
+//! request arrived with the connection, or an agent check) is answered inside the accept loop:
+//! an accept, one read, one write of the shared bytes, a half-close, and a hand-off to the
+//! observer, which watches the socket for the prober's close ([`crate::linger`]); no task, no
+//! timer, no reactor registration. A connection whose request is not (all) there yet gets a
+//! task that waits for it (within [`HEAD_DEADLINE`]) holding no buffer: an idle connection
+//! costs that small task and its registration. `bench/` measures all this.
+//! Connections per port are capped at [`MAX_CONNS`] (answered ones count until the observer
+//! lets them go); past the cap a connection is answered at once without waiting for its
+//! request, so a flood of idle clients cannot lock out HAProxy.
 //!
 //! After each answer the responder records it through the service's [`Tap`]
-//! ([`crate::probe_stats`]): atomic counters and a non-blocking hand-off of (peer, answer, whether
-//! the peer closed after reading it, HAProxy's `X-Haproxy-Server-State` if sent) to the
-//! observer task. The header is only located here, without allocating when absent; the
-//! observer parses it.
+//! ([`crate::probe_stats`]): atomic counters and a non-blocking hand-off of (peer, answer, the
+//! answered socket, HAProxy's `X-Haproxy-Server-State` if sent) to the observer task, which
+//! counts the answer as read once the prober closes. The header is only located here, without
+//! allocating when absent; the observer parses it.
 
+use crate::linger::{Linger, LINGER};
+use crate::model::State;
 use crate::probe_stats::{haproxy_header, Answer, ProbeKind, Tap};
 use crate::view::replies::{http_response, Replies};
-use crate::view::Snapshot;
+use crate::view::{ServiceView, Snapshot};
 use nix::errno::Errno;
 use nix::sys::socket::{recv, send, MsgFlags};
+use std::future::Future;
 use std::mem::MaybeUninit;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Shutdown, TcpStream as StdStream};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
-use tokio::io::AsyncWriteExt;
+use tokio::io::unix::AsyncFd;
+use tokio::io::{AsyncWriteExt, Interest};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub const MAX_HEAD: usize = 8192;
 pub const HEAD_DEADLINE: Duration = Duration::from_secs(5);
-/// After answering: how long we wait for the client's close, so that unread request bytes do
-/// not turn our close into a reset that could destroy the answer in flight.
-const LINGER: Duration = Duration::from_secs(1);
 pub const MAX_CONNS: usize = 16_384;
 
 /// What a request head turned out to be.
@@ -157,7 +164,7 @@ enum Got {
 /// Reads what is already there, straight from the socket. tokio's own `try_read` answers
 /// "would block" without asking the kernel until the reactor has seen the socket readable,
 /// which for a connection just accepted costs a trip through epoll and a task wake-up.
-fn read_now(stream: &TcpStream, buf: &mut [u8]) -> Got {
+fn read_now(stream: &impl AsRawFd, buf: &mut [u8]) -> Got {
     match recv(stream.as_raw_fd(), buf, MsgFlags::MSG_DONTWAIT) {
         Ok(0) => Got::Eof,
         Ok(n) => Got::Bytes(n),
@@ -168,7 +175,7 @@ fn read_now(stream: &TcpStream, buf: &mut [u8]) -> Got {
 
 /// Writes what the socket takes now; returns how much (a fresh connection's send buffer takes
 /// a whole answer).
-fn write_now(stream: &TcpStream, bytes: &[u8]) -> usize {
+fn write_now(stream: &impl AsRawFd, bytes: &[u8]) -> usize {
     send(
         stream.as_raw_fd(),
         bytes,
@@ -193,9 +200,28 @@ pub async fn finish_in_flight(in_flight: &TaskTracker, limit: Duration) {
     }
 }
 
+/// A probe port's listening socket. Accepted connections stay plain sockets (no reactor
+/// registration) unless their request has not arrived yet.
+pub struct Port(AsyncFd<std::net::TcpListener>);
+
+impl Port {
+    pub fn new(l: TcpListener) -> std::io::Result<Port> {
+        let l = l.into_std()?;
+        l.set_nonblocking(true)?;
+        // Deprecated because a borrowed descriptor could be closed under the registration;
+        // this AsyncFd owns the listener, so it cannot. (The replacement is an unsafe fn, and
+        // this crate has no unsafe code.)
+        #[allow(deprecated)]
+        Ok(Port(AsyncFd::with_interest(l, Interest::READABLE)?))
+    }
+}
+
+/// Connections taken in one go before the accept loop lets other tasks run.
+const ACCEPT_BUDGET: usize = 64;
+
 /// Accept loop of one probe port. Ends on shutdown or when the engine aborts it (reload).
 pub async fn serve(
-    listener: Arc<TcpListener>,
+    port: Arc<Port>,
     service: Arc<str>,
     kind: ProbeKind,
     snap: watch::Receiver<Arc<Snapshot>>,
@@ -203,63 +229,221 @@ pub async fn serve(
     in_flight: TaskTracker,
     shutdown: CancellationToken,
 ) {
-    let conns = Arc::new(Semaphore::new(MAX_CONNS));
+    let mut door = Door {
+        conns: Arc::new(Semaphore::new(MAX_CONNS)),
+        view: None,
+        snap: snap.clone(),
+        shared: Arc::new(Shared {
+            snap,
+            service,
+            kind,
+            tap,
+            in_flight,
+        }),
+    };
     loop {
-        let (stream, peer) = tokio::select! {
+        let mut ready = tokio::select! {
             _ = shutdown.cancelled() => return,
-            r = listener.accept() => match r {
-                Ok(c) => c,
+            r = port.0.readable() => match r {
+                Ok(g) => g,
                 Err(e) => {
-                    // EMFILE and friends: back off briefly instead of spinning on the error.
-                    tracing::warn!(psentinel_service = %service, "accept on {} failed: {e}", kind.as_str());
+                    tracing::warn!(psentinel_service = %door.shared.service, "{} port failed: {e}", kind.as_str());
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             },
         };
-        // No set_nodelay: one write, then close; Nagle never delays a first write.
-        match conns.clone().try_acquire_owned() {
-            Ok(permit) => {
-                let snap = snap.clone();
-                let service = service.clone();
-                let tap = tap.clone();
-                in_flight.spawn(async move {
-                    match kind {
-                        ProbeKind::Http => answer_http(stream, peer, &snap, &service, &tap).await,
-                        ProbeKind::Agent => {
-                            if let Some(r) = current(&snap, &service) {
-                                let acked = answer_and_close(stream, &r.agent).await;
-                                tap.record(
-                                    peer.ip(),
-                                    kind,
-                                    Answer::Agent(r.state),
-                                    Some(r.state),
-                                    acked,
-                                    None,
-                                );
-                            }
-                        }
-                    }
-                    drop(permit);
-                });
+        // Readiness is edge-triggered: take connections until the kernel has none left (or
+        // the budget is spent; then readiness stays set and the next round comes at once).
+        let mut failed = None;
+        let mut taken = 0;
+        while taken < ACCEPT_BUDGET {
+            match ready.try_io(|l| l.get_ref().accept()) {
+                Ok(Ok((stream, peer))) => door.take(stream, peer.ip()),
+                Ok(Err(e)) => failed = Some(e),
+                Err(_would_block) => break,
             }
-            Err(_) => {
-                // Over the cap: answer now, from what is already readable, without a task.
-                // Straight to the socket: tokio's try_read/try_write would see no readiness yet
-                // on a connection just accepted and do nothing.
-                let mut scratch = [0u8; CHUNK];
-                let _ = read_now(&stream, &mut scratch);
-                if let Some(r) = current(&snap, &service) {
-                    let (bytes, answer) = match kind {
-                        ProbeKind::Http => (&r.full, Answer::Http(r.status)),
-                        ProbeKind::Agent => (&r.agent, Answer::Agent(r.state)),
-                    };
-                    write_now(&stream, bytes);
-                    tap.record(peer.ip(), kind, answer, Some(r.state), false, None);
-                }
+            if failed.is_some() {
+                break;
             }
+            taken += 1;
+        }
+        drop(ready);
+        if let Some(e) = failed {
+            // EMFILE and friends: back off briefly instead of spinning on the error.
+            tracing::warn!(psentinel_service = %door.shared.service, "accept on {} failed: {e}", kind.as_str());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        } else if taken == ACCEPT_BUDGET {
+            tokio::task::yield_now().await;
         }
     }
+}
+
+/// What an accept loop holds to answer its connections.
+struct Door {
+    conns: Arc<Semaphore>,
+    /// The service's view in the snapshot last looked at; looked up again when a new snapshot
+    /// is published, not per probe.
+    view: Option<Arc<ServiceView>>,
+    snap: watch::Receiver<Arc<Snapshot>>,
+    shared: Arc<Shared>,
+}
+
+/// What the tasks of slow connections share with their accept loop: one pointer each, so
+/// that an idle connection's task stays small.
+struct Shared {
+    snap: watch::Receiver<Arc<Snapshot>>,
+    service: Arc<str>,
+    kind: ProbeKind,
+    tap: Tap,
+    in_flight: TaskTracker,
+}
+
+impl Door {
+    /// The answers of the latest snapshot.
+    fn replies(&mut self) -> Option<&Replies> {
+        if self.snap.has_changed().unwrap_or(false) || self.view.is_none() {
+            self.view = self
+                .snap
+                .borrow_and_update()
+                .services
+                .get(&*self.shared.service)
+                .cloned();
+        }
+        self.view.as_deref().map(|v| &v.replies)
+    }
+
+    /// A connection just accepted. The usual probe (its request already here, or an agent
+    /// check) is answered right here, without a task; the observer then watches for the
+    /// prober's close ([`crate::linger`]). Anything slower gets a task of its own.
+    fn take(&mut self, stream: StdStream, ip: IpAddr) {
+        let kind = self.shared.kind;
+        let Ok(permit) = self.conns.clone().try_acquire_owned() else {
+            // Over the cap: answer now, from what is already readable, and close.
+            let mut scratch = [0u8; CHUNK];
+            let _ = read_now(&stream, &mut scratch);
+            if let Some(r) = self.replies() {
+                let (bytes, answer, state) = match kind {
+                    ProbeKind::Http => (r.full.clone(), Answer::Http(r.status), r.state),
+                    ProbeKind::Agent => (r.agent.clone(), Answer::Agent(r.state), r.state),
+                };
+                write_now(&stream, &bytes);
+                self.shared
+                    .tap
+                    .record(ip, kind, answer, Some(state), false, None);
+            }
+            return;
+        };
+        if kind == ProbeKind::Agent {
+            let Some(r) = self.replies() else { return };
+            let (bytes, state) = (r.agent.clone(), r.state);
+            let answer = Answer::Agent(state);
+            self.shared
+                .finish(stream, ip, permit, bytes, answer, Some(state), None);
+            return;
+        }
+        let mut chunk = [0u8; CHUNK];
+        let (got, eof) = match read_now(&stream, &mut chunk) {
+            Got::Bytes(n) => (n, false),
+            Got::Eof => (0, true),
+            Got::Nothing => (0, false),
+            Got::Failed => return,
+        };
+        let head = match (got, eof) {
+            (0, false) => Head::Partial,
+            _ => parse_head(&chunk[..got], eof),
+        };
+        if head == Head::Partial {
+            let shared = self.shared.clone();
+            let first = chunk[..got].to_vec();
+            self.shared.in_flight.spawn(async move {
+                if let Some((stream, buf, head)) = read_head(stream, first).await {
+                    shared.answer(stream, ip, permit, &buf, head);
+                }
+            });
+            return;
+        }
+        let Some((bytes, answer, state)) = respond(head, self.replies()) else {
+            return;
+        };
+        let hap = state.and_then(|_| haproxy_header(&chunk[..got]));
+        self.shared
+            .finish(stream, ip, permit, bytes, answer, state, hap);
+    }
+}
+
+impl Shared {
+    /// The slow path's answer, once its head is complete. The state is read now, not at
+    /// accept time: the freshest decision wins.
+    fn answer(
+        &self,
+        stream: StdStream,
+        ip: IpAddr,
+        permit: OwnedSemaphorePermit,
+        buf: &[u8],
+        head: Head,
+    ) {
+        let replies = current(&self.snap, &self.service);
+        let Some((bytes, answer, state)) = respond(head, replies.as_ref()) else {
+            return;
+        };
+        // HAProxy's `http-check send-state` header: only located here (no allocation when
+        // absent), parsed by the observer.
+        let hap = state.and_then(|_| haproxy_header(buf));
+        self.finish(stream, ip, permit, bytes, answer, state, hap);
+    }
+
+    /// Writes the answer, half-closes and hands the connection to the observer. A send buffer
+    /// that does not take the whole answer at once (never seen on a fresh connection) leaves
+    /// the rest to a task.
+    #[allow(clippy::too_many_arguments)]
+    fn finish(
+        &self,
+        stream: StdStream,
+        ip: IpAddr,
+        permit: OwnedSemaphorePermit,
+        bytes: Arc<[u8]>,
+        answer: Answer,
+        state: Option<State>,
+        hap: Option<&[u8]>,
+    ) {
+        let kind = self.kind;
+        let sent = write_now(&stream, &bytes);
+        if sent == bytes.len() {
+            let _ = stream.shutdown(Shutdown::Write);
+            let linger = Linger::new(stream, Some(permit));
+            self.tap
+                .record_lingering(ip, kind, answer, state, hap, linger);
+            return;
+        }
+        let tap = self.tap.clone();
+        let hap = hap.map(<[u8]>::to_vec);
+        self.in_flight.spawn(async move {
+            let deadline = tokio::time::Instant::now() + LINGER;
+            if let Some(linger) = write_rest(stream, &bytes[sent..], deadline, permit).await {
+                tap.record_lingering(ip, kind, answer, state, hap.as_deref(), linger);
+            }
+        });
+    }
+}
+
+/// The answer to a request head: bytes, what is counted, and the state it stood for (None
+/// for 400/431). None when the service is gone from the snapshot.
+fn respond(head: Head, replies: Option<&Replies>) -> Option<(Arc<[u8]>, Answer, Option<State>)> {
+    Some(match head {
+        Head::Request { head_only } => {
+            let r = replies?;
+            let bytes = if head_only { &r.head } else { &r.full };
+            (bytes.clone(), Answer::Http(r.status), Some(r.state))
+        }
+        Head::Garbage => (static_reply(400, "Bad Request"), Answer::Http(400), None),
+        Head::TooLarge => (
+            static_reply(431, "Request Header Fields Too Large"),
+            Answer::Http(431),
+            None,
+        ),
+        Head::Partial => unreachable!("answered once complete"),
+    })
 }
 
 fn current(snap: &watch::Receiver<Arc<Snapshot>>, service: &str) -> Option<Replies> {
@@ -269,120 +453,63 @@ fn current(snap: &watch::Receiver<Arc<Snapshot>>, service: &str) -> Option<Repli
         .map(|v| v.replies.clone())
 }
 
-async fn answer_http(
-    stream: TcpStream,
-    peer: SocketAddr,
-    snap: &watch::Receiver<Arc<Snapshot>>,
-    service: &str,
-    tap: &Tap,
-) {
-    let deadline = tokio::time::Instant::now() + HEAD_DEADLINE;
-    let mut buf: Vec<u8> = Vec::new();
+/// The slow path: waits for the rest of the head (within [`HEAD_DEADLINE`], at most
+/// [`MAX_HEAD`]) without holding a read buffer while it waits. None: no answer is due (the
+/// deadline passed, or the connection failed).
+async fn read_head(stream: StdStream, mut buf: Vec<u8>) -> Option<(StdStream, Vec<u8>, Head)> {
+    stream.set_nonblocking(true).ok()?;
+    let stream = TcpStream::from_std(stream).ok()?;
+    let deadline = tokio::time::sleep(HEAD_DEADLINE);
+    tokio::pin!(deadline);
     let mut eof = false;
-    // By the time this task runs the request has usually arrived: look once before waiting on
-    // the reactor (later reads go through tokio, which must see "would block" to wait again).
-    let mut look_first = true;
-    let head = loop {
+    loop {
         if eof || !buf.is_empty() {
             match parse_head(&buf, eof) {
                 Head::Partial => {}
-                h => break h,
+                h => return Some((stream.into_std().ok()?, buf, h)),
             }
         }
-        if std::mem::take(&mut look_first) {
-            let mut chunk = [0u8; CHUNK];
-            match read_now(&stream, &mut chunk) {
-                Got::Bytes(n) => buf.extend_from_slice(&chunk[..n]),
-                Got::Eof => eof = true,
-                Got::Nothing => {}
-                Got::Failed => return,
-            }
-            continue;
-        }
-        // No buffer is held while waiting: idle connections stay cheap.
-        match tokio::time::timeout_at(deadline, stream.readable()).await {
-            Ok(Ok(())) => {}
-            _ => return, // deadline: an incomplete request gets no answer
+        // Bytes or the deadline. Polled by hand: the waker then waits in the socket's own
+        // slot, not in a future of ours, and an idle connection's task stays small.
+        let readable = std::future::poll_fn(|cx| match stream.poll_read_ready(cx) {
+            Poll::Ready(r) => Poll::Ready(r.is_ok()),
+            Poll::Pending => deadline.as_mut().poll(cx).map(|()| false),
+        })
+        .await;
+        if !readable {
+            return None; // the deadline: an incomplete request gets no answer
         }
         let mut chunk = [0u8; CHUNK];
         match stream.try_read(&mut chunk) {
             Ok(0) => eof = true,
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-            Err(_) => return,
+            Err(_) => return None,
         }
-    };
-    let mut state = None;
-    let mut status = 400;
-    // The pre-rendered answer itself, shared: no copy per probe.
-    let bytes: Arc<[u8]> = match head {
-        Head::Request { head_only } => {
-            // Read the state at answer time, not at accept time: the freshest decision wins.
-            let Some(r) = current(snap, service) else {
-                return;
-            };
-            (state, status) = (Some(r.state), r.status);
-            if head_only {
-                r.head
-            } else {
-                r.full
-            }
-        }
-        Head::Garbage => static_reply(400, "Bad Request"),
-        Head::TooLarge => {
-            status = 431;
-            static_reply(431, "Request Header Fields Too Large")
-        }
-        Head::Partial => unreachable!("handled in the loop"),
-    };
-    // HAProxy's `http-check send-state` header: only located here (no allocation when absent),
-    // parsed by the observer.
-    let hap: Option<Vec<u8>> = state.and_then(|_| haproxy_header(&buf)).map(<[u8]>::to_vec);
-    drop(buf);
-    let acked = answer_and_close(stream, &bytes).await;
-    tap.record(
-        peer.ip(),
-        ProbeKind::Http,
-        Answer::Http(status),
-        state,
-        acked,
-        hap.as_deref(),
-    );
+    }
 }
 
-/// Writes the answer, half-closes, and waits (bounded) for the client to close. Returns true
-/// when the client closed (FIN or reset) after the whole answer was written: a prober that
-/// closes has read the answer and acted on it (HAProxy updates the server, then closes), which
-/// is what `--wait` counts. The wait also keeps unread request bytes from turning our close
-/// into a reset that could destroy the answer in flight.
-async fn answer_and_close(mut stream: TcpStream, bytes: &[u8]) -> bool {
-    let deadline = tokio::time::Instant::now() + LINGER;
-    // One send usually takes it all; the rest, if any, through tokio.
-    let sent = write_now(&stream, bytes);
-    if sent < bytes.len() {
-        match tokio::time::timeout_at(deadline, stream.write_all(&bytes[sent..])).await {
-            Ok(Ok(())) => {}
-            _ => return false,
-        }
+/// Writes what is left of an answer (through tokio, by `deadline`), half-closes, and returns
+/// the connection for the observer to watch for the prober's close.
+async fn write_rest(
+    stream: StdStream,
+    rest: &[u8],
+    deadline: tokio::time::Instant,
+    permit: OwnedSemaphorePermit,
+) -> Option<Linger> {
+    if rest.is_empty() {
+        let _ = stream.shutdown(Shutdown::Write);
+        return Some(Linger::new(stream, Some(permit)));
     }
-    let _ = stream.shutdown().await;
-    let mut drained = 0usize;
-    while drained < 65_536 {
-        match tokio::time::timeout_at(deadline, stream.readable()).await {
-            Ok(Ok(())) => {}
-            Ok(Err(_)) => return true,
-            Err(_) => return false,
-        }
-        // Not held across the await above: a lingering connection holds no buffer either.
-        let mut sink = [0u8; CHUNK];
-        match stream.try_read(&mut sink) {
-            Ok(0) => return true,
-            Ok(n) => drained += n,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-            Err(_) => return true, // a reset: the client closed too
-        }
+    stream.set_nonblocking(true).ok()?;
+    let mut stream = TcpStream::from_std(stream).ok()?;
+    match tokio::time::timeout_at(deadline, stream.write_all(rest)).await {
+        Ok(Ok(())) => {}
+        _ => return None,
     }
-    false
+    let stream = stream.into_std().ok()?;
+    let _ = stream.shutdown(Shutdown::Write);
+    Some(Linger::new(stream, Some(permit)))
 }
 
 #[cfg(test)]

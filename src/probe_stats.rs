@@ -21,6 +21,7 @@
 //! service's listener tasks (inside a [`Tap`]) and puts it in the
 //! [`crate::view::ServiceView`] so that every reader of the snapshot finds it.
 
+use crate::linger::Linger;
 use crate::model::{micros, Micros, State};
 use serde::Serialize;
 use std::net::IpAddr;
@@ -262,9 +263,12 @@ pub struct Seen {
     /// None for a 400/431, which answers no state.
     answer: Option<Answer>,
     /// The prober closed after reading our answer: it has acted on it.
-    acked: bool,
-    at: Micros,
+    pub(crate) acked: bool,
+    pub(crate) at: Micros,
     haproxy: Option<Box<str>>,
+    /// The answered connection, while the observer waits for the prober's close (which
+    /// then sets `acked`); see [`crate::linger`].
+    pub(crate) linger: Option<Linger>,
 }
 
 impl ProbeStats {
@@ -423,7 +427,8 @@ impl Tap {
         Tap { stats, tx }
     }
 
-    /// One answered probe. Never blocks, never locks.
+    /// One answered probe whose close was already seen (`acked`) or will never be. Never
+    /// blocks, never locks.
     pub fn record(
         &self,
         address: IpAddr,
@@ -432,6 +437,35 @@ impl Tap {
         state: Option<State>,
         acked: bool,
         haproxy: Option<&[u8]>,
+    ) {
+        self.send(address, kind, answer, state, acked, haproxy, None);
+    }
+
+    /// One answered probe whose connection the observer watches for the prober's close.
+    /// When the observer cannot take it (its queue is full) the connection closes at once:
+    /// the answer was written whole, and the request was read whole.
+    pub fn record_lingering(
+        &self,
+        address: IpAddr,
+        kind: ProbeKind,
+        answer: Answer,
+        state: Option<State>,
+        haproxy: Option<&[u8]>,
+        linger: Linger,
+    ) {
+        self.send(address, kind, answer, state, false, haproxy, Some(linger));
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn send(
+        &self,
+        address: IpAddr,
+        kind: ProbeKind,
+        answer: Answer,
+        state: Option<State>,
+        acked: bool,
+        haproxy: Option<&[u8]>,
+        linger: Option<Linger>,
     ) {
         let at = micros(SystemTime::now());
         self.stats.count(answer);
@@ -448,6 +482,7 @@ impl Tap {
                 let h = &h[..h.len().min(MAX_HEADER)];
                 String::from_utf8_lossy(h).into()
             }),
+            linger,
         };
         if self.tx.try_send(seen).is_err() {
             self.stats.dropped.fetch_add(1, Relaxed);
@@ -553,6 +588,7 @@ mod tests {
             acked,
             at,
             haproxy: None,
+            linger: None,
         }
     }
 

@@ -19,14 +19,13 @@ use crate::check;
 use crate::config::{Config, ServiceConfig};
 use crate::flap::Flap;
 use crate::model::{Admin, CheckCounts, HealthTracker, Micros, Override, UnitFact};
-use crate::probe;
+use crate::probe::{self, Port};
 use crate::probe_stats::{ProbeKind, ProbeStats, Tap};
 use crate::state::{Saved, SavedService};
 use crate::view::Facts;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 /// How much older than interval + timeout a saved result may be at start: a daemon killed
@@ -38,7 +37,7 @@ pub(super) const RESTART_GRACE: std::time::Duration = std::time::Duration::from_
 
 /// A probe port's accept loop; aborted (closing the socket) when dropped.
 pub(super) struct Listener {
-    socket: Arc<TcpListener>,
+    socket: Arc<Port>,
     task: JoinHandle<()>,
 }
 
@@ -66,23 +65,25 @@ impl Engine {
         saved: Option<&Saved>,
     ) -> Result<Reloaded, ReloadRefused> {
         // Phase 1, fallible: bind every address the old configuration does not hold.
-        let mut old_sockets: BTreeMap<ListenKey, Arc<TcpListener>> = BTreeMap::new();
+        let mut old_sockets: BTreeMap<ListenKey, Arc<Port>> = BTreeMap::new();
         for svc in self.services.values() {
             for (k, l) in &svc.listeners {
                 old_sockets.insert(*k, l.socket.clone());
             }
         }
-        let mut fresh: BTreeMap<ListenKey, Arc<TcpListener>> = BTreeMap::new();
+        let mut fresh: BTreeMap<ListenKey, Arc<Port>> = BTreeMap::new();
         for cfg in new.services.values() {
             for key in listen_keys(cfg) {
                 if old_sockets.contains_key(&key) || fresh.contains_key(&key) {
                     continue;
                 }
-                let l = self.sockets.tcp(key.0).map_err(|e| ReloadRefused::Listen {
-                    service: cfg.name.clone(),
-                    addr: key.0,
-                    kind: key.1,
-                    error: e.to_string(),
+                let l = self.sockets.tcp(key.0).and_then(Port::new).map_err(|e| {
+                    ReloadRefused::Listen {
+                        service: cfg.name.clone(),
+                        addr: key.0,
+                        kind: key.1,
+                        error: e.to_string(),
+                    }
                 })?;
                 fresh.insert(key, Arc::new(l));
             }
@@ -95,7 +96,10 @@ impl Engine {
         // Accept loops start only once the snapshot that knows their service is published:
         // connections already waiting (socket activation, restart) would otherwise meet a
         // snapshot without the service and be closed unanswered.
-        let mut to_spawn: Vec<(String, ListenKey, Arc<TcpListener>)> = Vec::new();
+        let mut to_spawn: Vec<(String, ListenKey, Arc<Port>)> = Vec::new();
+        // Check runners start after the accept loops: the first answers do not queue behind
+        // a thousand forks.
+        let mut to_run: Vec<String> = Vec::new();
         for (name, cfg) in &new.services {
             let cfg = Arc::new(cfg.clone());
             let mut svc = match old.remove(name) {
@@ -147,19 +151,8 @@ impl Engine {
                 to_spawn.push((name.clone(), key, socket));
             }
             drop(listeners); // ports this service no longer uses
-            if svc.runner.is_none() {
-                svc.runner = cfg.check.clone().map(|argv| {
-                    let id = self.next_runner;
-                    self.next_runner += 1;
-                    check::spawn_runner(
-                        &cfg,
-                        argv,
-                        id,
-                        svc.facts.admin.checks_stopped,
-                        self.done_tx.clone(),
-                        self.processes.clone(),
-                    )
-                });
+            if svc.runner.is_none() && cfg.check.is_some() {
+                to_run.push(name.clone());
             }
             svc.refresh_view();
             self.services.insert(name.clone(), svc);
@@ -186,6 +179,7 @@ impl Engine {
                 svc.listeners.insert(key, listener);
             }
         }
+        self.start_runners(&to_run);
         self.persist();
         Ok(Reloaded {
             services: self.services.len(),
@@ -197,13 +191,30 @@ impl Engine {
         })
     }
 
-    fn spawn_listener(
-        &self,
-        socket: Arc<TcpListener>,
-        name: &str,
-        kind: ProbeKind,
-        tap: Tap,
-    ) -> Listener {
+    /// Starts the check runners of `names` (each runs its check at once).
+    fn start_runners(&mut self, names: &[String]) {
+        for name in names {
+            let Some(svc) = self.services.get_mut(name) else {
+                continue;
+            };
+            let cfg = svc.facts.cfg.clone();
+            let Some(argv) = cfg.check.clone() else {
+                continue;
+            };
+            let id = self.next_runner;
+            self.next_runner += 1;
+            svc.runner = Some(check::spawn_runner(
+                &cfg,
+                argv,
+                id,
+                svc.facts.admin.checks_stopped,
+                self.done_tx.clone(),
+                self.processes.clone(),
+            ));
+        }
+    }
+
+    fn spawn_listener(&self, socket: Arc<Port>, name: &str, kind: ProbeKind, tap: Tap) -> Listener {
         let task = tokio::spawn(probe::serve(
             socket.clone(),
             Arc::from(name),
