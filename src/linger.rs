@@ -31,6 +31,8 @@ pub struct Linger {
     stream: TcpStream,
     until: Instant,
     drained: usize,
+    /// The prober's close was read: nothing more can arrive.
+    ended: bool,
     _permit: Option<OwnedSemaphorePermit>,
 }
 
@@ -41,6 +43,7 @@ impl Linger {
             stream,
             until: Instant::now() + LINGER,
             drained: 0,
+            ended: false,
             _permit: permit,
         }
     }
@@ -52,7 +55,10 @@ impl Linger {
             // On the stack, never kept: a lingering connection holds no buffer.
             let mut sink = [0u8; 1024];
             match recv(self.stream.as_raw_fd(), &mut sink, MsgFlags::MSG_DONTWAIT) {
-                Ok(0) => return Some(true),
+                Ok(0) => {
+                    self.ended = true;
+                    return Some(true);
+                }
                 Ok(n) => {
                     self.drained += n;
                     if self.drained >= MAX_DRAIN {
@@ -61,7 +67,26 @@ impl Linger {
                 }
                 Err(Errno::EINTR) => {}
                 Err(Errno::EAGAIN) => return (now >= self.until).then_some(false),
-                Err(_) => return Some(true),
+                Err(_) => {
+                    self.ended = true;
+                    return Some(true);
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Linger {
+    /// Reads what the prober sent and we have not read before the socket closes: Linux
+    /// answers a close with unread bytes by a reset, which the prober sees as an error after
+    /// (or instead of) our answer.
+    fn drop(&mut self) {
+        while !self.ended && self.drained < MAX_DRAIN {
+            let mut sink = [0u8; 1024];
+            match recv(self.stream.as_raw_fd(), &mut sink, MsgFlags::MSG_DONTWAIT) {
+                Ok(n) if n > 0 => self.drained += n,
+                Err(Errno::EINTR) => {}
+                _ => break,
             }
         }
     }

@@ -132,38 +132,57 @@ impl Observer {
         )
     }
 
+    /// Runs until the daemon stops, then until every answered connection it watches has been
+    /// closed by its prober or let go (at most [`crate::linger::LINGER`] after its answer)
+    /// and no responder is left to hand it one: the daemon waits for this task with the probe
+    /// connections in flight ([`crate::probe::finish_in_flight`]). Dropping a watched
+    /// connection at exit instead would close it under a prober that has not read the answer
+    /// yet, and a prober's bytes arriving after that close are answered with a reset.
     pub async fn run(mut self, shutdown: CancellationToken) {
         // Records of answered connections whose prober has not closed yet (see
         // [`crate::linger`]): folded once it does, or gives up.
         let mut pending: Vec<Seen> = Vec::new();
+        let mut stopping = false;
+        // Every sender is gone: no responder can hand over another connection.
+        let mut senders_gone = false;
         loop {
-            let next = self.next_deadline();
-            // Idle: nothing to wait for but a probe or a silence deadline, and no timer
-            // unless a service is being probed.
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                seen = self.rx.recv() => match seen {
-                    Some(s) => pending.push(s),
-                    None => return,
-                },
-                _ = sleep_until_opt(next) => {
-                    self.on_deadline();
-                    continue;
+            if !stopping {
+                let next = self.next_deadline();
+                // Idle: nothing to wait for but a probe or a silence deadline, and no timer
+                // unless a service is being probed.
+                tokio::select! {
+                    _ = shutdown.cancelled() => stopping = true,
+                    seen = self.rx.recv() => match seen {
+                        Some(s) => pending.push(s),
+                        None => return,
+                    },
+                    _ = sleep_until_opt(next) => {
+                        self.on_deadline();
+                        continue;
+                    }
                 }
             }
             // Busy: wake every COALESCE, take what queued meanwhile and fold every record
             // whose prober closed by then. One wake-up per COALESCE instead of one per probe
             // (it was a quarter of a probe's cost), and most probers have closed by the time
             // their record is looked at, so one read tells.
-            while !pending.is_empty() {
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(COALESCE) => {}
+            while !pending.is_empty() || (stopping && !senders_gone) {
+                if stopping {
+                    tokio::time::sleep(COALESCE).await;
+                } else {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => stopping = true,
+                        _ = tokio::time::sleep(COALESCE) => {}
+                    }
                 }
                 for _ in 0..CHANNEL {
                     match self.rx.try_recv() {
                         Ok(s) => pending.push(s),
-                        Err(_) => break,
+                        Err(mpsc::error::TryRecvError::Empty) => break,
+                        Err(mpsc::error::TryRecvError::Disconnected) => {
+                            senders_gone = true;
+                            break;
+                        }
                     }
                 }
                 let now = Instant::now();
@@ -186,6 +205,9 @@ impl Observer {
                 if self.next_deadline().is_some_and(|at| at <= now) {
                     self.on_deadline();
                 }
+            }
+            if stopping {
+                return;
             }
         }
     }

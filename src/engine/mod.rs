@@ -222,7 +222,8 @@ impl Engine {
         let (done_tx, done_rx) = mpsc::unbounded_channel();
         let (saved_tx, saved_rx) = mpsc::unbounded_channel();
         let (observer, seen_tx, silence_rx) = Observer::new(cfg.general.silence_min);
-        tokio::spawn(observer.run(parts.shutdown.clone()));
+        // Tracked with the probe connections: it holds answered ones until their probers close.
+        parts.in_flight.spawn(observer.run(parts.shutdown.clone()));
         let mut engine = Engine {
             cfg: Config {
                 services: BTreeMap::new(),

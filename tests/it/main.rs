@@ -26,5 +26,6 @@ mod packages;
 mod plugins;
 mod polkit;
 mod reload;
+mod restart;
 mod systemd;
 mod units;

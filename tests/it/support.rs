@@ -181,6 +181,44 @@ impl Daemon {
         self.child = Some(child);
     }
 
+    /// Starts the daemon with `listeners` passed as systemd passes a socket unit's sockets
+    /// (LISTEN_FDS, descriptors from 3 on; at most two), without waiting for READY=1. The
+    /// sockets stay ours: a restart hands the same ones, with what waits in their backlog, to
+    /// the next process, as systemd does.
+    pub fn spawn_activated(&mut self, listeners: &[&std::net::TcpListener]) {
+        assert!((1..=2).contains(&listeners.len()));
+        let fd = |i: usize| -> Stdio {
+            match listeners.get(i) {
+                Some(l) => Stdio::from(std::os::fd::OwnedFd::from(l.try_clone().unwrap())),
+                None => Stdio::null(),
+            }
+        };
+        // The shell moves them from stdin and stdout to 3 and 4, then becomes the daemon
+        // (LISTEN_PID is its own pid).
+        let script = format!(
+            "exec 3<&0 4>&1 0</dev/null 1>/dev/null; LISTEN_PID=$$ LISTEN_FDS={} exec \"$0\" \"$@\"",
+            listeners.len()
+        );
+        let mut child = Command::new("sh")
+            .args(["-c", &script, BIN, "-D", "-f"])
+            .arg(&self.cfg)
+            .env("NOTIFY_SOCKET", &self.notify.path)
+            .env_remove("JOURNAL_STREAM")
+            .stdin(fd(0))
+            .stdout(fd(1))
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let log = self.log.clone();
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                log.push(line);
+            }
+        });
+        self.child = Some(child);
+    }
+
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
