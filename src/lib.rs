@@ -71,3 +71,4 @@ pub mod systemd;
 pub mod unit;
 pub mod view;
 pub mod wait;
+pub mod waiting;

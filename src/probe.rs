@@ -61,8 +61,9 @@
 //! an accept, one read, one write of the shared bytes, a half-close, and a hand-off to the
 //! observer, which watches the socket for the prober's close ([`crate::linger`]); no task, no
 //! timer, no reactor registration. A connection whose request is not (all) there yet gets a
-//! task that waits for it (within [`HEAD_DEADLINE`]) holding no buffer: an idle connection
-//! costs that small task and its registration. `bench/` measures all this.
+//! place in the port's waiting room ([`crate::waiting`]) until it arrives (within
+//! [`HEAD_DEADLINE`]): an idle connection costs an entry there, not a task, a timer and a
+//! reactor registration of its own. `bench/` measures all this.
 //! Connections per port are capped at [`MAX_CONNS`] (answered ones count until the observer
 //! lets them go); past the cap a connection is answered at once without waiting for its
 //! request, so a flood of idle clients cannot lock out HAProxy.
@@ -78,14 +79,13 @@ use crate::model::State;
 use crate::probe_stats::{haproxy_header, Answer, ProbeKind, Tap};
 use crate::view::replies::{http_response, Replies};
 use crate::view::{ServiceView, Snapshot};
+use crate::waiting::{Room, Waiter};
 use nix::errno::Errno;
 use nix::sys::socket::{recv, send, MsgFlags};
-use std::future::Future;
 use std::mem::MaybeUninit;
 use std::net::{IpAddr, Shutdown, TcpStream as StdStream};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
-use std::task::Poll;
 use std::time::Duration;
 use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncWriteExt, Interest};
@@ -150,11 +150,11 @@ fn static_reply(status: u16, reason: &str) -> Arc<[u8]> {
 
 /// Bytes taken per read. A probe's head fits (HAProxy sends 20 to 200 bytes); a longer head
 /// is collected on the heap, up to [`MAX_HEAD`]. Lives on the stack and never across an
-/// await, so an idle connection's task holds no buffer.
-const CHUNK: usize = 1024;
+/// await, so an idle connection holds no buffer.
+pub(crate) const CHUNK: usize = 1024;
 
 /// What a read without waiting found.
-enum Got {
+pub(crate) enum Got {
     Nothing,
     Bytes(usize),
     Eof,
@@ -164,7 +164,7 @@ enum Got {
 /// Reads what is already there, straight from the socket. tokio's own `try_read` answers
 /// "would block" without asking the kernel until the reactor has seen the socket readable,
 /// which for a connection just accepted costs a trip through epoll and a task wake-up.
-fn read_now(stream: &impl AsRawFd, buf: &mut [u8]) -> Got {
+pub(crate) fn read_now(stream: &impl AsRawFd, buf: &mut [u8]) -> Got {
     match recv(stream.as_raw_fd(), buf, MsgFlags::MSG_DONTWAIT) {
         Ok(0) => Got::Eof,
         Ok(n) => Got::Bytes(n),
@@ -229,10 +229,21 @@ pub async fn serve(
     in_flight: TaskTracker,
     shutdown: CancellationToken,
 ) {
+    let room = match Room::new() {
+        Ok(r) => r,
+        Err(e) => {
+            // Without an epoll descriptor of its own the port cannot wait for slow requests;
+            // it still must answer: try again shortly (descriptors run out for a moment).
+            tracing::warn!(psentinel_service = %service, "{} port: cannot wait for requests: {e}", kind.as_str());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            return Box::pin(serve(port, service, kind, snap, tap, in_flight, shutdown)).await;
+        }
+    };
     let mut door = Door {
         conns: Arc::new(Semaphore::new(MAX_CONNS)),
         view: None,
         snap: snap.clone(),
+        room: Some(room),
         shared: Arc::new(Shared {
             snap,
             service,
@@ -241,17 +252,47 @@ pub async fn serve(
             in_flight,
         }),
     };
+    // One timer for the room's earliest deadline, re-armed only when that deadline changes.
+    let timer = tokio::time::sleep_until(tokio::time::Instant::now());
+    tokio::pin!(timer);
+    let mut armed: Option<tokio::time::Instant> = None;
+    let mut done = Vec::new();
     loop {
-        let mut ready = tokio::select! {
+        let room = door.room.as_mut().expect("taken only when the loop ends");
+        let due = room.next_deadline();
+        if due != armed {
+            if let Some(at) = due {
+                timer.as_mut().reset(at);
+            }
+            armed = due;
+        }
+        let waiting = !room.is_empty();
+        let event = tokio::select! {
             _ = shutdown.cancelled() => return,
             r = port.0.readable() => match r {
-                Ok(g) => g,
+                Ok(g) => Event::Accept(g),
                 Err(e) => {
                     tracing::warn!(psentinel_service = %door.shared.service, "{} port failed: {e}", kind.as_str());
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             },
+            () = room.readable(), if waiting => Event::Request,
+            () = &mut timer, if armed.is_some() => Event::Deadline,
+        };
+        let mut ready = match event {
+            Event::Accept(g) => g,
+            Event::Request => {
+                door.serve_room(&mut done);
+                continue;
+            }
+            Event::Deadline => {
+                armed = None;
+                if let Some(room) = door.room.as_mut() {
+                    room.expire(tokio::time::Instant::now());
+                }
+                continue;
+            }
         };
         // Readiness is edge-triggered: take connections until the kernel has none left (or
         // the budget is spent; then readiness stays set and the next round comes at once).
@@ -279,6 +320,13 @@ pub async fn serve(
     }
 }
 
+/// What woke an accept loop.
+enum Event<'a> {
+    Accept(tokio::io::unix::AsyncFdReadyGuard<'a, std::net::TcpListener>),
+    Request,
+    Deadline,
+}
+
 /// What an accept loop holds to answer its connections.
 struct Door {
     conns: Arc<Semaphore>,
@@ -286,11 +334,49 @@ struct Door {
     /// is published, not per probe.
     view: Option<Arc<ServiceView>>,
     snap: watch::Receiver<Arc<Snapshot>>,
+    /// Connections whose request is not there yet ([`crate::waiting`]); always there while
+    /// the loop runs, handed over when it ends.
+    room: Option<Room>,
     shared: Arc<Shared>,
 }
 
-/// What the tasks of slow connections share with their accept loop: one pointer each, so
-/// that an idle connection's task stays small.
+impl Drop for Door {
+    /// The accept loop ends (shutdown, or a reload that moves or removes the port): the
+    /// connections still waiting for their request are served out by a task of the daemon's
+    /// in-flight tracker, which the daemon waits for before it exits.
+    fn drop(&mut self) {
+        let Some(room) = self.room.take().filter(|r| !r.is_empty()) else {
+            return;
+        };
+        if tokio::runtime::Handle::try_current().is_err() {
+            return;
+        }
+        let shared = self.shared.clone();
+        self.shared.in_flight.spawn(serve_out(room, shared));
+    }
+}
+
+/// Serves a room whose accept loop ended until its last connection is answered or expires.
+async fn serve_out(mut room: Room, shared: Arc<Shared>) {
+    let mut done = Vec::new();
+    while !room.is_empty() {
+        let Some(at) = room.next_deadline() else {
+            break;
+        };
+        tokio::select! {
+            () = room.readable() => {
+                room.take_ready(&mut done);
+                for (w, head) in done.drain(..) {
+                    shared.answer(w.stream, w.ip, w.permit, &w.buf, head);
+                }
+            }
+            () = tokio::time::sleep_until(at) => room.expire(tokio::time::Instant::now()),
+        }
+    }
+}
+
+/// What an accept loop shares with the tasks that finish its answers and serve out its waiting
+/// room when it ends: one pointer each.
 struct Shared {
     snap: watch::Receiver<Arc<Snapshot>>,
     service: Arc<str>,
@@ -300,6 +386,16 @@ struct Shared {
 }
 
 impl Door {
+    /// Answers the waiting connections whose request is now complete.
+    fn serve_room(&mut self, done: &mut Vec<(Waiter, Head)>) {
+        if let Some(room) = self.room.as_mut() {
+            room.take_ready(done);
+        }
+        for (w, head) in done.drain(..) {
+            self.shared.answer(w.stream, w.ip, w.permit, &w.buf, head);
+        }
+    }
+
     /// The answers of the latest snapshot.
     fn replies(&mut self) -> Option<&Replies> {
         if self.snap.has_changed().unwrap_or(false) || self.view.is_none() {
@@ -315,7 +411,7 @@ impl Door {
 
     /// A connection just accepted. The usual probe (its request already here, or an agent
     /// check) is answered right here, without a task; the observer then watches for the
-    /// prober's close ([`crate::linger`]). Anything slower gets a task of its own.
+    /// prober's close ([`crate::linger`]). Anything slower waits in the port's waiting room.
     fn take(&mut self, stream: StdStream, ip: IpAddr) {
         let kind = self.shared.kind;
         let Ok(permit) = self.conns.clone().try_acquire_owned() else {
@@ -354,13 +450,10 @@ impl Door {
             _ => parse_head(&chunk[..got], eof),
         };
         if head == Head::Partial {
-            let shared = self.shared.clone();
             let first = chunk[..got].to_vec();
-            self.shared.in_flight.spawn(async move {
-                if let Some((stream, buf, head)) = read_head(stream, first).await {
-                    shared.answer(stream, ip, permit, &buf, head);
-                }
-            });
+            if let Some(room) = self.room.as_mut() {
+                room.admit(Waiter::new(stream, ip, first, permit));
+            }
             return;
         }
         let Some((bytes, answer, state)) = respond(head, self.replies()) else {
@@ -451,42 +544,6 @@ fn current(snap: &watch::Receiver<Arc<Snapshot>>, service: &str) -> Option<Repli
         .services
         .get(service)
         .map(|v| v.replies.clone())
-}
-
-/// The slow path: waits for the rest of the head (within [`HEAD_DEADLINE`], at most
-/// [`MAX_HEAD`]) without holding a read buffer while it waits. None: no answer is due (the
-/// deadline passed, or the connection failed).
-async fn read_head(stream: StdStream, mut buf: Vec<u8>) -> Option<(StdStream, Vec<u8>, Head)> {
-    stream.set_nonblocking(true).ok()?;
-    let stream = TcpStream::from_std(stream).ok()?;
-    let deadline = tokio::time::sleep(HEAD_DEADLINE);
-    tokio::pin!(deadline);
-    let mut eof = false;
-    loop {
-        if eof || !buf.is_empty() {
-            match parse_head(&buf, eof) {
-                Head::Partial => {}
-                h => return Some((stream.into_std().ok()?, buf, h)),
-            }
-        }
-        // Bytes or the deadline. Polled by hand: the waker then waits in the socket's own
-        // slot, not in a future of ours, and an idle connection's task stays small.
-        let readable = std::future::poll_fn(|cx| match stream.poll_read_ready(cx) {
-            Poll::Ready(r) => Poll::Ready(r.is_ok()),
-            Poll::Pending => deadline.as_mut().poll(cx).map(|()| false),
-        })
-        .await;
-        if !readable {
-            return None; // the deadline: an incomplete request gets no answer
-        }
-        let mut chunk = [0u8; CHUNK];
-        match stream.try_read(&mut chunk) {
-            Ok(0) => eof = true,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-            Err(_) => return None,
-        }
-    }
 }
 
 /// Writes what is left of an answer (through tokio, by `deadline`), half-closes, and returns
