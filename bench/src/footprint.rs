@@ -35,6 +35,37 @@ fn ports(n: usize) -> Vec<u16> {
         .collect()
 }
 
+/// 5,000 connections that never send a byte, on one port: the daemon's RSS growth per
+/// connection once it holds a descriptor for each (before its 5 s read deadline).
+fn idle_connections(bin: &Path) -> f64 {
+    const IDLE: usize = 5_000;
+    let lim = libc::rlimit {
+        rlim_cur: 16_384,
+        rlim_max: 16_384,
+    };
+    // SAFETY: setrlimit reads the struct we pass; raising our own limit (we are root here, or
+    // the hard limit allows it) so that 5,000 client sockets fit.
+    unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) };
+    eprintln!("footprint: {IDLE} idle connections on {}", bin.display());
+    let d = start(bin, 1, None, &[]);
+    probe_all(&d.ports);
+    let pid = d.child.id();
+    let fds = || std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |r| r.count());
+    std::thread::sleep(Duration::from_millis(100));
+    let (fd0, rss0) = (fds(), status_field(pid, "VmRSS"));
+    let conns: Vec<_> = (0..IDLE)
+        .map(|_| std::net::TcpStream::connect(("127.0.0.1", d.ports[0])).expect("connect"))
+        .collect();
+    let end = Instant::now() + Duration::from_secs(4);
+    while fds() < fd0 + IDLE - 8 && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let held = fds().saturating_sub(fd0).max(1);
+    let rss1 = status_field(pid, "VmRSS");
+    drop(conns);
+    (rss1.saturating_sub(rss0) * 1024) as f64 / held as f64
+}
+
 /// Starts psentinel with `n` services and waits for READY=1 on a notify socket of our own.
 pub fn start(bin: &Path, n: usize, check: Option<&str>, env: &[(&str, &str)]) -> Daemon {
     start_then(bin, n, check, env, |_| {})
@@ -223,6 +254,12 @@ pub fn run(bin: &Path) {
                 "| listen backlog of a probe port | {} |",
                 backlog(d.ports[0])
             );
+        }
+    }
+    for (name, b) in crate::scale_bins(bin) {
+        for run in 1..=2 {
+            let each = idle_connections(&b);
+            println!("| {name}: 5000 idle connections (run {run}) | {each:.0} B each |");
         }
     }
     eprintln!("footprint: 1000 services");

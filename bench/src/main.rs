@@ -85,7 +85,7 @@ fn main() {
 }
 
 /// psentinel, and the other build when `PSENTINEL_BEFORE` names one: side by side.
-fn scale_bins(bin: &std::path::Path) -> Vec<(&'static str, PathBuf)> {
+pub(crate) fn scale_bins(bin: &std::path::Path) -> Vec<(&'static str, PathBuf)> {
     let mut v = vec![("psentinel", bin.to_path_buf())];
     if let Some(b) = std::env::var_os("PSENTINEL_BEFORE") {
         v.push(("psentinel-before", PathBuf::from(b)));
