@@ -26,7 +26,8 @@
 //! - [`view`]: what readers see (snapshot, service views, ready-made probe answers).
 //! - [`check`]: check runners, timeouts, process groups, orphan reaping. [`plugin`]: what a
 //!   check's exit code and output mean (`check_style`, summary, perfdata). [`flap`]: damping.
-//! - [`probe`]: HTTP and agent-check responders; the reply table.
+//! - [`probe`]: HTTP and agent-check responders; the reply table. [`waiting`]: the connections
+//!   whose request has not arrived yet, one waiting room per port.
 //! - [`control`]: the Unix socket protocol, server and client. [`status`]: status rendering.
 //! - [`sockets`]: socket adoption from systemd and binding. [`systemd`]: sd_notify, watchdog.
 //!   [`unit`]: following the applications' systemd units (`unit=`) on the system bus.

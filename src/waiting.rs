@@ -213,3 +213,75 @@ impl AsFd for EpollFd {
         self.0 .0.as_fd()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::net::TcpListener;
+    use std::sync::Arc;
+    use std::time::Duration;
+    use tokio::sync::Semaphore;
+
+    /// A connected pair: (client, the server's end in a waiter).
+    fn pair(cap: &Arc<Semaphore>) -> (TcpStream, Waiter) {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (server, peer) = l.accept().unwrap();
+        let permit = cap.clone().try_acquire_owned().unwrap();
+        (client, Waiter::new(server, peer.ip(), Vec::new(), permit))
+    }
+
+    /// Waits (bounded) for the room to see what the clients did.
+    async fn settle(room: &mut Room, done: &mut Vec<(Waiter, Head)>, want: usize) {
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while done.len() < want {
+                room.readable().await;
+                room.take_ready(done);
+            }
+        })
+        .await
+        .expect("the room saw the requests");
+    }
+
+    #[tokio::test]
+    async fn a_head_in_parts_leaves_the_room_whole_and_silence_expires() {
+        let cap = Arc::new(Semaphore::new(3));
+        let mut room = Room::new().unwrap();
+        let (mut slow, w) = pair(&cap);
+        room.admit(w);
+        let (silent, w) = pair(&cap);
+        room.admit(w);
+        let (mut garbage, w) = pair(&cap);
+        room.admit(w);
+        assert_eq!(
+            cap.available_permits(),
+            0,
+            "each waiter keeps its place under the cap"
+        );
+
+        let mut done = Vec::new();
+        slow.write_all(b"GET /health HTTP/1.1\r\nHo").unwrap();
+        garbage.write_all(b"\x16\x03\x01\x02\x00").unwrap();
+        settle(&mut room, &mut done, 1).await;
+        assert!(matches!(done[0].1, Head::Garbage), "known at once");
+        slow.write_all(b"st: x\r\n\r\n").unwrap();
+        settle(&mut room, &mut done, 2).await;
+        assert_eq!(done[1].1, Head::Request { head_only: false });
+        assert_eq!(done[1].0.buf, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n");
+        done.clear();
+        assert_eq!(cap.available_permits(), 2);
+
+        // The silent one is closed, unanswered, once its deadline passed; not before.
+        room.expire(Instant::now());
+        assert!(!room.is_empty() && room.next_deadline().is_some());
+        room.expire(Instant::now() + HEAD_DEADLINE);
+        assert!(room.is_empty() && room.next_deadline().is_none());
+        assert_eq!(cap.available_permits(), 3);
+        let mut buf = [0u8; 16];
+        silent
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        assert_eq!(std::io::Read::read(&mut &silent, &mut buf).unwrap(), 0);
+    }
+}
