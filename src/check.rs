@@ -8,7 +8,9 @@
 //!   the group gets SIGKILL, so children a script left behind die with it.
 //! - The daemon is a child subreaper ([`become_subreaper`]): a grandchild that escaped the group
 //!   (setsid, double fork) is re-parented to us instead of init, and [`sweep_orphans`] kills and
-//!   reaps it. Nothing a script does leaves zombies or strays. Which pids are checks of ours is
+//!   reaps it: the [`reaper`] task sweeps after check runs end and on SIGCHLD, once for all
+//!   that ended together (a sweep reads the kernel's list of our children per thread; a
+//!   thousand checks ending at start-up swept a thousand times). Nothing a script does leaves zombies or strays. Which pids are checks of ours is
 //!   the daemon's own record ([`Processes`]), not a global: the process's children are one set,
 //!   so only one daemon per process sweeps them (tests run several engines in one process,
 //!   without sweeping).
@@ -50,6 +52,8 @@ struct Tracked {
     sweep: bool,
     /// One check process starts at a time, on a blocking-pool thread: see [`start`].
     starting: tokio::sync::Semaphore,
+    /// A run ended: the [`reaper`] sweeps for what it left behind.
+    ended: tokio::sync::Notify,
 }
 
 impl Processes {
@@ -61,6 +65,7 @@ impl Processes {
             pids: Mutex::new(BTreeSet::new()),
             sweep,
             starting: tokio::sync::Semaphore::new(1),
+            ended: tokio::sync::Notify::new(),
         }))
     }
 
@@ -233,7 +238,8 @@ pub async fn run_once(
         output,
         first_line,
     };
-    sweep_orphans(procs);
+    // Wakes the reaper, whose sweep comes after this (one sweep for runs ending together).
+    procs.0.ended.notify_one();
     result
 }
 
@@ -430,25 +436,45 @@ pub fn sweep_orphans(procs: &Processes) {
     }
 }
 
-/// Sweeps on every SIGCHLD, so orphans that die later are reaped too. Call before the first
-/// check starts: a SIGCHLD that arrives before the listener exists is lost to it.
-pub fn reap_on_sigchld(
+/// How long the reaper lets run ends and SIGCHLDs gather before it sweeps again: a sweep
+/// per batch, not per run. A process a check left behind lives at most this much longer.
+const SWEEP_GATHER: Duration = Duration::from_millis(10);
+
+/// Sweeps after check runs end and on every SIGCHLD (orphans that die later are reaped too).
+/// Call before the first check starts: a SIGCHLD that arrives before the listener exists is
+/// lost to it.
+pub fn reaper(
     procs: Processes,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> impl std::future::Future<Output = ()> {
     let sig = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child());
     async move {
-        let Ok(mut sig) = sig else {
-            tracing::warn!(
-                "cannot listen for SIGCHLD; orphans of check scripts are reaped after checks only"
-            );
-            return;
+        let mut sig = match sig {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::warn!(
+                    "cannot listen for SIGCHLD ({e}); orphans of check scripts are reaped after checks only"
+                );
+                None
+            }
         };
         loop {
             sweep_orphans(&procs);
+            let signalled = async {
+                match sig.as_mut() {
+                    Some(s) => s.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                s = sig.recv() => if s.is_none() { return },
+                _ = procs.0.ended.notified() => {}
+                s = signalled => if s.is_none() { return },
+            }
+            // What ends meanwhile is covered by the sweep after this wait.
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(SWEEP_GATHER) => {}
             }
         }
     }

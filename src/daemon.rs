@@ -43,7 +43,7 @@ pub async fn run(
         sockets.take_unix(&cfg.general.sock_file),
     )?;
     let auth = Arc::new(Auth::new(&cfg.general.control_group));
-    tokio::spawn(check::reap_on_sigchld(processes.clone(), shutdown.clone()));
+    tokio::spawn(check::reaper(processes.clone(), shutdown.clone()));
     let metrics = match cfg.general.metrics_listen {
         Some(a) => Some(sockets.tcp(a).map_err(|e| {
             anyhow::anyhow!(

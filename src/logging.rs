@@ -19,7 +19,6 @@
 //! is the history of every service's state.
 
 use crate::view::Snapshot;
-use std::sync::Arc;
 use tracing::level_filters::LevelFilter;
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::SubscriberExt;
@@ -60,20 +59,9 @@ pub const MSG_STATE_CHANGED: &str = "92e5bc9aa0014850ae339116af3cd97a";
 /// Logs every service whose state in `new` differs from `old` (or that `old` did not have).
 /// Called by the engine on every publish, so no change is ever coalesced away.
 pub fn log_state_changes(old: &Snapshot, new: &Snapshot) {
-    // Both maps in name order, walked side by side: one pass, no lookup per service (with
-    // hundreds of checks a second this runs on every published result).
-    let mut olds = old.services.iter().peekable();
-    for (name, view) in &new.services {
-        while olds.next_if(|(n, _)| *n < name).is_some() {}
-        let before = match olds.peek() {
-            Some((n, v)) if *n == name => {
-                if Arc::ptr_eq(v, view) {
-                    continue; // the same view: nothing changed
-                }
-                Some(v.state)
-            }
-            _ => None,
-        };
+    // Only the views that changed: this runs on every publish, for every service.
+    for (name, before, view) in new.services.changed_since(&old.services) {
+        let before = before.map(|v| v.state);
         if before == Some(view.state) {
             continue;
         }

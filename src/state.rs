@@ -78,7 +78,8 @@ impl Store {
         }
     }
 
-    pub fn save(&self, saved: &Saved) -> std::io::Result<()> {
+    /// Writes `saved`: a [`Saved`], or anything that serializes like one.
+    pub fn save(&self, saved: &impl Serialize) -> std::io::Result<()> {
         std::fs::create_dir_all(&self.dir)?;
         let path = self.path();
         let tmp = self.dir.join(".state.json.tmp");

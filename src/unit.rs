@@ -10,8 +10,9 @@
 //! bus (tests on a laptop, containers without systemd) it says so once, the services answer
 //! from their checks alone, and it keeps trying to connect. When the bus goes away, the last
 //! states reported stay (systemd is not there to say otherwise) until it is back. A reload
-//! that adds, changes or removes `unit=` is followed: the set of units is read from every
-//! snapshot.
+//! that adds, changes or removes `unit=` is followed: the set of units is read again from
+//! each snapshot after a reload (only a reload changes it; reading it from every snapshot,
+//! one per check result, was a walk over every service per result).
 
 use crate::engine::{Handle, UnitReport};
 use futures_util::StreamExt;
@@ -48,18 +49,35 @@ fn wanted(handle: &Handle) -> BTreeSet<(String, String)> {
         .collect()
 }
 
+/// Waits for a snapshot published after a reload other than `seen`: the reload count it
+/// has, or None when the engine is gone.
+async fn reloaded(
+    snaps: &mut tokio::sync::watch::Receiver<std::sync::Arc<crate::view::Snapshot>>,
+    seen: u64,
+) -> Option<u64> {
+    loop {
+        snaps.changed().await.ok()?;
+        let reloads = snaps.borrow_and_update().reloads;
+        if reloads != seen {
+            return Some(reloads);
+        }
+    }
+}
+
 /// Follows every configured unit until `shutdown`; follows reloads; reconnects.
 pub async fn run(handle: Handle, shutdown: CancellationToken) {
     let mut snaps = handle.subscribe();
     let mut delay = RETRY_MIN;
     let mut said_missing = false;
     loop {
+        // Read before the units: a reload in between is seen again, never missed.
+        let mut seen = snaps.borrow_and_update().reloads;
         let pairs = wanted(&handle);
         let units: BTreeSet<String> = pairs.iter().map(|(_, u)| u.clone()).collect();
         if units.is_empty() {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                r = snaps.changed() => if r.is_err() { return },
+                r = reloaded(&mut snaps, seen) => if r.is_none() { return },
             }
             continue;
         }
@@ -84,7 +102,7 @@ pub async fn run(handle: Handle, shutdown: CancellationToken) {
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
                     _ = tokio::time::sleep(delay) => {}
-                    r = snaps.changed() => if r.is_err() { return },
+                    r = reloaded(&mut snaps, seen) => if r.is_none() { return },
                 }
                 delay = (delay * 2).min(RETRY_MAX);
                 continue;
@@ -104,10 +122,9 @@ pub async fn run(handle: Handle, shutdown: CancellationToken) {
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                r = snaps.changed() => {
-                    if r.is_err() {
-                        return;
-                    }
+                r = reloaded(&mut snaps, seen) => {
+                    let Some(r) = r else { return };
+                    seen = r;
                     if wanted(&handle) != pairs {
                         break;
                     }

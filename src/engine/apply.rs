@@ -163,6 +163,10 @@ impl Engine {
             tracing::info!(psentinel_service = %name, "{name}: service removed from the configuration");
         }
         drop(old);
+        // Only when the set of services changed: snapshots with the same list line up.
+        if !self.names.iter().eq(self.services.keys()) {
+            self.names = self.services.keys().cloned().collect();
+        }
         // [general] is what the daemon started with: sockets and paths are not moved live.
         self.cfg = Config {
             general: self.cfg.general.clone(),

@@ -35,9 +35,11 @@ use crate::observer::{Observer, Silence};
 use crate::plugin::Verdict;
 use crate::probe_stats::Seen;
 use crate::sockets::Sockets;
-use crate::state::{SavedService, Store};
+#[cfg(test)]
+use crate::state::SavedService;
+use crate::state::Store;
 use crate::systemd::Notes;
-use crate::view::{Facts, SaveFailure, ServiceView, Snapshot};
+use crate::view::{Facts, SaveFailure, ServiceView, Services, Snapshot};
 use apply::{ListenKey, Listener};
 use handle::Request;
 use std::collections::BTreeMap;
@@ -129,6 +131,9 @@ impl Svc {
         self.view = Arc::new(ServiceView::new(&self.facts));
     }
 
+    /// What the state file keeps of this service; written from its view instead
+    /// (`save::SavedViews`), which tests compare with this.
+    #[cfg(test)]
     fn saved(&self) -> SavedService {
         SavedService {
             admin: self.facts.admin.clone(),
@@ -162,6 +167,11 @@ struct Inbox {
 pub struct Engine {
     cfg: Config,
     services: BTreeMap<String, Svc>,
+    /// `services`' names, shared by every snapshot until the next reload ([`Services`]).
+    names: Arc<[String]>,
+    /// Something may have moved the next timed expiry; a check result moves it only when it
+    /// changes a service's flap record, so a stream of results does not look at every service.
+    expiry_stale: bool,
     sockets: Sockets,
     writer: Arc<std::sync::Mutex<save::Writer>>,
     store_path: std::path::PathBuf,
@@ -210,7 +220,7 @@ impl Engine {
         let saved = store.load();
         let clock = Clock::start();
         let placeholder = Arc::new(Snapshot {
-            services: BTreeMap::new(),
+            services: Services::default(),
             pid: std::process::id(),
             started: clock.wall0,
             config_file: cfg.file.clone(),
@@ -230,6 +240,8 @@ impl Engine {
                 ..cfg.clone()
             },
             services: BTreeMap::new(),
+            names: Arc::from([]),
+            expiry_stale: true,
             sockets: parts.sockets,
             store_path: store.path(),
             writer: save::Writer::new(store),
@@ -262,13 +274,17 @@ impl Engine {
         Ok((engine, inbox))
     }
 
+    /// Every service's current view, under the shared names.
+    fn views(&self) -> Services {
+        Services::new(
+            self.names.clone(),
+            self.services.values().map(|s| s.view.clone()).collect(),
+        )
+    }
+
     fn publish(&self) {
         let snap = Snapshot {
-            services: self
-                .services
-                .iter()
-                .map(|(n, s)| (n.clone(), s.view.clone()))
-                .collect(),
+            services: self.views(),
             pid: std::process::id(),
             started: self.clock.wall0,
             config_file: self.cfg.file.clone(),
@@ -289,8 +305,13 @@ impl Engine {
         mut saved_rx: mpsc::UnboundedReceiver<save::Verdict>,
     ) {
         let mut flush_at: Option<tokio::time::Instant> = None;
+        let mut expiry = None;
         loop {
-            let expiry = self.next_expiry();
+            if std::mem::take(&mut self.expiry_stale) {
+                expiry = self.next_expiry();
+            }
+            // Anything but a batch of check results may move it (see `expiry_stale`).
+            let mut stale = true;
             let retry_at = self
                 .unsaved
                 .as_ref()
@@ -313,6 +334,7 @@ impl Engine {
                         let Ok(done) = done_rx.try_recv() else { break };
                         save |= self.record_check_done(done);
                     }
+                    stale = false;
                     self.publish();
                     if save {
                         self.persist_soon();
@@ -340,6 +362,7 @@ impl Engine {
             if !self.health_dirty {
                 flush_at = None;
             }
+            self.expiry_stale |= stale;
         }
         // Stop the checks (runners abort and kill their groups), keep the latest results.
         for svc in self.services.values_mut() {
@@ -458,6 +481,7 @@ impl Engine {
         // The first result after start-up is not a change of health.
         if changed && before.is_some() {
             let now = self.clock.now();
+            self.expiry_stale = true;
             if svc.facts.flap.change(now, &cfg.flap) {
                 tracing::warn!(
                     psentinel_service = %done.service,

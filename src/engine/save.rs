@@ -7,8 +7,10 @@
 //! takes a write's verdict only when it is the newest it has heard of.
 
 use super::Engine;
-use crate::state::{Saved, Store};
-use crate::view::SaveFailure;
+use crate::model::{Admin, CheckResult, HealthTracker};
+use crate::state::Store;
+use crate::view::{SaveFailure, ServiceView, Services};
+use serde::ser::{Serialize, SerializeStruct, Serializer};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -31,7 +33,7 @@ impl Writer {
         Arc::new(Mutex::new(Writer { store, tried: 0 }))
     }
 
-    fn write(&mut self, seq: u64, saved: &Saved) -> Option<std::io::Result<()>> {
+    fn write(&mut self, seq: u64, saved: &SavedViews) -> Option<std::io::Result<()>> {
         if seq <= self.tried {
             return None;
         }
@@ -40,16 +42,49 @@ impl Writer {
     }
 }
 
-impl Engine {
-    fn saved(&self) -> Saved {
-        Saved {
-            version: 1,
-            services: self
-                .services
-                .iter()
-                .map(|(n, s)| (n.clone(), s.saved()))
-                .collect(),
+/// The state file's content ([`crate::state::Saved`], the same JSON), read from the services'
+/// views: taking it copies a pointer per service, where building a `Saved` copied every
+/// service's operator state and last result (its output too) for each write.
+pub(super) struct SavedViews(pub(super) Services);
+
+/// What the state file keeps of one service ([`crate::state::SavedService`]'s fields).
+#[derive(serde::Serialize)]
+struct SavedView<'a> {
+    admin: &'a Admin,
+    health: &'a HealthTracker,
+    last: &'a Option<CheckResult>,
+    check: &'a Option<Vec<String>>,
+}
+
+impl<'a> SavedView<'a> {
+    fn of(v: &'a ServiceView) -> SavedView<'a> {
+        SavedView {
+            admin: &v.admin,
+            health: &v.health,
+            last: &v.last,
+            check: &v.cfg.check,
         }
+    }
+}
+
+impl Serialize for SavedViews {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        struct ByName<'a>(&'a Services);
+        impl Serialize for ByName<'_> {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_map(self.0.iter().map(|(n, v)| (n, SavedView::of(v))))
+            }
+        }
+        let mut st = s.serialize_struct("Saved", 2)?;
+        st.serialize_field("version", &1u32)?;
+        st.serialize_field("services", &ByName(&self.0))?;
+        st.end()
+    }
+}
+
+impl Engine {
+    pub(super) fn saved(&self) -> SavedViews {
+        SavedViews(self.views())
     }
 
     /// Writes the state file now. A failure is kept in the snapshot (status, metrics, the

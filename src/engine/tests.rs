@@ -986,3 +986,45 @@ async fn a_unit_not_active_takes_its_service_out_and_back() {
     assert_eq!(view(&e, "web").state, State::Up);
     assert_eq!(crate::status::unit_state(view(&e, "web")), "");
 }
+
+/// The state file is written from the services' views: the same content as a `Saved` built
+/// from the engine's own facts, and it loads back as that.
+#[tokio::test(start_paused = true)]
+async fn the_state_written_from_views_is_the_engines_facts() {
+    let b = Bench::new(&format!(
+        "{CHECKED}[db]\nport={{port2}}\nbind=127.0.0.1\npausable=yes\n"
+    ));
+    let mut e = b.engine();
+    check_said(
+        &mut e,
+        "web",
+        Exit::Code(1),
+        "DISK CRITICAL\nsecond \"line\"",
+    );
+    op(
+        &mut e,
+        handle::Op::Disable("db".into(), "deploy v2".into(), None, false),
+    );
+    op(
+        &mut e,
+        handle::Op::Pause(Some("web".into()), "db".into(), None, false),
+    );
+    let facts = Saved {
+        version: 1,
+        services: e
+            .services
+            .iter()
+            .map(|(n, s)| (n.clone(), s.saved()))
+            .collect(),
+    };
+    assert!(facts.services["web"].last.is_some() && facts.services["db"].admin.disabled.is_some());
+    assert_eq!(
+        serde_json::to_value(e.saved()).unwrap(),
+        serde_json::to_value(&facts).unwrap()
+    );
+    assert!(e.persist());
+    assert_eq!(
+        crate::state::Store::new(&b.dir.path().join("state")).load(),
+        facts
+    );
+}

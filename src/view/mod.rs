@@ -16,7 +16,6 @@ use crate::model::{Micros, Override, State, UnitFact};
 use crate::plugin::{self, CheckStyle, Perf, Verdict};
 use crate::probe_stats::ProbeStats;
 use replies::{weight_from_output, AgentExtra, Replies};
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// One service as everyone outside the engine sees it. Immutable; replaced on every change.
@@ -207,10 +206,115 @@ fn reason_for(
     }
 }
 
+/// Every service's view, in name order; looked up like a map.
+///
+/// The names are one shared list from one reload to the next, and the views are the engine's
+/// own (`Arc`s): publishing a snapshot copies a pointer per service, where a map copied every
+/// name and built a tree. With a thousand checks reporting one by one at start-up that copy,
+/// per result, was most of the daemon's work. Two snapshots with the same names line up slot
+/// by slot, so [`Services::changed_since`] compares pointers, not names.
+#[derive(Debug, Clone, Default)]
+pub struct Services {
+    names: Arc<[String]>,
+    views: Box<[Arc<ServiceView>]>,
+}
+
+impl Services {
+    /// `names` sorted and without duplicates (a map's keys), one view per name, in order.
+    pub fn new(names: Arc<[String]>, views: Vec<Arc<ServiceView>>) -> Services {
+        assert_eq!(names.len(), views.len(), "one view per service");
+        debug_assert!(names.windows(2).all(|w| w[0] < w[1]), "names in order");
+        Services {
+            names,
+            views: views.into_boxed_slice(),
+        }
+    }
+
+    fn index(&self, name: &str) -> Option<usize> {
+        self.names.binary_search_by(|n| n.as_str().cmp(name)).ok()
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Arc<ServiceView>> {
+        self.index(name).map(|i| &self.views[i])
+    }
+
+    pub fn contains_key(&self, name: &str) -> bool {
+        self.index(name).is_some()
+    }
+
+    pub fn len(&self) -> usize {
+        self.views.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.views.is_empty()
+    }
+
+    pub fn keys(&self) -> std::slice::Iter<'_, String> {
+        self.names.iter()
+    }
+
+    pub fn values(&self) -> std::slice::Iter<'_, Arc<ServiceView>> {
+        self.views.iter()
+    }
+
+    pub fn iter(
+        &self,
+    ) -> std::iter::Zip<std::slice::Iter<'_, String>, std::slice::Iter<'_, Arc<ServiceView>>> {
+        self.names.iter().zip(self.views.iter())
+    }
+
+    /// The services whose view is not the one `old` has, with that one (None: new here).
+    pub fn changed_since<'a>(
+        &'a self,
+        old: &'a Services,
+    ) -> impl Iterator<
+        Item = (
+            &'a String,
+            Option<&'a Arc<ServiceView>>,
+            &'a Arc<ServiceView>,
+        ),
+    > {
+        let aligned = Arc::ptr_eq(&self.names, &old.names);
+        self.iter()
+            .enumerate()
+            .filter_map(move |(i, (name, view))| {
+                let before = if aligned {
+                    old.views.get(i)
+                } else {
+                    old.get(name)
+                };
+                match before {
+                    Some(b) if Arc::ptr_eq(b, view) => None,
+                    _ => Some((name, before, view)),
+                }
+            })
+    }
+}
+
+impl std::ops::Index<&str> for Services {
+    type Output = Arc<ServiceView>;
+
+    fn index(&self, name: &str) -> &Arc<ServiceView> {
+        self.get(name)
+            .unwrap_or_else(|| panic!("no service {name:?}"))
+    }
+}
+
+impl<'a> IntoIterator for &'a Services {
+    type Item = (&'a String, &'a Arc<ServiceView>);
+    type IntoIter =
+        std::iter::Zip<std::slice::Iter<'a, String>, std::slice::Iter<'a, Arc<ServiceView>>>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter()
+    }
+}
+
 /// Everything readers need, consistent at one instant.
 #[derive(Debug)]
 pub struct Snapshot {
-    pub services: BTreeMap<String, Arc<ServiceView>>,
+    pub services: Services,
     pub pid: u32,
     pub started: Micros,
     pub config_file: std::path::PathBuf,
@@ -234,10 +338,18 @@ pub struct SaveFailure {
 impl Snapshot {
     /// "3 services: 2 up, 1 disabled": sd_notify STATUS= and the first line of `status`.
     pub fn summary(&self) -> String {
-        let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+        // Counted in an array (this runs on every published change), shown in name order.
+        let mut counts = [0usize; State::ALL.len()];
         for v in self.services.values() {
-            *counts.entry(v.state.as_str()).or_default() += 1;
+            counts[State::ALL.iter().position(|s| *s == v.state).unwrap_or(0)] += 1;
         }
+        let mut counts: Vec<(&str, usize)> = State::ALL
+            .iter()
+            .zip(counts)
+            .filter(|(_, c)| *c > 0)
+            .map(|(s, c)| (s.as_str(), c))
+            .collect();
+        counts.sort_unstable();
         let parts: Vec<String> = counts.iter().map(|(s, c)| format!("{c} {s}")).collect();
         let silent: Vec<&str> = self
             .services
