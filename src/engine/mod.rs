@@ -181,6 +181,10 @@ pub struct Engine {
     /// A background write is under way; `Some(true)`: more changed since it began, and
     /// another write follows when its verdict comes back.
     writing: Option<bool>,
+    /// When the last background write started, and when the next one is due (one waits
+    /// while the last started less than `save::SAVE_SPACING` ago).
+    write_started: Option<tokio::time::Instant>,
+    write_due: Option<tokio::time::Instant>,
     saved_tx: mpsc::UnboundedSender<save::Verdict>,
     snap_tx: watch::Sender<Arc<Snapshot>>,
     done_tx: mpsc::UnboundedSender<CheckDone>,
@@ -248,6 +252,8 @@ impl Engine {
             save_seq: 0,
             save_verdict_seq: 0,
             writing: None,
+            write_started: None,
+            write_due: None,
             saved_tx,
             snap_tx,
             done_tx,
@@ -310,8 +316,8 @@ impl Engine {
             if std::mem::take(&mut self.expiry_stale) {
                 expiry = self.next_expiry();
             }
-            // Anything but a batch of check results may move it (see `expiry_stale`).
-            let mut stale = true;
+            // Requests and expiry may move it; check results say so themselves.
+            let mut stale = false;
             let retry_at = self
                 .unsaved
                 .as_ref()
@@ -322,7 +328,10 @@ impl Engine {
                 biased;
                 _ = self.shutdown.cancelled() => break,
                 req = rx.recv() => match req {
-                    Some(req) => self.handle(req),
+                    Some(req) => {
+                        self.handle(req);
+                        stale = true;
+                    }
                     None => break,
                 },
                 Some(done) = done_rx.recv() => {
@@ -334,7 +343,6 @@ impl Engine {
                         let Ok(done) = done_rx.try_recv() else { break };
                         save |= self.record_check_done(done);
                     }
-                    stale = false;
                     self.publish();
                     if save {
                         self.persist_soon();
@@ -343,8 +351,15 @@ impl Engine {
                     }
                 }
                 Some(s) = silence_rx.recv() => self.on_silence(s),
-                _ = sleep_until_opt(expiry) => self.expire(),
+                _ = sleep_until_opt(expiry) => {
+                    self.expire();
+                    stale = true;
+                }
                 Some(v) = saved_rx.recv() => self.on_saved(v),
+                _ = sleep_until_opt(self.write_due) => {
+                    self.write_due = None;
+                    self.persist_soon();
+                }
                 _ = sleep_until_opt(flush_at) => {
                     flush_at = None;
                     if self.health_dirty {

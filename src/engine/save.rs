@@ -17,6 +17,8 @@ use std::time::Duration;
 /// Retries of a state file that cannot be written: the first wait, doubled up to the last.
 pub(super) const SAVE_RETRY_MIN: Duration = Duration::from_millis(250);
 pub(super) const SAVE_RETRY_MAX: Duration = Duration::from_secs(5);
+/// Background writes (check results) start at least this far apart.
+pub(super) const SAVE_SPACING: Duration = Duration::from_millis(100);
 
 /// The state file and the newest content tried on it.
 pub(super) struct Writer {
@@ -108,12 +110,26 @@ impl Engine {
     /// One write at a time: results that come while one is under way are written together
     /// by the next, started as soon as its verdict is back. A thousand first results each
     /// writing every service's state was a million services' worth of copying and JSON.
+    ///
+    /// And at most one every [`SAVE_SPACING`]: a thousand first results arriving one by one
+    /// (one process started at a time) still meant three hundred writes of every service
+    /// in the first second, most of the daemon's CPU at start-up. A write that comes sooner
+    /// waits for its turn ([`Engine::write_due`]); an isolated change is written at once.
     pub(super) fn persist_soon(&mut self) {
         self.health_dirty = false;
         if let Some(again) = &mut self.writing {
             *again = true;
             return;
         }
+        let now = tokio::time::Instant::now();
+        if let Some(last) = self.write_started {
+            if now < last + SAVE_SPACING {
+                self.write_due = Some(last + SAVE_SPACING);
+                return;
+            }
+        }
+        self.write_due = None;
+        self.write_started = Some(now);
         self.writing = Some(false);
         self.save_seq += 1;
         let (seq, saved) = (self.save_seq, self.saved());
