@@ -155,7 +155,17 @@ struct DaemonStatus<'a> {
     /// False while the state file cannot be written (`save_error` says why).
     state_saved: bool,
     save_error: String,
-    services: Vec<ServiceStatus>,
+    services: Records<'a>,
+}
+
+/// The services' records, each made as it is written: ten thousand of them are ten megabytes,
+/// never all held at once.
+struct Records<'a>(Vec<&'a ServiceView>);
+
+impl Serialize for Records<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(|v| ServiceStatus::from_view(v)))
+    }
 }
 
 /// The services `status` shows: all, or the one named (None if unknown).
@@ -167,10 +177,19 @@ fn select<'a>(snap: &'a Snapshot, service: Option<&str>) -> Option<Vec<&'a Servi
 }
 
 pub fn json(snap: &Snapshot, service: Option<&str>) -> Option<String> {
-    let services = select(snap, service)?
-        .into_iter()
-        .map(ServiceStatus::from_view)
-        .collect();
+    let mut out = Vec::new();
+    write_json(&mut out, snap, service)?.expect("writing to memory");
+    Some(String::from_utf8(out).expect("JSON is UTF-8"))
+}
+
+/// `status --json` written to `w` (a buffer: serde writes a few bytes at a time) as it is
+/// made (the control socket sends it in chunks):
+/// None if the service named is unknown; an error from `w` ends the writing.
+pub fn write_json(
+    w: impl std::io::Write,
+    snap: &Snapshot,
+    service: Option<&str>,
+) -> Option<std::io::Result<()>> {
     let d = DaemonStatus {
         pid: snap.pid,
         version: VERSION,
@@ -184,9 +203,103 @@ pub fn json(snap: &Snapshot, service: Option<&str>) -> Option<String> {
         summary: snap.summary(),
         state_saved: snap.unsaved.is_none(),
         save_error: snap.unsaved.as_ref().map_or(String::new(), unsaved_text),
-        services,
+        services: Records(select(snap, service)?),
     };
-    Some(serde_json::to_string_pretty(&d).expect("plain data serializes") + "\n")
+    let mut w = w;
+    let mut ser = serde_json::Serializer::with_formatter(&mut w, Pretty::default());
+    let res = d
+        .serialize(&mut ser)
+        .map_err(std::io::Error::from)
+        .and_then(|()| w.write_all(b"\n"));
+    Some(res)
+}
+
+/// serde_json's pretty format (two spaces), byte for byte, with each line break and its
+/// indentation written at once: written piece by piece they were a third of the time of
+/// `status --json` for ten thousand services.
+#[derive(Default)]
+struct Pretty {
+    level: usize,
+    has_value: bool,
+}
+
+/// ",\n" and the indentation of the deepest level written at once; deeper ones (none in
+/// status) are written in pieces.
+const BREAK: &[u8] = b",\n                                                                ";
+
+impl Pretty {
+    fn line<W: ?Sized + std::io::Write>(&self, w: &mut W, comma: bool) -> std::io::Result<()> {
+        let from = if comma { 0 } else { 1 };
+        let to = 2 + 2 * self.level;
+        if to <= BREAK.len() {
+            return w.write_all(&BREAK[from..to]);
+        }
+        w.write_all(&BREAK[from..2])?;
+        for _ in 0..self.level {
+            w.write_all(b"  ")?;
+        }
+        Ok(())
+    }
+}
+
+impl serde_json::ser::Formatter for Pretty {
+    fn begin_array<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.level += 1;
+        self.has_value = false;
+        w.write_all(b"[")
+    }
+
+    fn end_array<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.level -= 1;
+        if self.has_value {
+            self.line(w, false)?;
+        }
+        w.write_all(b"]")
+    }
+
+    fn begin_array_value<W: ?Sized + std::io::Write>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
+        self.line(w, !first)
+    }
+
+    fn end_array_value<W: ?Sized + std::io::Write>(&mut self, _: &mut W) -> std::io::Result<()> {
+        self.has_value = true;
+        Ok(())
+    }
+
+    fn begin_object<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.level += 1;
+        self.has_value = false;
+        w.write_all(b"{")
+    }
+
+    fn end_object<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.level -= 1;
+        if self.has_value {
+            self.line(w, false)?;
+        }
+        w.write_all(b"}")
+    }
+
+    fn begin_object_key<W: ?Sized + std::io::Write>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
+        self.line(w, !first)
+    }
+
+    fn begin_object_value<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        w.write_all(b": ")
+    }
+
+    fn end_object_value<W: ?Sized + std::io::Write>(&mut self, _: &mut W) -> std::io::Result<()> {
+        self.has_value = true;
+        Ok(())
+    }
 }
 
 /// "cannot write /var/lib/psentinel/state.json since T: No space left on device".
@@ -400,4 +513,30 @@ pub fn text(snap: &Snapshot, service: Option<&str>) -> Option<String> {
         }
     }
     Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `status --json` keeps serde_json's pretty format byte for byte, also past the depth
+    /// whose indentation is written at once.
+    #[test]
+    fn pretty_is_serde_jsons_pretty() {
+        let mut deep = serde_json::json!({"end": [1, {}], "empty": []});
+        for i in 0..40 {
+            deep = serde_json::json!({ format!("k{i}"): [deep, null, "a\"b\n"], "n": i });
+        }
+        let v = serde_json::json!({"a": [], "b": {}, "c": [1, [2, [3]], {"d": "e"}], "deep": deep});
+        let mut ours = Vec::new();
+        v.serialize(&mut serde_json::Serializer::with_formatter(
+            &mut ours,
+            Pretty::default(),
+        ))
+        .unwrap();
+        assert_eq!(
+            String::from_utf8(ours).unwrap(),
+            serde_json::to_string_pretty(&v).unwrap()
+        );
+    }
 }

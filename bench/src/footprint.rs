@@ -16,6 +16,7 @@ pub struct Daemon {
     pub ready_after: Duration,
     pub cfg: std::path::PathBuf,
     _scratch: Scratch,
+    _reserved: crate::ports::Reserved,
 }
 
 impl Drop for Daemon {
@@ -23,16 +24,6 @@ impl Drop for Daemon {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// Distinct free ports: all held open while choosing, so none is picked twice.
-fn ports(n: usize) -> Vec<u16> {
-    let held: Vec<_> = (0..n)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0"))
-        .collect();
-    held.iter()
-        .map(|l| l.local_addr().unwrap().port())
-        .collect()
 }
 
 /// 5,000 connections that never send a byte, on one port: the daemon's RSS growth per
@@ -81,7 +72,8 @@ pub fn start_then(
     meanwhile: impl FnOnce(Vec<u16>) + Send + 'static,
 ) -> Daemon {
     let scratch = Scratch::new(&format!("fp{n}"));
-    let ports = ports(n);
+    let reserved = crate::ports::reserve(n);
+    let ports = reserved.ports.clone();
     let cfg = servers::psentinel_config(&scratch.0, &ports, check);
     let notify_path = scratch.0.join("notify");
     let notify = UnixDatagram::bind(&notify_path).expect("notify socket");
@@ -135,6 +127,7 @@ pub fn start_then(
         ready_after: t0.elapsed(),
         cfg,
         _scratch: scratch,
+        _reserved: reserved,
     }
 }
 

@@ -19,6 +19,7 @@
 mod floor;
 mod footprint;
 mod load;
+mod ports;
 mod scale;
 mod servers;
 

@@ -1,7 +1,7 @@
 //! `psentinel -c COMMAND [ARG...]`: sends one request, prints the answer, exits with its code.
 
 use super::proto::{Code, Command, COMMANDS, PROGRESS};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 
@@ -53,7 +53,7 @@ pub fn run(socket: &Path, words: &[String]) -> u8 {
         return 1;
     }
     // Progress lines (`--wait`) come first, as they happen: shown on stderr at once.
-    let mut reader = BufReader::new(stream);
+    let mut reader = BufReader::with_capacity(64 * 1024, stream);
     let mut status = String::new();
     loop {
         status.clear();
@@ -66,12 +66,6 @@ pub fn run(socket: &Path, words: &[String]) -> u8 {
             None => break,
         }
     }
-    let mut reply = Vec::new();
-    if let Err(e) = reader.read_to_end(&mut reply) {
-        eprintln!("psentinel: no answer from {}: {e}", socket.display());
-        return 1;
-    }
-    let body = String::from_utf8_lossy(&reply);
     let status = status.trim_end_matches('\n');
     let Some(code) = Code::from_status_line(status) else {
         eprintln!(
@@ -80,11 +74,48 @@ pub fn run(socket: &Path, words: &[String]) -> u8 {
         );
         return 1;
     };
-    if matches!(code, Code::Ok | Code::Failed) {
-        print!("{body}");
+    // Copied as it comes: `status` of thousands of services is megabytes, sent in chunks.
+    let copied = if matches!(code, Code::Ok | Code::Failed) {
+        copy(&mut reader, &mut std::io::stdout().lock())
     } else {
-        eprint!("psentinel: {body}");
+        eprint!("psentinel: ");
+        copy(&mut reader, &mut std::io::stderr().lock())
+    };
+    match copied {
+        Ok(()) => {}
+        Err(Copy::Read(e)) => {
+            eprintln!("\npsentinel: no answer from {}: {e}", socket.display());
+            return 1;
+        }
+        Err(Copy::Write(e)) => {
+            eprintln!("psentinel: cannot write the answer: {e}");
+            return 1;
+        }
     }
-    let _ = std::io::stdout().flush();
     code as u8
+}
+
+/// Which side of [`copy`] failed.
+enum Copy {
+    Read(std::io::Error),
+    Write(std::io::Error),
+}
+
+/// The rest of the answer, from the socket to `out`.
+fn copy(from: &mut impl BufRead, out: &mut impl Write) -> Result<(), Copy> {
+    loop {
+        let n = {
+            let buf = match from.fill_buf() {
+                Ok(b) => b,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(Copy::Read(e)),
+            };
+            if buf.is_empty() {
+                return out.flush().map_err(Copy::Write);
+            }
+            out.write_all(buf).map_err(Copy::Write)?;
+            buf.len()
+        };
+        from.consume(n);
+    }
 }

@@ -15,6 +15,7 @@ use crate::engine::{CheckRun, EngineError, Handle, Outcome};
 use crate::status;
 use crate::wait::{Goal, Want};
 use anyhow::Context;
+use std::io::Write as _;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixListener as StdUnixListener;
 use std::path::{Path, PathBuf};
@@ -178,6 +179,9 @@ async fn connection(
                 timeout,
                 drained,
             }) => execute_and_wait(*cmd, timeout, drained, &mut stream, handle, gate, stop).await,
+            Ok(Command::Status { service, json }) => {
+                return send_status(&mut stream, handle.snapshot(), service, json).await;
+            }
             Ok(cmd) => execute(cmd, &stream, handle, gate, stop).await,
         },
     };
@@ -186,6 +190,97 @@ async fn connection(
     // A client that stopped reading loses its answer; it cannot hold the task forever.
     let _ = tokio::time::timeout(REQUEST_DEADLINE, stream.write_all(&out)).await;
     let _ = stream.shutdown().await;
+}
+
+/// How much of a `status` answer is sent at a time, and how many chunks may wait to be sent.
+const STATUS_CHUNK: usize = 128 * 1024;
+const STATUS_CHUNKS_AHEAD: usize = 4;
+
+/// `status`: rendered off the runtime's workers (ten thousand services are ten megabytes of
+/// JSON and tens of milliseconds of CPU, which on a worker would hold up the probes queued
+/// behind it) and sent in chunks as they are made, so the client reads while the rest is
+/// rendered. The whole answer gets [`REQUEST_DEADLINE`], as any other.
+async fn send_status(
+    stream: &mut UnixStream,
+    snap: Arc<crate::view::Snapshot>,
+    service: Option<String>,
+    json: bool,
+) {
+    let deadline = tokio::time::Instant::now() + REQUEST_DEADLINE;
+    let (tx, mut rx) = tokio::sync::mpsc::channel(STATUS_CHUNKS_AHEAD);
+    let render = tokio::task::spawn_blocking(move || {
+        let mut w = Chunks {
+            buf: Vec::with_capacity(STATUS_CHUNK),
+            tx,
+        };
+        let written = match &service {
+            Some(n) if !snap.services.contains_key(n) => w.write_all(
+                format!("{}unknown service '{n}'\n", Code::Refused.status_line()).as_bytes(),
+            ),
+            _ => w
+                .write_all(Code::Ok.status_line().as_bytes())
+                .and_then(|()| {
+                    if json {
+                        status::write_json(&mut w, &snap, service.as_deref()).unwrap_or(Ok(()))
+                    } else {
+                        let text = status::text(&snap, service.as_deref()).unwrap_or_default();
+                        w.write_all(text.as_bytes())
+                    }
+                }),
+        };
+        // Nothing more to do when the client is gone.
+        let _ = written.and_then(|()| w.send());
+    });
+    while let Some(chunk) = rx.recv().await {
+        let sent = tokio::time::timeout_at(deadline, stream.write_all(&chunk)).await;
+        // A client that stopped reading loses its answer; it cannot hold the task forever.
+        if !matches!(sent, Ok(Ok(()))) {
+            break;
+        }
+    }
+    // The renderer's next chunk finds no one and it stops.
+    drop(rx);
+    let _ = render.await;
+    let _ = stream.shutdown().await;
+}
+
+/// What the renderer of `status` writes into: a buffer sent on as a chunk once it is full.
+struct Chunks {
+    buf: Vec<u8>,
+    tx: tokio::sync::mpsc::Sender<Vec<u8>>,
+}
+
+impl Chunks {
+    fn send(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(STATUS_CHUNK));
+        self.tx
+            .blocking_send(chunk)
+            .map_err(|_| std::io::ErrorKind::BrokenPipe.into())
+    }
+}
+
+impl std::io::Write for Chunks {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.write_all(b).map(|()| b.len())
+    }
+
+    // Straight into the buffer: serde calls this for every few bytes it writes, and the
+    // default's loop over `write` cost as much as the rendering itself.
+    #[inline]
+    fn write_all(&mut self, b: &[u8]) -> std::io::Result<()> {
+        self.buf.extend_from_slice(b);
+        if self.buf.len() >= STATUS_CHUNK {
+            self.send()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.send()
+    }
 }
 
 /// `--wait`: the change first (a refusal ends it as usual), then progress lines while the
