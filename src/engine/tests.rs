@@ -1028,3 +1028,37 @@ async fn the_state_written_from_views_is_the_engines_facts() {
         facts
     );
 }
+
+/// Results that come together are written together: a write starts at most every
+/// `SAVE_SPACING`, the one that waits carries the latest state, and an isolated result is
+/// written at once.
+#[tokio::test(start_paused = true)]
+async fn a_burst_of_results_is_written_at_most_every_spacing() {
+    let b = Bench::new(CHECKED);
+    let (h, done_tx, runner) = running(&b);
+    done_tx.send(passed(runner)).unwrap();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(saved_health(&b), Some(true), "the first result: at once");
+    // fall=2: the second failure changes the health, 20 ms after the last write began.
+    for _ in 0..2 {
+        let mut failed = passed(runner);
+        failed.result.exit = Exit::Code(1);
+        done_tx.send(failed).unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(h.snapshot().services["web"].state, State::Down);
+    assert_eq!(
+        saved_health(&b),
+        Some(true),
+        "the next write waits for its turn"
+    );
+    tokio::time::sleep(save::SAVE_SPACING).await;
+    assert_eq!(saved_health(&b), Some(false), "written at its turn");
+    // Long after: a change is written at once again.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    for _ in 0..2 {
+        done_tx.send(passed(runner)).unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(saved_health(&b), Some(true));
+}

@@ -197,4 +197,17 @@ fn a_thousand_checks_starting_together_do_not_hold_up_the_ports() {
     );
     // And the checks did start: their results come in.
     eventually("a check result", DEADLINE, || mark.exists().then_some(()));
+    // `status` of them all (a megabyte of JSON, sent in chunks as it is rendered) is whole.
+    let s = d.status_json();
+    let names: Vec<&str> = s["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["name"].as_str().unwrap())
+        .collect();
+    let mut want: Vec<String> = (0..1000).map(|i| format!("s{i}")).collect();
+    want.sort();
+    assert_eq!(names, want);
+    let text = d.ok(&["status"]);
+    assert_eq!(text.matches("\n[s").count(), 1000, "{}", &text[..200]);
 }
