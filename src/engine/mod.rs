@@ -14,9 +14,11 @@
 //! own words. The engine's only prose is its journal lines.
 //!
 //! Parts: `handle.rs` (the front door), `outcome.rs` (answers), `apply.rs` (configuration,
-//! listeners, what a restart restores), `ops.rs` (operator commands and their audit lines).
+//! listeners, what a restart restores), `ops.rs` (operator commands and their audit lines),
+//! `save.rs` (the state file), `clock.rs` (the engine's time).
 
 mod apply;
+mod clock;
 mod handle;
 mod ops;
 mod outcome;
@@ -29,8 +31,8 @@ pub use outcome::{CheckRun, EngineError, Outcome, ReloadRefused, Reloaded};
 
 use crate::check::{CheckDone, Processes, RunnerCmd, RunnerHandle};
 use crate::config::Config;
-use crate::model::{micros, Exit, Expired};
-use crate::model::{Micros, Refusal};
+use crate::model::Refusal;
+use crate::model::{Exit, Expired};
 use crate::observer::{Observer, Silence};
 use crate::plugin::Verdict;
 use crate::probe_stats::Seen;
@@ -41,10 +43,11 @@ use crate::state::Store;
 use crate::systemd::Notes;
 use crate::view::{Facts, SaveFailure, ServiceView, Services, Snapshot};
 use apply::{ListenKey, Listener};
+use clock::Clock;
 use handle::Request;
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -65,33 +68,6 @@ const STOP_SIGNAL_SETTLE: Duration = Duration::from_millis(300);
 /// At most this many check results are recorded before the loop publishes them and looks at
 /// requests again: recording one is cheap, publishing is a copy of every service.
 const RESULTS_PER_TURN: usize = 1024;
-
-/// The engine's time: the wall clock at start plus tokio's monotonic time since. Timestamps
-/// (since, until) and the timers that act on them then agree: a `--for 30m` lasts 30 minutes
-/// even if the wall clock is stepped meanwhile, and tests run the engine on tokio's paused
-/// clock.
-struct Clock {
-    wall0: Micros,
-    mono0: tokio::time::Instant,
-}
-
-impl Clock {
-    fn start() -> Clock {
-        Clock {
-            wall0: micros(SystemTime::now()),
-            mono0: tokio::time::Instant::now(),
-        }
-    }
-
-    fn now(&self) -> Micros {
-        self.wall0 + self.mono0.elapsed().as_micros() as u64
-    }
-
-    /// When, on tokio's clock, the engine's time reaches `t`.
-    fn instant_at(&self, t: Micros) -> tokio::time::Instant {
-        self.mono0 + Duration::from_micros(t.saturating_sub(self.wall0))
-    }
-}
 
 /// One service as the engine holds it.
 struct Svc {

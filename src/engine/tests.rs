@@ -3,9 +3,10 @@
 //! `check`); probe ports bind on 127.0.0.1.
 
 use super::*;
-use crate::model::{Admin, CheckResult, Exit, HealthTracker, State};
+use crate::model::{micros, Admin, CheckResult, Exit, HealthTracker, Micros, State};
 use crate::state::Saved;
 use std::path::PathBuf;
+use std::time::SystemTime;
 
 struct Bench {
     dir: tempfile::TempDir,
