@@ -230,15 +230,28 @@ impl Services {
         }
     }
 
-    fn index(&self, name: &str) -> Option<usize> {
-        self.names.binary_search_by(|n| n.as_str().cmp(name)).ok()
+    // Generic like a map's lookups, so that callers read the same as with one.
+    fn index<Q: ?Sized + Ord>(&self, name: &Q) -> Option<usize>
+    where
+        String: std::borrow::Borrow<Q>,
+    {
+        use std::borrow::Borrow;
+        self.names
+            .binary_search_by(|n| Borrow::<Q>::borrow(n).cmp(name))
+            .ok()
     }
 
-    pub fn get(&self, name: &str) -> Option<&Arc<ServiceView>> {
+    pub fn get<Q: ?Sized + Ord>(&self, name: &Q) -> Option<&Arc<ServiceView>>
+    where
+        String: std::borrow::Borrow<Q>,
+    {
         self.index(name).map(|i| &self.views[i])
     }
 
-    pub fn contains_key(&self, name: &str) -> bool {
+    pub fn contains_key<Q: ?Sized + Ord>(&self, name: &Q) -> bool
+    where
+        String: std::borrow::Borrow<Q>,
+    {
         self.index(name).is_some()
     }
 
