@@ -174,12 +174,16 @@ pub(crate) fn read_now(stream: &impl AsRawFd, buf: &mut [u8]) -> Got {
 }
 
 /// Writes what the socket takes now; returns how much (a fresh connection's send buffer takes
-/// a whole answer).
+/// a whole answer). `MSG_MORE` holds the bytes back for the half-close or close that always
+/// follows: the kernel then sends answer and FIN in one segment and the prober acknowledges
+/// both at once, two segments fewer per probe for both kernels (nginx sends them apart).
 fn write_now(stream: &impl AsRawFd, bytes: &[u8]) -> usize {
     send(
         stream.as_raw_fd(),
         bytes,
-        MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
+        MsgFlags::MSG_DONTWAIT
+            | MsgFlags::MSG_NOSIGNAL
+            | MsgFlags::from_bits_retain(libc::MSG_MORE),
     )
     .unwrap_or(0)
 }
@@ -572,6 +576,46 @@ async fn write_rest(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Segments the socket sent (TCP_INFO's tcpi_segs_out; nix has no wrapper for it).
+    #[allow(unsafe_code)]
+    fn segments_sent(s: &StdStream) -> u32 {
+        // SAFETY: tcp_info is plain integers; all zeroes is a valid value.
+        let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+        let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+        // SAFETY: a valid descriptor, and a buffer of the length passed.
+        let rc = unsafe {
+            libc::getsockopt(
+                s.as_raw_fd(),
+                libc::IPPROTO_TCP,
+                libc::TCP_INFO,
+                (&mut info as *mut libc::tcp_info).cast(),
+                &mut len,
+            )
+        };
+        assert_eq!(rc, 0, "TCP_INFO: {}", std::io::Error::last_os_error());
+        info.tcpi_segs_out
+    }
+
+    #[test]
+    fn the_answer_and_the_fin_leave_in_one_segment() {
+        use std::io::Read;
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut prober = StdStream::connect(l.local_addr().unwrap()).unwrap();
+        let (s, _) = l.accept().unwrap();
+        let before = segments_sent(&s);
+        let answer = b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n";
+        assert_eq!(write_now(&s, answer), answer.len());
+        s.shutdown(Shutdown::Write).unwrap();
+        let mut got = Vec::new();
+        prober.read_to_end(&mut got).unwrap();
+        assert_eq!(got, answer);
+        assert_eq!(
+            segments_sent(&s) - before,
+            1,
+            "answer and FIN in separate segments"
+        );
+    }
 
     #[test]
     fn heads() {
