@@ -233,21 +233,11 @@ pub async fn serve(
     in_flight: TaskTracker,
     shutdown: CancellationToken,
 ) {
-    let room = match Room::new() {
-        Ok(r) => r,
-        Err(e) => {
-            // Without an epoll descriptor of its own the port cannot wait for slow requests;
-            // it still must answer: try again shortly (descriptors run out for a moment).
-            tracing::warn!(psentinel_service = %service, "{} port: cannot wait for requests: {e}", kind.as_str());
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            return Box::pin(serve(port, service, kind, snap, tap, in_flight, shutdown)).await;
-        }
-    };
     let mut door = Door {
         conns: Arc::new(Semaphore::new(MAX_CONNS)),
         view: None,
         snap: snap.clone(),
-        room: Some(room),
+        room: None,
         shared: Arc::new(Shared {
             snap,
             service,
@@ -262,15 +252,13 @@ pub async fn serve(
     let mut armed: Option<tokio::time::Instant> = None;
     let mut done = Vec::new();
     loop {
-        let room = door.room.as_mut().expect("taken only when the loop ends");
-        let due = room.next_deadline();
+        let due = door.room.as_ref().and_then(Room::next_deadline);
         if due != armed {
             if let Some(at) = due {
                 timer.as_mut().reset(at);
             }
             armed = due;
         }
-        let waiting = !room.is_empty();
         let event = tokio::select! {
             _ = shutdown.cancelled() => return,
             r = port.0.readable() => match r {
@@ -281,7 +269,7 @@ pub async fn serve(
                     continue;
                 }
             },
-            () = room.readable(), if waiting => Event::Request,
+            () = readable(door.room.as_ref()) => Event::Request,
             () = &mut timer, if armed.is_some() => Event::Deadline,
         };
         let mut ready = match event {
@@ -295,6 +283,7 @@ pub async fn serve(
                 if let Some(room) = door.room.as_mut() {
                     room.expire(tokio::time::Instant::now());
                 }
+                door.close_empty_room();
                 continue;
             }
         };
@@ -324,6 +313,14 @@ pub async fn serve(
     }
 }
 
+/// The waiting room has a request to read; never, while there is no room.
+async fn readable(room: Option<&Room>) {
+    match room {
+        Some(room) => room.readable().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// What woke an accept loop.
 enum Event<'a> {
     Accept(tokio::io::unix::AsyncFdReadyGuard<'a, std::net::TcpListener>),
@@ -338,8 +335,10 @@ struct Door {
     /// is published, not per probe.
     view: Option<Arc<ServiceView>>,
     snap: watch::Receiver<Arc<Snapshot>>,
-    /// Connections whose request is not there yet ([`crate::waiting`]); always there while
-    /// the loop runs, handed over when it ends.
+    /// Connections whose request is not there yet ([`crate::waiting`]). Opened when the first
+    /// one has to wait and closed when the last has left, so an idle port holds one
+    /// descriptor (its listening socket), not two: 10,000 ports stay within the usual
+    /// open-files limit. Handed over when the loop ends.
     room: Option<Room>,
     shared: Arc<Shared>,
 }
@@ -398,6 +397,32 @@ impl Door {
         for (w, head) in done.drain(..) {
             self.shared.answer(w.stream, w.ip, w.permit, &w.buf, head);
         }
+        self.close_empty_room();
+    }
+
+    /// Closes the waiting room once nobody waits in it.
+    fn close_empty_room(&mut self) {
+        if self.room.as_ref().is_some_and(Room::is_empty) {
+            self.room = None;
+        }
+    }
+
+    /// Answers from what is already readable and closes, without waiting for a request
+    /// (over the cap, or when the connection cannot wait). Not watched for the prober's close.
+    fn answer_at_once(&mut self, stream: StdStream, ip: IpAddr) {
+        let kind = self.shared.kind;
+        let mut scratch = [0u8; CHUNK];
+        let _ = read_now(&stream, &mut scratch);
+        if let Some(r) = self.replies() {
+            let (bytes, answer, state) = match kind {
+                ProbeKind::Http => (r.full.clone(), Answer::Http(r.status), r.state),
+                ProbeKind::Agent => (r.agent.clone(), Answer::Agent(r.state), r.state),
+            };
+            write_now(&stream, &bytes);
+            self.shared
+                .tap
+                .record(ip, kind, answer, Some(state), false, None);
+        }
     }
 
     /// The answers of the latest snapshot.
@@ -420,18 +445,7 @@ impl Door {
         let kind = self.shared.kind;
         let Ok(permit) = self.conns.clone().try_acquire_owned() else {
             // Over the cap: answer now, from what is already readable, and close.
-            let mut scratch = [0u8; CHUNK];
-            let _ = read_now(&stream, &mut scratch);
-            if let Some(r) = self.replies() {
-                let (bytes, answer, state) = match kind {
-                    ProbeKind::Http => (r.full.clone(), Answer::Http(r.status), r.state),
-                    ProbeKind::Agent => (r.agent.clone(), Answer::Agent(r.state), r.state),
-                };
-                write_now(&stream, &bytes);
-                self.shared
-                    .tap
-                    .record(ip, kind, answer, Some(state), false, None);
-            }
+            self.answer_at_once(stream, ip);
             return;
         };
         if kind == ProbeKind::Agent {
@@ -454,6 +468,18 @@ impl Door {
             _ => parse_head(&chunk[..got], eof),
         };
         if head == Head::Partial {
+            if self.room.is_none() {
+                match Room::new() {
+                    Ok(room) => self.room = Some(room),
+                    Err(e) => {
+                        // No descriptor for the room (the limit is reached for a moment):
+                        // the connection cannot wait, so it gets its answer as it is.
+                        tracing::warn!(psentinel_service = %self.shared.service, "{} port: cannot wait for a request: {e}", kind.as_str());
+                        self.answer_at_once(stream, ip);
+                        return;
+                    }
+                }
+            }
             let first = chunk[..got].to_vec();
             if let Some(room) = self.room.as_mut() {
                 room.admit(Waiter::new(stream, ip, first, permit));

@@ -1,4 +1,5 @@
-//! Probe connections whose request has not (all) arrived yet: one waiting room per port.
+//! Probe connections whose request has not (all) arrived yet: one waiting room per port, open
+//! while somebody waits in it.
 //!
 //! HAProxy sends its request with the connection, so the accept loop answers it at once
 //! ([`crate::probe`]); the rest wait here until their head is complete, [`HEAD_DEADLINE`]

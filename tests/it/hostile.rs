@@ -168,6 +168,39 @@ fn five_thousand_idle_connections_cost_little_and_do_not_delay_a_probe() {
 }
 
 #[test]
+fn an_idle_port_holds_one_descriptor_and_a_waiting_room_only_while_someone_waits() {
+    // 10,000 services must fit the usual open-files limit: a port's waiting room (an epoll set)
+    // exists only while a connection waits for its request.
+    let ports: Vec<u16> = (0..100).map(|_| free_port()).collect();
+    let services: String = ports
+        .iter()
+        .enumerate()
+        .map(|(i, p)| format!("[s{i}]\nport={p}\n"))
+        .collect();
+    let d = Daemon::start(&services);
+    let pid = d.pid();
+    d.ok(&["version"]);
+    for p in &ports {
+        assert_eq!(probe_status(*p), 200);
+    }
+    let base = eventually("the probes' connections closed", DEADLINE, || {
+        let n = fds(pid).len();
+        (n < ports.len() + 40).then_some(n)
+    });
+    // One slow client: its connection and the room's epoll set.
+    let mut slow = connect(ports[0]);
+    eventually("the slow connection waiting in a room", DEADLINE, || {
+        (fds(pid).len() >= base + 2).then_some(())
+    });
+    slow.write_all(b"OPTIONS / HTTP/1.0\r\n\r\n").unwrap();
+    assert!(String::from_utf8_lossy(&read_all(&mut slow)).starts_with("HTTP/1.0 200"));
+    drop(slow);
+    eventually("the room closed with its last connection", DEADLINE, || {
+        (fds(pid).len() <= base).then_some(())
+    });
+}
+
+#[test]
 fn garbage_of_every_kind_in_bulk_is_bounded_and_leaves_no_descriptors() {
     let (d, port, other) = two_services();
     let pid = d.pid();
