@@ -374,14 +374,19 @@ impl Config {
     }
 }
 
+/// `log_level`'s names, by number.
+const LOG_LEVELS: [&str; 5] = ["error", "warn", "info", "debug", "trace"];
+
 fn parse_general(s: &SectionReader) -> General {
     let d = General::default();
     General {
-        log_level: s.parse_or("log_level", d.log_level, |v| {
+        // A level by number (the original psentinel's) or by name (what the journal shows).
+        log_level: s.words_or("log_level", d.log_level, &LOG_LEVELS, |v| {
             v.parse::<u8>()
                 .ok()
+                .or_else(|| LOG_LEVELS.iter().position(|n| *n == v).map(|i| i as u8))
                 .filter(|l| *l <= 4)
-                .ok_or("expected 0..4 (error, warn, info, debug, trace)")
+                .ok_or("expected 0..4 or error, warn, info, debug, trace")
         }),
         pid_file: s.path_or("pid_file", d.pid_file),
         sock_file: s.path_or("sock_file", d.sock_file),
@@ -499,6 +504,10 @@ mod tests {
             ),
             ("[a]\nport=1\nrise=0\n", "[a] rise = '0'"),
             ("[general]\nlog_level=7\n", "[general] log_level = '7'"),
+            (
+                "[general]\nlog_level=debgu\n",
+                "[general] log_level = 'debgu': expected 0..4 or error, warn, info, debug, trace (did you mean 'debug'?)",
+            ),
             ("[general]\ndbus=maybe\n", "[general] dbus = 'maybe'"),
             ("[a b]\nport=1\n", "[a b]: a service name"),
             ("[a]\nport=1\nport=2\n", "[a] port = '2': key given twice"),
@@ -537,6 +546,14 @@ mod tests {
         let c = parse("[a]\nport=80 # probe\nrise=2 ; two\n[general]\nsock_file=/s # x\n").unwrap();
         assert_eq!((c.services["a"].port, c.services["a"].rise), (80, 2));
         assert_eq!(c.general.sock_file, Path::new("/s"));
+    }
+
+    #[test]
+    fn log_level_by_number_or_name() {
+        for (v, want) in [("0", 0), ("3", 3), ("error", 0), ("debug", 3), ("trace", 4)] {
+            let c = parse(&format!("[general]\nlog_level = {v}\n")).unwrap();
+            assert_eq!(c.general.log_level, want, "{v}");
+        }
     }
 
     #[test]
