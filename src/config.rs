@@ -509,6 +509,15 @@ mod tests {
                 "[general] log_level = 'debgu': expected 0..4 or error, warn, info, debug, trace (did you mean 'debug'?)",
             ),
             ("[general]\ndbus=maybe\n", "[general] dbus = 'maybe'"),
+            (
+                "[general]\ncontrol_socket=/s\n",
+                "[general] control_socket = '/s': unknown key (did you mean 'sock_file'?)",
+            ),
+            (
+                "[a]\nport=1\ninterval=5\n",
+                "[a] interval = '5': unknown key (did you mean 'check_script_interval'?)",
+            ),
+
             ("[a b]\nport=1\n", "[a b]: a service name"),
             ("[a]\nport=1\nport=2\n", "[a] port = '2': key given twice"),
             ("[a]\nport=1\n[a]\nport=2\n", "[a]: service defined twice"),
@@ -546,6 +555,12 @@ mod tests {
         let c = parse("[a]\nport=80 # probe\nrise=2 ; two\n[general]\nsock_file=/s # x\n").unwrap();
         assert_eq!((c.services["a"].port, c.services["a"].rise), (80, 2));
         assert_eq!(c.general.sock_file, Path::new("/s"));
+    }
+
+    #[test]
+    fn a_synonym_is_offered_only_where_its_key_belongs() {
+        let e = parse("[a]\nport=1\nsocket=/s\n").unwrap_err().to_string();
+        assert!(e.ends_with("[a] socket = '/s': unknown key"), "{e:?}");
     }
 
     #[test]

@@ -116,6 +116,7 @@ impl<'a> SectionReader<'a> {
         for (file, e) in &self.entries {
             if !known.contains(&e.key.as_str()) {
                 let hint = closest(&e.key, known)
+                    .or_else(|| synonym(&e.key, known))
                     .map(|k| format!(" (did you mean '{k}'?)"))
                     .unwrap_or_default();
                 let err = self.error_in(*file, &e.key, &e.value, &format!("unknown key{hint}"));
@@ -215,6 +216,35 @@ pub(crate) fn closest<'k>(key: &str, known: &[&'k str]) -> Option<&'k str> {
         .filter(|(d, _)| *d <= 2)
         .min()
         .map(|(_, k)| k)
+}
+
+/// Names other tools (or a guess) give our keys, too far from them for [`closest`] to find:
+/// `control_socket` means `sock_file`. Only a key of the section being read is offered.
+const SYNONYMS: &[(&str, &str)] = &[
+    ("control_socket", "sock_file"),
+    ("control_sock", "sock_file"),
+    ("socket", "sock_file"),
+    ("socket_file", "sock_file"),
+    ("state_directory", "state_dir"),
+    ("group", "control_group"),
+    ("check", "check_script"),
+    ("script", "check_script"),
+    ("command", "check_script"),
+    ("check_command", "check_script"),
+    ("interval", "check_script_interval"),
+    ("check_interval", "check_script_interval"),
+    ("timeout", "check_timeout"),
+    ("check_script_timeout", "check_timeout"),
+    ("listen", "bind"),
+    ("address", "bind"),
+    ("agent", "agent_port"),
+    ("agent_check_port", "agent_port"),
+    ("systemd_unit", "unit"),
+];
+
+fn synonym<'k>(key: &str, known: &[&'k str]) -> Option<&'k str> {
+    let (_, meant) = SYNONYMS.iter().find(|(other, _)| *other == key)?;
+    known.iter().copied().find(|k| k == meant)
 }
 
 /// The word a misspelt value most likely meant: any case, at most 2 edits away, and fewer
