@@ -170,15 +170,7 @@ impl Daemon {
         for (k, v) in extra_env {
             cmd.env(k, v);
         }
-        let mut child = cmd.spawn().unwrap();
-        let log = self.log.clone();
-        let stderr = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                log.push(line);
-            }
-        });
-        self.child = Some(child);
+        self.keep(cmd.spawn().unwrap());
     }
 
     /// Starts the daemon with `listeners` passed as systemd passes a socket unit's sockets
@@ -199,7 +191,7 @@ impl Daemon {
             "exec 3<&0 4>&1 0</dev/null 1>/dev/null; LISTEN_PID=$$ LISTEN_FDS={} exec \"$0\" \"$@\"",
             listeners.len()
         );
-        let mut child = Command::new("sh")
+        let child = Command::new("sh")
             .args(["-c", &script, BIN, "-D", "-f"])
             .arg(&self.cfg)
             .env("NOTIFY_SOCKET", &self.notify.path)
@@ -209,6 +201,12 @@ impl Daemon {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
+        self.keep(child);
+    }
+
+    /// The daemon just spawned: its stderr goes to the log (what tests wait on), and it is
+    /// the one `Drop` stops.
+    fn keep(&mut self, mut child: Child) {
         let log = self.log.clone();
         let stderr = child.stderr.take().unwrap();
         std::thread::spawn(move || {
