@@ -13,10 +13,8 @@
 //! flight; what the prober sends meanwhile is read and discarded (at most [`MAX_DRAIN`]).
 //! The connection keeps its place under the port's connection cap until then.
 
-use nix::errno::Errno;
-use nix::sys::socket::{recv, MsgFlags};
+use crate::probe::{read_now, Got};
 use std::net::TcpStream;
-use std::os::fd::AsRawFd;
 use std::time::Duration;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
@@ -51,26 +49,26 @@ impl Linger {
     /// Some(true): the prober closed (FIN or reset), so it read the answer. Some(false): it
     /// did not within [`LINGER`] (or kept sending); stop waiting. None: not yet.
     pub fn closed(&mut self, now: Instant) -> Option<bool> {
-        loop {
+        self.drain();
+        if self.ended {
+            Some(true)
+        } else if self.drained >= MAX_DRAIN {
+            Some(false)
+        } else {
+            (now >= self.until).then_some(false)
+        }
+    }
+
+    /// Reads and discards what the prober sent (up to [`MAX_DRAIN`] in all) until nothing is
+    /// left to read now; `ended` once its close (or an error) is read.
+    fn drain(&mut self) {
+        while !self.ended && self.drained < MAX_DRAIN {
             // On the stack, never kept: a lingering connection holds no buffer.
             let mut sink = [0u8; 1024];
-            match recv(self.stream.as_raw_fd(), &mut sink, MsgFlags::MSG_DONTWAIT) {
-                Ok(0) => {
-                    self.ended = true;
-                    return Some(true);
-                }
-                Ok(n) => {
-                    self.drained += n;
-                    if self.drained >= MAX_DRAIN {
-                        return Some(false);
-                    }
-                }
-                Err(Errno::EINTR) => {}
-                Err(Errno::EAGAIN) => return (now >= self.until).then_some(false),
-                Err(_) => {
-                    self.ended = true;
-                    return Some(true);
-                }
+            match read_now(&self.stream, &mut sink) {
+                Got::Bytes(n) => self.drained += n,
+                Got::Eof | Got::Failed => self.ended = true,
+                Got::Nothing => return,
             }
         }
     }
@@ -81,14 +79,7 @@ impl Drop for Linger {
     /// answers a close with unread bytes by a reset, which the prober sees as an error after
     /// (or instead of) our answer.
     fn drop(&mut self) {
-        while !self.ended && self.drained < MAX_DRAIN {
-            let mut sink = [0u8; 1024];
-            match recv(self.stream.as_raw_fd(), &mut sink, MsgFlags::MSG_DONTWAIT) {
-                Ok(n) if n > 0 => self.drained += n,
-                Err(Errno::EINTR) => {}
-                _ => break,
-            }
-        }
+        self.drain();
     }
 }
 
