@@ -367,12 +367,7 @@ async fn serve_out(mut room: Room, shared: Arc<Shared>) {
             break;
         };
         tokio::select! {
-            () = room.readable() => {
-                room.take_ready(&mut done);
-                for (w, head) in done.drain(..) {
-                    shared.answer(w.stream, w.ip, w.permit, &w.buf, head);
-                }
-            }
+            () = room.readable() => shared.serve_ready(&mut room, &mut done),
             () = tokio::time::sleep_until(at) => room.expire(tokio::time::Instant::now()),
         }
     }
@@ -392,10 +387,7 @@ impl Door {
     /// Answers the waiting connections whose request is now complete.
     fn serve_room(&mut self, done: &mut Vec<(Waiter, Head)>) {
         if let Some(room) = self.room.as_mut() {
-            room.take_ready(done);
-        }
-        for (w, head) in done.drain(..) {
-            self.shared.answer(w.stream, w.ip, w.permit, &w.buf, head);
+            self.shared.serve_ready(room, done);
         }
         self.close_empty_room();
     }
@@ -496,6 +488,14 @@ impl Door {
 }
 
 impl Shared {
+    /// Answers the connections of `room` whose request is now complete (`done`: scratch).
+    fn serve_ready(&self, room: &mut Room, done: &mut Vec<(Waiter, Head)>) {
+        room.take_ready(done);
+        for (w, head) in done.drain(..) {
+            self.answer(w.stream, w.ip, w.permit, &w.buf, head);
+        }
+    }
+
     /// The slow path's answer, once its head is complete. The state is read now, not at
     /// accept time: the freshest decision wins.
     fn answer(
