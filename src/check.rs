@@ -126,11 +126,23 @@ impl Drop for RunnerHandle {
     }
 }
 
+/// When the first run of the `rank`-th of the checks started together (at start-up, or by one
+/// reload) comes: `rank` milliseconds after, a thousand a second, the thousand-and-first at 0
+/// again. A thousand processes started in the same instant took the CPU the probe ports need
+/// (1,000 services with `/bin/true`: the last port answered 149-166 ms after start, against
+/// 119 ms spread; docs/performance.md), and HAProxy spreads its own first checks alike.
+/// A lone check, or the first of them, runs at once.
+pub fn first_run_after(rank: usize) -> Duration {
+    Duration::from_millis((rank % 1000) as u64)
+}
+
+/// A check runner: runs the check `first_after` from now, then every interval.
 pub fn spawn_runner(
     svc: &ServiceConfig,
     argv: Vec<String>,
     id: u64,
     stopped: bool,
+    first_after: Duration,
     done: mpsc::UnboundedSender<CheckDone>,
     procs: Processes,
 ) -> RunnerHandle {
@@ -142,7 +154,7 @@ pub fn spawn_runner(
         timeout: svc.timeout,
         procs,
     };
-    let task = tokio::spawn(runner_loop(job, id, stopped, rx, done));
+    let task = tokio::spawn(runner_loop(job, id, stopped, first_after, rx, done));
     RunnerHandle {
         id,
         service: svc.name.clone(),
@@ -163,12 +175,13 @@ async fn runner_loop(
     job: Job,
     id: u64,
     mut stopped: bool,
+    first_after: Duration,
     mut rx: mpsc::UnboundedReceiver<RunnerCmd>,
     done: mpsc::UnboundedSender<CheckDone>,
 ) {
-    let mut due = !stopped;
+    let mut due = !stopped && first_after.is_zero();
     let mut waiters: Vec<oneshot::Sender<CheckResult>> = Vec::new();
-    let mut next = tokio::time::Instant::now();
+    let mut next = tokio::time::Instant::now() + first_after;
     loop {
         if due || !waiters.is_empty() {
             let result = run_once(&job.service, &job.argv, job.timeout, &job.procs).await;
@@ -548,6 +561,51 @@ mod tests {
         .await;
         assert!(r.output.len() <= OUTPUT_TAIL + 10, "{}", r.output.len());
         assert!(r.output.ends_with("END\n"));
+    }
+
+    /// Checks started together: the first runs right away, the next ones their rank in
+    /// milliseconds later (a lower bound only: a run never comes early).
+    #[tokio::test]
+    async fn checks_started_together_first_run_a_millisecond_apart() {
+        assert_eq!(first_run_after(0), Duration::ZERO);
+        assert_eq!(first_run_after(250), Duration::from_millis(250));
+        assert_eq!(first_run_after(1000), Duration::ZERO);
+        assert_eq!(first_run_after(1999), Duration::from_millis(999));
+
+        let cfg = crate::config::Config::parse(
+            "[a]\nport=1\ncheck_script=/bin/true\n",
+            std::path::Path::new("t.cfg"),
+        )
+        .unwrap();
+        let svc = cfg.services.values().next().unwrap();
+        let (done, mut results) = mpsc::unbounded_channel();
+        let t0 = SystemTime::now();
+        let procs = Processes::new(false);
+        let _first = spawn_runner(
+            svc,
+            argv(&["/bin/true"]),
+            1,
+            false,
+            first_run_after(0),
+            done.clone(),
+            procs.clone(),
+        );
+        let _later = spawn_runner(
+            svc,
+            argv(&["/bin/true"]),
+            2,
+            false,
+            first_run_after(300),
+            done,
+            procs,
+        );
+        let mut started = std::collections::BTreeMap::new();
+        while started.len() < 2 {
+            let d = results.recv().await.unwrap();
+            started.insert(d.runner, d.result.time - micros(t0));
+        }
+        assert!(started[&2] >= 300_000, "started {} µs after", started[&2]);
+        assert!(started[&1] < started[&2], "{started:?}");
     }
 
     #[test]

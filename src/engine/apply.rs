@@ -195,9 +195,9 @@ impl Engine {
         })
     }
 
-    /// Starts the check runners of `names` (each runs its check at once).
+    /// Starts the check runners of `names`, their first runs spread ([`check::first_run_after`]).
     fn start_runners(&mut self, names: &[String]) {
-        for name in names {
+        for (rank, name) in names.iter().enumerate() {
             let Some(svc) = self.services.get_mut(name) else {
                 continue;
             };
@@ -212,6 +212,7 @@ impl Engine {
                 argv,
                 id,
                 svc.facts.admin.checks_stopped,
+                check::first_run_after(rank),
                 self.done_tx.clone(),
                 self.processes.clone(),
             ));
