@@ -5,8 +5,8 @@
 //! Waiting for it in the responder would cost each probe a task, a timer and a reactor
 //! registration; instead the responder writes the answer, half-closes, and hands the socket
 //! to the observer ([`crate::observer`]) inside the probe's record. The observer looks at
-//! it lazily, with a non-blocking read each time it wakes (at most every 20 ms while probes
-//! come): the close is seen at most that much later, as it was when the responder waited.
+//! it lazily, with a non-blocking read: 5 ms after the answer, then every 20 ms until the
+//! close, which is thus seen at most 20 ms late, as it was when the responder waited.
 //!
 //! Until it is seen, the socket stays open (up to [`LINGER`] after the answer): closing it
 //! with unread request bytes would turn our close into a reset that can destroy the answer in
