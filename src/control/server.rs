@@ -13,6 +13,7 @@ use super::proto::{self, Code, Command, MAX_LINE, REQUEST_DEADLINE};
 use super::words;
 use crate::engine::{CheckRun, EngineError, Handle, Outcome};
 use crate::status;
+use crate::view::Snapshot;
 use crate::wait::{Goal, Want};
 use anyhow::Context;
 use std::io::Write as _;
@@ -319,21 +320,15 @@ async fn execute_and_wait(
     if code != Code::Ok {
         return (code, body);
     }
-    // The app has just started (a Type=simple app may not even listen yet): its services
-    // are checked now and again until they pass, within the timeout, then waited for.
+    // The app has just started (a Type=simple app may not even listen yet): the engine checks
+    // its services now and again until they pass (`unit_started`); wait for that within the
+    // timeout, then for the probers.
     let deadline = tokio::time::Instant::now() + timeout;
     let checked_first = !check_first.is_empty();
-    for n in check_first {
-        while !passing(handle, &n) && tokio::time::Instant::now() < deadline {
-            let _ = tokio::time::timeout_at(deadline, handle.run_check(&n)).await;
-            if !passing(handle, &n) {
-                tokio::time::sleep_until(
-                    deadline
-                        .min(tokio::time::Instant::now() + std::time::Duration::from_millis(250)),
-                )
-                .await;
-            }
-        }
+    if checked_first {
+        let mut snaps = handle.subscribe();
+        let all_pass = |s: &Arc<Snapshot>| check_first.iter().all(|n| passing(s, n));
+        let _ = tokio::time::timeout_at(deadline, snaps.wait_for(all_pass)).await;
     }
     // What is left of the timeout (said in whole seconds when nothing came first).
     let timeout = if checked_first {
@@ -388,13 +383,11 @@ async fn execute_and_wait(
     }
 }
 
-/// Whether checking `service` again is pointless: it is up, out by an operator's decision
+/// Whether waiting for `service`'s check is over: it is up, out by an operator's decision
 /// (the wait then says so), or gone.
-fn passing(handle: &Handle, service: &str) -> bool {
+fn passing(snap: &Snapshot, service: &str) -> bool {
     use crate::model::State;
-    handle
-        .snapshot()
-        .services
+    snap.services
         .get(service)
         .map_or(true, |v| !matches!(v.state, State::Down | State::Starting))
 }

@@ -58,9 +58,12 @@ use tokio_util::task::TaskTracker;
 /// a daemon killed right after them must not come back with an older verdict.
 const HEALTH_FLUSH_DELAY: Duration = Duration::from_secs(1);
 /// After the application's unit has started, its check runs again this soon after each
-/// result until it passes (for at most one interval): a `Type=simple` application is
+/// result until it passes (for at most [`AFTER_START_WINDOW`]): a `Type=simple` application is
 /// "active" before it listens, and its first check may well fail.
 const AFTER_START_RECHECK: Duration = Duration::from_millis(250);
+/// How long the quick re-runs after a start last at most: a minute (`--wait`'s default
+/// timeout: `unit_started --wait` waits for them), or the check's interval when longer.
+const AFTER_START_WINDOW: Duration = Duration::from_secs(60);
 /// How long a check killed by SIGTERM from outside waits before it counts: when the whole
 /// service is being stopped (a `KillMode=control-group` drop-in), the check dies at the same
 /// moment as the daemon learns it is stopping, and may be seen first.
@@ -96,10 +99,21 @@ impl Svc {
     fn app_started(&mut self) {
         self.facts.health = crate::model::HealthTracker::default();
         self.refresh_view();
+        self.recheck_until = None;
+        self.recheck_soon();
+    }
+
+    /// Checks at once, and again [`AFTER_START_RECHECK`] after each result until one passes
+    /// (within [`AFTER_START_WINDOW`]); nothing more while such re-runs are under way.
+    fn recheck_soon(&mut self) {
+        if self.recheck_until.is_some() {
+            return;
+        }
         if let Some(r) = &self.runner {
             let (tx, _) = oneshot::channel();
             r.send(RunnerCmd::RunNow(tx));
-            self.recheck_until = Some(tokio::time::Instant::now() + self.facts.cfg.interval);
+            let window = self.facts.cfg.interval.max(AFTER_START_WINDOW);
+            self.recheck_until = Some(tokio::time::Instant::now() + window);
         }
     }
 

@@ -131,11 +131,18 @@ impl Engine {
                 "unit_started"
             };
             audit(name, actor, what, None, None);
-            // The stop announced was never seen on the bus (no bus, or systemd's signals
-            // coalesced): this is the word that the application has started again. (When it
-            // was seen, the unit's return did this already.)
-            if announced && !stopping && !svc.facts.unit.out() {
-                svc.app_started();
+            if !stopping && !svc.facts.unit.out() {
+                if announced {
+                    // The stop announced was never seen on the bus (no bus, or systemd's
+                    // signals coalesced): this is the word that the application has started
+                    // again. (When it was seen, the unit's return did this already.)
+                    svc.app_started();
+                } else {
+                    // Started, says its unit's ExecStartPost: check now and until it passes
+                    // (already under way when the bus showed the start), keeping what the
+                    // check said so far. `unit_started --wait` waits for this.
+                    svc.recheck_soon();
+                }
             }
             names.push(name.clone());
         }

@@ -955,9 +955,15 @@ async fn a_unit_not_active_takes_its_service_out_and_back() {
     );
     check_done(&mut e, "web", Exit::Code(0));
     assert_eq!(view(&e, "web").state, State::Up);
-    // unit_started alone (nothing announced) changes nothing.
+    // unit_started alone (nothing announced: the bus showed the restart, or there is no bus
+    // and no drain unit) keeps what the check said, and checks again at once and until it
+    // passes: `unit_started --wait` waits for that.
+    assert_eq!(e.services["web"].recheck_until, None, "passed: no re-runs");
     op(&mut e, handle::Op::UnitStarted("app.service".into()));
     assert_eq!(view(&e, "web").state, State::Up);
+    assert!(e.services["web"].recheck_until.is_some(), "re-runs");
+    check_done(&mut e, "web", Exit::Code(0));
+    assert_eq!(e.services["web"].recheck_until, None, "passed: re-runs end");
 
     // An operator's disable stays through all of it.
     op(

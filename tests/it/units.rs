@@ -388,6 +388,35 @@ fn without_a_system_bus_unit_is_said_once_and_the_checks_decide() {
     assert_eq!(said, 1, "{:?}", d.log.all());
 }
 
+/// `unit_started --wait` without a bus and without an announced stop (the application was
+/// restarted behind psentinel's back, its check failing meanwhile): the check runs again at
+/// once and until it passes, not after the check's interval (a minute), and the command goes
+/// on to wait for the load balancers.
+#[test]
+fn unit_started_wait_checks_again_at_once_without_a_bus() {
+    let port = free_port();
+    let mut d = Daemon::prepare(&format!(
+        "[app]\nport={port}\nbind=127.0.0.1\nunit=app.service\n\
+         check_script={{dir}}/check.sh\ncheck_script_interval=60\n"
+    ));
+    let flag = d.path("app-listens");
+    d.script("check.sh", &format!("test -e {}", flag.display()));
+    let nobus = format!("unix:path={}", d.path("no-bus").display());
+    d.spawn(&[("DBUS_SYSTEM_BUS_ADDRESS", &nobus)]);
+    d.notify.lines.wait("READY=1");
+    eventually("the first check fails", DEADLINE, || {
+        (d.svc("app")["state"] == "down").then_some(())
+    });
+    std::fs::write(&flag, "").unwrap();
+    // No load balancer probes here: past the check, the wait runs to its timeout and says so.
+    let (_, out, err) = d.ctl(&["unit_started", "app.service", "--wait", "--timeout", "5s"]);
+    assert!(
+        err.contains("timed out") && err.contains("no load balancer has reached psentinel"),
+        "waited for the probers, so the check passed: {out}{err}"
+    );
+    assert_eq!(d.svc("app")["state"], "up");
+}
+
 /// A change that cannot be saved (state_dir cannot be written) is in effect, and says so to
 /// whoever made it (exit status 1), in `status` and in the metrics; it is saved as soon as
 /// saving works again, without another command, and survives a `kill -9` after that.
