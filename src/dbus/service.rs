@@ -203,10 +203,13 @@ pub(super) fn force_option(options: &HashMap<String, zbus::zvariant::OwnedValue>
                 })?
             }
             other => {
+                let hint = crate::config::closest(other, &["force"])
+                    .map(|k| format!(" (did you mean '{k}'?)"))
+                    .unwrap_or_default();
                 return Err(zbus::fdo::Error::InvalidArgs(format!(
-                    "unknown option '{other}'; known: force (b)"
+                    "unknown option '{other}'{hint}; known: force (b)"
                 ))
-                .into())
+                .into());
             }
         }
     }

@@ -1078,7 +1078,10 @@ fn capacity_guard_error_force_option_and_wait_until_drained() {
     let with = format!("{SERVICE_IF}.DisableWithOptions");
     let (code, _, err) = bus.gdbus(None, &app, &with, &["deploy", "0", "{'forse': <true>}"]);
     assert_ne!(code, 0);
-    assert!(err.contains("unknown option 'forse'"), "{err}");
+    assert!(
+        err.contains("unknown option 'forse' (did you mean 'force'?); known: force (b)"),
+        "{err}"
+    );
     assert_eq!(bus.prop(&app, SERVICE_IF, "State"), "up");
     let (code, out, err) = bus.gdbus(None, &app, &with, &["deploy", "0", "{'force': <true>}"]);
     assert_eq!(code, 0, "{out}{err}");
