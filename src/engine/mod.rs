@@ -41,7 +41,7 @@ use crate::sockets::Sockets;
 use crate::state::SavedService;
 use crate::state::Store;
 use crate::systemd::Notes;
-use crate::view::{Facts, SaveFailure, ServiceView, Services, Snapshot};
+use crate::view::{Facts, ServiceView, Services, Snapshot};
 use apply::{ListenKey, Listener};
 use clock::Clock;
 use handle::Request;
@@ -163,19 +163,8 @@ pub struct Engine {
     /// changes a service's flap record, so a stream of results does not look at every service.
     expiry_stale: bool,
     sockets: Sockets,
-    writer: Arc<std::sync::Mutex<save::Writer>>,
-    store_path: std::path::PathBuf,
-    /// The sequence number of the newest write asked for, and of the newest verdict taken.
-    save_seq: u64,
-    save_verdict_seq: u64,
-    /// A background write is under way; `Some(true)`: more changed since it began, and
-    /// another write follows when its verdict comes back.
-    writing: Option<bool>,
-    /// When the last background write started, and when the next one is due (one waits
-    /// while the last started less than `save::SAVE_SPACING` ago).
-    write_started: Option<tokio::time::Instant>,
-    write_due: Option<tokio::time::Instant>,
-    saved_tx: mpsc::UnboundedSender<save::Verdict>,
+    /// The state file ([`save::Saver`]).
+    saver: save::Saver,
     snap_tx: watch::Sender<Arc<Snapshot>>,
     done_tx: mpsc::UnboundedSender<CheckDone>,
     next_runner: u64,
@@ -185,10 +174,6 @@ pub struct Engine {
     shutdown: CancellationToken,
     clock: Clock,
     reloads: u64,
-    health_dirty: bool,
-    /// Set while the state file cannot be written; the loop retries with backoff.
-    unsaved: Option<SaveFailure>,
-    save_retry: Duration,
     /// To the observer of probes ([`crate::observer`]), handed to every listener.
     seen_tx: mpsc::Sender<Seen>,
 }
@@ -224,7 +209,7 @@ impl Engine {
         });
         let (snap_tx, snap_rx) = watch::channel(placeholder);
         let (done_tx, done_rx) = mpsc::unbounded_channel();
-        let (saved_tx, saved_rx) = mpsc::unbounded_channel();
+        let (saver, saved_rx) = save::Saver::new(store);
         let (observer, seen_tx, silence_rx) = Observer::new(cfg.general.silence_min);
         // Tracked with the probe connections: it holds answered ones until their probers close.
         parts.in_flight.spawn(observer.run(parts.shutdown.clone()));
@@ -237,14 +222,7 @@ impl Engine {
             names: Arc::from([]),
             expiry_stale: true,
             sockets: parts.sockets,
-            store_path: store.path(),
-            writer: save::Writer::new(store),
-            save_seq: 0,
-            save_verdict_seq: 0,
-            writing: None,
-            write_started: None,
-            write_due: None,
-            saved_tx,
+            saver,
             snap_tx,
             done_tx,
             next_runner: 1,
@@ -254,9 +232,6 @@ impl Engine {
             shutdown: parts.shutdown,
             clock,
             reloads: 0,
-            health_dirty: false,
-            unsaved: None,
-            save_retry: save::SAVE_RETRY_MIN,
             seen_tx,
         };
         engine.apply(cfg, Some(&saved))?;
@@ -286,7 +261,7 @@ impl Engine {
             config_file: self.cfg.file.clone(),
             config_fragments: self.cfg.fragments.clone(),
             reloads: self.reloads,
-            unsaved: self.unsaved.clone(),
+            unsaved: self.saver.failure().cloned(),
         };
         let snap = Arc::new(snap);
         let old = self.snap_tx.send_replace(snap.clone());
@@ -308,10 +283,7 @@ impl Engine {
             }
             // Requests and expiry may move it; check results say so themselves.
             let mut stale = false;
-            let retry_at = self
-                .unsaved
-                .as_ref()
-                .map(|_| tokio::time::Instant::now() + self.save_retry);
+            let retry_at = self.saver.retry_at();
             tokio::select! {
                 // Stopping comes first: a check that ended meanwhile was most likely killed by
                 // the stop itself, and is not a result.
@@ -336,7 +308,7 @@ impl Engine {
                     self.publish();
                     if save {
                         self.persist_soon();
-                    } else if self.health_dirty && flush_at.is_none() {
+                    } else if self.saver.health_dirty() && flush_at.is_none() {
                         flush_at = Some(tokio::time::Instant::now() + HEALTH_FLUSH_DELAY);
                     }
                 }
@@ -346,13 +318,11 @@ impl Engine {
                     stale = true;
                 }
                 Some(v) = saved_rx.recv() => self.on_saved(v),
-                _ = sleep_until_opt(self.write_due) => {
-                    self.write_due = None;
-                    self.persist_soon();
-                }
+                // Its turn has come: the write starts (and `write_due` is cleared).
+                _ = sleep_until_opt(self.saver.write_due()) => self.persist_soon(),
                 _ = sleep_until_opt(flush_at) => {
                     flush_at = None;
-                    if self.health_dirty {
+                    if self.saver.health_dirty() {
                         self.persist_soon();
                     }
                 }
@@ -360,11 +330,11 @@ impl Engine {
                 // there, which is still a retry at least every SAVE_RETRY_MAX.
                 _ = sleep_until_opt(retry_at) => {
                     if !self.persist() {
-                        self.save_retry = (self.save_retry * 2).min(save::SAVE_RETRY_MAX);
+                        self.saver.back_off();
                     }
                 }
             }
-            if !self.health_dirty {
+            if !self.saver.health_dirty() {
                 flush_at = None;
             }
             self.expiry_stale |= stale;
@@ -512,7 +482,7 @@ impl Engine {
         svc.refresh_view();
         // A change of state is logged by publish() (logging::log_state_changes).
         tracing::debug!(psentinel_service = %done.service, "{}: check finished: {exit}", done.service);
-        self.health_dirty = true;
+        self.saver.set_health_dirty();
         first || changed
     }
 

@@ -101,7 +101,7 @@ impl Engine {
             }
         };
         self.after_admin_change();
-        match &self.unsaved {
+        match self.saver.failure() {
             None => Ok(outcome),
             Some(failure) => Err(EngineError::NotSaved {
                 outcome: Box::new(outcome),

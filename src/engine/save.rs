@@ -7,21 +7,24 @@
 //! takes a write's verdict only when it is the newest it has heard of.
 
 use super::Engine;
-use crate::model::{Admin, CheckResult, HealthTracker};
+use crate::model::{Admin, CheckResult, HealthTracker, Micros};
 use crate::state::Store;
 use crate::view::{SaveFailure, ServiceView, Services};
 use serde::ser::{Serialize, SerializeStruct, Serializer};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
 
 /// Retries of a state file that cannot be written: the first wait, doubled up to the last.
-pub(super) const SAVE_RETRY_MIN: Duration = Duration::from_millis(250);
-pub(super) const SAVE_RETRY_MAX: Duration = Duration::from_secs(5);
+const SAVE_RETRY_MIN: Duration = Duration::from_millis(250);
+const SAVE_RETRY_MAX: Duration = Duration::from_secs(5);
 /// Background writes (check results) start at least this far apart.
 pub(super) const SAVE_SPACING: Duration = Duration::from_millis(100);
 
 /// The state file and the newest content tried on it.
-pub(super) struct Writer {
+struct Writer {
     store: Store,
     tried: u64,
 }
@@ -31,7 +34,7 @@ pub(super) struct Writer {
 pub(super) type Verdict = (u64, Option<std::io::Result<()>>);
 
 impl Writer {
-    pub(super) fn new(store: Store) -> Arc<Mutex<Writer>> {
+    fn new(store: Store) -> Arc<Mutex<Writer>> {
         Arc::new(Mutex::new(Writer { store, tried: 0 }))
     }
 
@@ -84,6 +87,159 @@ impl Serialize for SavedViews {
     }
 }
 
+/// The state file and the bookkeeping of its writes; the engine supplies the content (its
+/// views), publishes when saving starts or stops failing, and tells the time.
+pub(super) struct Saver {
+    writer: Arc<Mutex<Writer>>,
+    path: PathBuf,
+    /// The sequence number of the newest write asked for, and of the newest verdict taken.
+    seq: u64,
+    verdict_seq: u64,
+    /// A background write is under way; `Some(true)`: more changed since it began, and
+    /// another write follows when its verdict comes back.
+    writing: Option<bool>,
+    /// When the last background write started, and when the next one is due (one waits
+    /// while the last started less than [`SAVE_SPACING`] ago).
+    write_started: Option<Instant>,
+    write_due: Option<Instant>,
+    tx: mpsc::UnboundedSender<Verdict>,
+    /// Check results were recorded since the last write.
+    health_dirty: bool,
+    /// Set while the state file cannot be written; the loop retries with backoff.
+    unsaved: Option<SaveFailure>,
+    retry: Duration,
+}
+
+impl Saver {
+    /// The saver of `store`, and where background writes' verdicts arrive (for
+    /// [`Engine::on_saved`]).
+    pub(super) fn new(store: Store) -> (Saver, mpsc::UnboundedReceiver<Verdict>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let saver = Saver {
+            path: store.path(),
+            writer: Writer::new(store),
+            seq: 0,
+            verdict_seq: 0,
+            writing: None,
+            write_started: None,
+            write_due: None,
+            tx,
+            health_dirty: false,
+            unsaved: None,
+            retry: SAVE_RETRY_MIN,
+        };
+        (saver, rx)
+    }
+
+    /// Why the state file is not current (None: it is).
+    pub(super) fn failure(&self) -> Option<&SaveFailure> {
+        self.unsaved.as_ref()
+    }
+
+    /// Check results were recorded that no write has carried yet.
+    pub(super) fn health_dirty(&self) -> bool {
+        self.health_dirty
+    }
+
+    pub(super) fn set_health_dirty(&mut self) {
+        self.health_dirty = true;
+    }
+
+    /// When a background write waiting for its turn is due.
+    pub(super) fn write_due(&self) -> Option<Instant> {
+        self.write_due
+    }
+
+    /// When to try again a state file that cannot be written.
+    pub(super) fn retry_at(&self) -> Option<Instant> {
+        self.unsaved.as_ref().map(|_| Instant::now() + self.retry)
+    }
+
+    /// A retry failed again: the next waits twice as long, up to [`SAVE_RETRY_MAX`].
+    pub(super) fn back_off(&mut self) {
+        self.retry = (self.retry * 2).min(SAVE_RETRY_MAX);
+    }
+
+    /// Writes `saved` now; true when saving started or stopped failing (the snapshot must
+    /// show it).
+    fn write_now(&mut self, saved: &SavedViews, now: Micros) -> bool {
+        self.health_dirty = false;
+        self.seq += 1;
+        let seq = self.seq;
+        let res = lock(&self.writer).write(seq, saved);
+        match res {
+            Some(r) => self.take(seq, r, now),
+            None => false,
+        }
+    }
+
+    /// Whether a background write starts now ([`Engine::persist_soon`]): its sequence
+    /// number, or None when it waits (for the write under way, or for its turn).
+    fn turn(&mut self) -> Option<u64> {
+        self.health_dirty = false;
+        if let Some(again) = &mut self.writing {
+            *again = true;
+            return None;
+        }
+        let now = Instant::now();
+        if let Some(last) = self.write_started {
+            if now < last + SAVE_SPACING {
+                self.write_due = Some(last + SAVE_SPACING);
+                return None;
+            }
+        }
+        self.write_due = None;
+        self.write_started = Some(now);
+        self.writing = Some(false);
+        self.seq += 1;
+        Some(self.seq)
+    }
+
+    /// Writes `saved` off the engine's loop; the verdict comes back on the channel.
+    fn start(&self, seq: u64, saved: SavedViews) {
+        let (writer, tx) = (self.writer.clone(), self.tx.clone());
+        tokio::task::spawn_blocking(move || {
+            let r = lock(&writer).write(seq, &saved);
+            let _ = tx.send((seq, r));
+        });
+    }
+
+    /// The background write is over; true when more changed meanwhile (another follows).
+    fn write_over(&mut self) -> bool {
+        self.writing.take() == Some(true)
+    }
+
+    /// Takes a write's verdict unless a newer one was taken already; logs when saving
+    /// starts or stops failing, and returns true then (the engine publishes).
+    fn take(&mut self, seq: u64, r: std::io::Result<()>, now: Micros) -> bool {
+        if seq < self.verdict_seq {
+            return false;
+        }
+        self.verdict_seq = seq;
+        let path = self.path.clone();
+        match r {
+            Ok(()) => {
+                let Some(f) = self.unsaved.take() else {
+                    return false;
+                };
+                tracing::info!(path = %path.display(), "state saved again (failing since {})", crate::status::time(f.since));
+                self.retry = SAVE_RETRY_MIN;
+                true
+            }
+            Err(e) => {
+                let error = e.to_string();
+                let first = self.unsaved.is_none();
+                if first || self.unsaved.as_ref().is_some_and(|f| f.error != error) {
+                    tracing::error!(path = %path.display(), "cannot save state: {error}; retrying until it works (a restart now would lose the latest changes)");
+                }
+                let since = self.unsaved.as_ref().map_or(now, |f| f.since);
+                self.unsaved = Some(SaveFailure { path, error, since });
+                first
+            }
+        }
+    }
+}
+
 impl Engine {
     pub(super) fn saved(&self) -> SavedViews {
         SavedViews(self.views())
@@ -93,15 +249,11 @@ impl Engine {
     /// answer to whoever made the change) and retried by the loop until a write succeeds.
     /// Returns whether the file is current.
     pub(super) fn persist(&mut self) -> bool {
-        self.health_dirty = false;
-        self.save_seq += 1;
-        let seq = self.save_seq;
         let saved = self.saved();
-        let res = lock(&self.writer).write(seq, &saved);
-        match res {
-            Some(r) => self.note_save(seq, r),
-            None => self.unsaved.is_none(),
+        if self.saver.write_now(&saved, self.clock.now()) {
+            self.publish();
         }
+        self.saver.failure().is_none()
     }
 
     /// Writes the state file in the background (check results); the verdict comes back to
@@ -114,71 +266,21 @@ impl Engine {
     /// And at most one every [`SAVE_SPACING`]: a thousand first results arriving one by one
     /// (one process started at a time) still meant three hundred writes of every service
     /// in the first second, most of the daemon's CPU at start-up. A write that comes sooner
-    /// waits for its turn ([`Engine::write_due`]); an isolated change is written at once.
+    /// waits for its turn ([`Saver::write_due`]); an isolated change is written at once.
     pub(super) fn persist_soon(&mut self) {
-        self.health_dirty = false;
-        if let Some(again) = &mut self.writing {
-            *again = true;
-            return;
+        if let Some(seq) = self.saver.turn() {
+            self.saver.start(seq, self.saved());
         }
-        let now = tokio::time::Instant::now();
-        if let Some(last) = self.write_started {
-            if now < last + SAVE_SPACING {
-                self.write_due = Some(last + SAVE_SPACING);
-                return;
-            }
-        }
-        self.write_due = None;
-        self.write_started = Some(now);
-        self.writing = Some(false);
-        self.save_seq += 1;
-        let (seq, saved) = (self.save_seq, self.saved());
-        let (writer, tx) = (self.writer.clone(), self.saved_tx.clone());
-        tokio::task::spawn_blocking(move || {
-            let r = lock(&writer).write(seq, &saved);
-            let _ = tx.send((seq, r));
-        });
     }
 
     pub(super) fn on_saved(&mut self, (seq, r): Verdict) {
         if let Some(r) = r {
-            self.note_save(seq, r);
+            if self.saver.take(seq, r, self.clock.now()) {
+                self.publish();
+            }
         }
-        if self.writing.take() == Some(true) {
+        if self.saver.write_over() {
             self.persist_soon();
-        }
-    }
-
-    /// Takes a write's verdict unless a newer one was taken already; logs and publishes
-    /// when saving starts or stops failing.
-    fn note_save(&mut self, seq: u64, r: std::io::Result<()>) -> bool {
-        if seq < self.save_verdict_seq {
-            return self.unsaved.is_none();
-        }
-        self.save_verdict_seq = seq;
-        let path = self.store_path.clone();
-        match r {
-            Ok(()) => {
-                if let Some(f) = self.unsaved.take() {
-                    tracing::info!(path = %path.display(), "state saved again (failing since {})", crate::status::time(f.since));
-                    self.save_retry = SAVE_RETRY_MIN;
-                    self.publish();
-                }
-                true
-            }
-            Err(e) => {
-                let error = e.to_string();
-                let first = self.unsaved.is_none();
-                if first || self.unsaved.as_ref().is_some_and(|f| f.error != error) {
-                    tracing::error!(path = %path.display(), "cannot save state: {error}; retrying until it works (a restart now would lose the latest changes)");
-                }
-                let since = self.unsaved.as_ref().map_or(self.clock.now(), |f| f.since);
-                self.unsaved = Some(SaveFailure { path, error, since });
-                if first {
-                    self.publish();
-                }
-                false
-            }
         }
     }
 }
