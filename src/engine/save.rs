@@ -103,7 +103,8 @@ pub(super) struct Saver {
     write_started: Option<Instant>,
     write_due: Option<Instant>,
     tx: mpsc::UnboundedSender<Verdict>,
-    /// Check results were recorded since the last write.
+    /// Check results were recorded that no write begun or waiting for its turn carries: the
+    /// loop writes them within `HEALTH_FLUSH_DELAY`.
     health_dirty: bool,
     /// Set while the state file cannot be written; the loop retries with backoff.
     unsaved: Option<SaveFailure>,
@@ -288,4 +289,26 @@ impl Engine {
 /// A writer whose holder panicked mid-write still writes: the file is replaced atomically.
 fn lock(w: &Mutex<Writer>) -> std::sync::MutexGuard<'_, Writer> {
     w.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A background write that comes late never replaces newer content.
+    #[test]
+    fn the_writer_skips_a_write_older_than_one_it_tried() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path());
+        let file = store.path();
+        let w = Writer::new(store);
+        let saved = SavedViews(Services::default());
+        assert!(matches!(lock(&w).write(2, &saved), Some(Ok(()))));
+        std::fs::remove_file(&file).unwrap();
+        assert!(lock(&w).write(1, &saved).is_none());
+        assert!(lock(&w).write(2, &saved).is_none());
+        assert!(!file.exists(), "not written");
+        assert!(matches!(lock(&w).write(3, &saved), Some(Ok(()))));
+        assert!(file.exists());
+    }
 }

@@ -826,6 +826,17 @@ fn passed(runner: u64) -> CheckDone {
     }
 }
 
+/// Makes the state file unwritable, as a full disk would: a file stands where `state_dir`
+/// must be. Removing that file makes it writable again.
+fn block_state(b: &Bench) -> PathBuf {
+    let state = b.dir.path().join("state");
+    if state.is_dir() {
+        std::fs::remove_dir_all(&state).unwrap();
+    }
+    std::fs::write(&state, b"").unwrap();
+    state
+}
+
 fn saved_health(b: &Bench) -> Option<bool> {
     let saved = crate::state::Store::new(&b.dir.path().join("state")).load();
     saved.services.get("web").and_then(|s| s.health.healthy)
@@ -848,9 +859,7 @@ async fn the_first_result_after_a_start_is_saved_at_once() {
 #[tokio::test(start_paused = true)]
 async fn a_change_that_cannot_be_saved_says_so_and_is_saved_once_it_can() {
     let b = Bench::new("[web]\nport={port}\nbind=127.0.0.1\n");
-    // state_dir cannot be created: a file stands in its way (as a full disk, it fails).
-    let blocker = b.dir.path().join("state");
-    std::fs::write(&blocker, b"").unwrap();
+    let blocker = block_state(&b);
     let (h, _done, _) = running(&b);
     let err = h.disable("web", "deploy", None, "root").await.unwrap_err();
     let EngineError::NotSaved { outcome, failure } = &err else {
@@ -1068,4 +1077,117 @@ async fn a_burst_of_results_is_written_at_most_every_spacing() {
     }
     tokio::time::sleep(Duration::from_millis(10)).await;
     assert_eq!(saved_health(&b), Some(true));
+}
+
+/// A state file that cannot be written is tried again after 250 ms, then twice as long each
+/// time (up to 5 s); the failure keeps the time it began. Once saved, the next failure is
+/// tried again after 250 ms, not after the last wait.
+#[tokio::test(start_paused = true)]
+async fn a_failing_state_file_is_retried_ever_less_often_and_the_backoff_starts_over_once_saved() {
+    let b = Bench::new("[web]\nport={port}\nbind=127.0.0.1\n");
+    let state = block_state(&b);
+    let (h, _done, _) = running(&b);
+    let start = tokio::time::Instant::now();
+    h.disable("web", "deploy", None, "root").await.unwrap_err();
+    let since = h.snapshot().unsaved.clone().expect("not saved").since;
+    // Tried again at 0.25 and 0.75 s; a change at 1 s fails too and the wait (1 s) starts
+    // over from there: tried at 2 s, then 2 s later.
+    tokio::time::sleep_until(start + Duration::from_secs(1)).await;
+    let err = h.disable("web", "v2", None, "root").await.unwrap_err();
+    let EngineError::NotSaved { failure, .. } = &err else {
+        panic!("{err:?}");
+    };
+    assert_eq!(failure.since, since, "failing since the first failure");
+    tokio::time::sleep_until(start + Duration::from_millis(2500)).await;
+    std::fs::remove_file(&state).unwrap();
+    tokio::time::sleep_until(start + Duration::from_millis(3900)).await;
+    assert!(h.snapshot().unsaved.is_some(), "not tried since 2 s");
+    tokio::time::sleep_until(start + Duration::from_millis(4100)).await;
+    assert!(h.snapshot().unsaved.is_none(), "tried at 4 s");
+
+    block_state(&b);
+    h.enable("web", "root").await.unwrap_err();
+    std::fs::remove_file(&state).unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(h.snapshot().unsaved.is_none(), "the backoff started over");
+}
+
+/// Results recorded while a background write is under way are written by the next one,
+/// started when the first one's verdict is back.
+#[tokio::test(start_paused = true)]
+async fn results_that_come_during_a_write_are_written_when_it_is_over() {
+    let b = Bench::new(CHECKED);
+    let (mut e, mut inbox) = Engine::new(Config::load(&b.file()).unwrap(), b.parts()).unwrap();
+    check_done(&mut e, "web", Exit::Code(0));
+    e.persist_soon();
+    tokio::time::advance(save::SAVE_SPACING).await;
+    check_done(&mut e, "web", Exit::Code(1));
+    check_done(&mut e, "web", Exit::Code(1));
+    assert_eq!(view(&e, "web").state, State::Down);
+    e.persist_soon();
+    let first = inbox.saved.recv().await.unwrap();
+    assert_eq!(
+        saved_health(&b),
+        Some(true),
+        "the first write: the first result"
+    );
+    e.on_saved(first);
+    let next = tokio::time::timeout(Duration::from_secs(1), inbox.saved.recv())
+        .await
+        .expect("the next write starts when the first is over")
+        .unwrap();
+    e.on_saved(next);
+    assert_eq!(saved_health(&b), Some(false));
+}
+
+/// A background write that fails shows in the snapshot at once; one whose verdict comes
+/// after a newer write succeeded is not taken.
+#[tokio::test(start_paused = true)]
+async fn a_failed_background_write_shows_unless_a_newer_write_succeeded() {
+    let b = Bench::new(CHECKED);
+    let (mut e, mut inbox) = Engine::new(Config::load(&b.file()).unwrap(), b.parts()).unwrap();
+    let state = block_state(&b);
+    check_done(&mut e, "web", Exit::Code(0));
+    e.persist_soon();
+    let failed = inbox.saved.recv().await.unwrap();
+    std::fs::remove_file(&state).unwrap();
+    assert!(e.persist(), "a newer write");
+    e.on_saved(failed);
+    assert!(e.snap_tx.borrow().unsaved.is_none(), "the older failure");
+
+    block_state(&b);
+    tokio::time::advance(save::SAVE_SPACING).await;
+    check_done(&mut e, "web", Exit::Code(0));
+    e.persist_soon();
+    let failed = inbox.saved.recv().await.unwrap();
+    e.on_saved(failed);
+    assert!(e.snap_tx.borrow().unsaved.is_some(), "shown at once");
+}
+
+/// A result that changes no health is written within `HEALTH_FLUSH_DELAY`, not at once.
+#[tokio::test(start_paused = true)]
+async fn a_result_that_changes_nothing_is_written_within_the_flush_delay() {
+    // The runner's own check never ends while the test runs: only the results sent here count.
+    let b = Bench::new(
+        "[web]\nport={port}\nbind=127.0.0.1\ncheck_script=/bin/sleep 1000\n\
+         check_script_interval=600\ncheck_timeout=300\n",
+    );
+    let (_h, done_tx, runner) = running(&b);
+    let saved_output = || {
+        let saved = crate::state::Store::new(&b.dir.path().join("state")).load();
+        saved.services["web"]
+            .last
+            .as_ref()
+            .map(|l| l.output.clone())
+    };
+    done_tx.send(passed(runner)).unwrap();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(saved_output().as_deref(), Some(""), "the first: at once");
+    let mut later = passed(runner);
+    later.result.output = "later".into();
+    done_tx.send(later).unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(saved_output().as_deref(), Some(""), "not at once");
+    tokio::time::sleep(HEALTH_FLUSH_DELAY).await;
+    assert_eq!(saved_output().as_deref(), Some("later"));
 }
