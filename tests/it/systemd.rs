@@ -880,7 +880,8 @@ fn restarts_during_checks(b: &Sysbox) -> Probed {
 /// the restart right after the first check of the new process: that first result is saved
 /// at once, and a saved result stays trusted across the restart (RestartSec=1s included).
 /// Graceful restarts and `kill -9` (systemd restarts the daemon; probes wait in the backlog
-/// of the sockets it holds) alike: every probe answers 200.
+/// of the sockets it holds) alike: every answer is 200. A graceful restart loses no probe; a
+/// `kill -9` can lose the few it had accepted and not answered yet (seen: 1 in 63).
 #[test]
 fn sysbox_restart_and_kill_9_right_after_the_first_check_answer_200() {
     let cfg = "[ourapp]\nport = 48080\ncheck_script = /bin/true\ncheck_script_interval = 1\n\
@@ -902,7 +903,25 @@ fn sysbox_restart_and_kill_9_right_after_the_first_check_answer_200() {
         b.ok("systemctl restart psentinel.service");
         let p = probe_across(&b, 48080, 5, first, action);
         assert_eq!(p.n["rcs"], "0,0,0,0,0", "{action}: {}", p.line);
-        assert_eq!(p.count("answered"), p.count("sent"), "{action}: {}", p.line);
+        let lost = p.count("sent") - p.count("answered");
+        if action.contains("KILL") {
+            // A probe the killed process had accepted and not answered yet is lost with its
+            // socket (reset): at most one per prober thread (4) and kill (docs/deploys.md).
+            assert!(lost <= 4 * 5, "{action}: {}", p.line);
+            assert_eq!(lost, p.count("failed"), "{action}: {}", p.line);
+            let reset = [
+                "failed: ConnectionResetError",
+                "failed: BrokenPipeError",
+                "failed: empty reply",
+            ];
+            assert!(
+                p.odd.iter().all(|o| reset.contains(&o.as_str())),
+                "{action}: {:?}",
+                p.odd
+            );
+        } else {
+            assert_eq!(lost, 0, "{action}: {}", p.line);
+        }
         assert_eq!(
             p.n["codes"],
             format!("200:{}", p.count("answered")),
