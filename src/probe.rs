@@ -576,18 +576,15 @@ fn current(snap: &watch::Receiver<Arc<Snapshot>>, service: &str) -> Option<Repli
         .map(|v| v.replies.clone())
 }
 
-/// Writes what is left of an answer (through tokio, by `deadline`), half-closes, and returns
-/// the connection for the observer to watch for the prober's close.
+/// Writes what is left of an answer (never nothing: [`Shared::finish`] comes here only when
+/// the socket took part of it) through tokio, by `deadline`; half-closes, and returns the
+/// connection for the observer to watch for the prober's close.
 async fn write_rest(
     stream: StdStream,
     rest: &[u8],
     deadline: tokio::time::Instant,
     permit: OwnedSemaphorePermit,
 ) -> Option<Linger> {
-    if rest.is_empty() {
-        let _ = stream.shutdown(Shutdown::Write);
-        return Some(Linger::new(stream, Some(permit)));
-    }
     stream.set_nonblocking(true).ok()?;
     let mut stream = TcpStream::from_std(stream).ok()?;
     match tokio::time::timeout_at(deadline, stream.write_all(rest)).await {
