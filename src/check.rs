@@ -10,8 +10,9 @@
 //!   (setsid, double fork) is re-parented to us instead of init, and [`sweep_orphans`] kills and
 //!   reaps it: the [`reaper`] task sweeps after check runs end and on SIGCHLD, once for all
 //!   that ended together (a sweep reads the kernel's list of our children per thread; a
-//!   thousand checks ending at start-up swept a thousand times). Nothing a script does leaves zombies or strays. Which pids are checks of ours is
-//!   the daemon's own record ([`Processes`]), not a global: the process's children are one set,
+//!   thousand checks ending at start-up swept a thousand times). Nothing a script does
+//!   leaves zombies or strays. Which pids are checks of ours is the daemon's own record
+//!   ([`Processes`]), not a global: the process's children are one set,
 //!   so only one daemon per process sweeps them (tests run several engines in one process,
 //!   without sweeping).
 //! - Only the last [`OUTPUT_TAIL`] bytes of output are kept, and the first line up to
